@@ -1,0 +1,933 @@
+# docs: README.md#crl_resnetpy -- contrastive RL with deep residual actor and critic encoders
+"""Contrastive RL (CRL) with residual networks up to 1024 layers deep.
+
+Implements "1000 Layer Networks for Self-Supervised RL: Scaling Depth Can Enable New Goal-Reaching
+Capabilities" (Wang et al.): the CRL actor-critic of Sec. 3 (InfoNCE critic with L2 energy and a
+logsumexp penalty, entropy-regularised actor, no target networks, no reward) whose sa_encoder,
+g_encoder and actor are residual networks (Fig. 2). Depth = 4 * num_blocks Dense layers in the
+residual trunk. Defaults are the paper's Table 2.
+
+Siblings: crl_mlp.py differs only in NETWORKS; sac_her.py in LOSSES, critic and relabelling; gcbc.py in
+LOSSES (no critic). ENVIRONMENTS and REPLAY BUFFER are byte-identical in every script.
+
+Run:  python crl_resnet.py --num-blocks 64          (paper scale, one GPU)
+CPU:  see README.md for the quick-start that learns point_u_maze in minutes.
+"""
+
+import contextlib
+import dataclasses
+import functools
+import io
+import json
+import math
+import os
+import socket
+import sys
+import time
+import types
+import warnings
+from typing import Any, Callable, Literal, Optional
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+import tyro
+
+# mujoco.mjx prints "Failed to import warp" on import when the optional warp backend is absent; brax warns
+# that it is in maintenance mode. Neither concerns the spring/pipeline physics used here.
+warnings.filterwarnings("ignore", message="Brax System, piplines and environments are not actively")
+with contextlib.redirect_stdout(io.StringIO()):
+    from brax import base as brax_base
+    from brax import envs as brax_envs
+    from brax.io import html as brax_html
+    from brax.io import mjcf as brax_mjcf
+
+
+# ==== ARGS ====
+@dataclasses.dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment; runs are written to runs/{env_id}__{exp_name}__{seed}__{unix time}"""
+    seed: int = 1
+    """seed of the experiment (seed i of --num-seeds uses seed + i)"""
+    track: bool = False
+    """log to Weights & Biases; when off, nothing is sent anywhere"""
+    wandb_project_name: str = "scaling-crl"
+    """the wandb project name"""
+    wandb_entity: Optional[str] = None
+    """the wandb entity (team or user); None uses your default entity"""
+    wandb_mode: Literal["online", "offline"] = "online"
+    """wandb mode: offline writes runs/{run_name}/wandb for a later `wandb sync` and needs no network"""
+    save_model: bool = True
+    """write checkpoints (last after every epoch, best by eval/time_near_goal) and the final parameters"""
+    resume: Optional[str] = None
+    """path of a run directory (runs/NAME) to continue from its last checkpoint with the same flags"""
+    render: bool = False
+    """after training, write runs/{run_name}/render.html (brax viewer) of three evaluation episodes"""
+    num_seeds: int = 1
+    """independent seeds trained in one jitted program (vmap); metrics are averaged over seeds"""
+
+    # Algorithm specific arguments
+    env_id: str = "point_big_maze"
+    """the environment id (see ENVIRONMENTS below or the README)"""
+    total_env_steps: int = 100_000_000
+    """total environment steps, prefill included (paper: 100M-400M)"""
+    num_envs: int = 512
+    """parallel training environments"""
+    num_eval_envs: int = 128
+    """parallel evaluation environments (one episode each per evaluation)"""
+    episode_length: Optional[int] = None
+    """steps per episode; None uses the environment's own (1000 for the paper's environments)"""
+    num_epochs: int = 50
+    """number of epochs; each epoch is one compiled program followed by an evaluation"""
+    unroll_length: int = 62
+    """environment steps collected per environment in one training step"""
+    batch_size: int = 512
+    """transitions per SGD minibatch (also the number of InfoNCE negatives + 1)"""
+    num_sgd_batches_per_training_step: int = 800
+    """SGD minibatches per training step; with the defaults UTD = 800 / (512 * 62) = 1:40 (paper)"""
+    max_replay_size: int = 10_000
+    """replay capacity in time steps; each step holds num_envs transitions"""
+    min_replay_size: int = 1_000
+    """time steps collected with random actions before training (must be >= episode_length)"""
+    gamma: float = 0.99
+    """discount of the future-state (goal) distribution"""
+    actor_lr: float = 3e-4
+    """actor learning rate (Adam)"""
+    critic_lr: float = 3e-4
+    """critic learning rate (Adam)"""
+    alpha_lr: float = 3e-4
+    """entropy temperature learning rate (Adam)"""
+    logsumexp_penalty: float = 0.1
+    """weight of the penalty mean((logsumexp_j L_ij)^2) on the InfoNCE logits"""
+    repr_dim: int = 64
+    """dimension of the representations phi(s, a) and psi(g)"""
+    width: int = 256
+    """units per Dense layer"""
+    num_blocks: int = 1
+    """residual blocks per network; depth = 4 * num_blocks Dense layers (64 blocks = 256 layers)"""
+    actor_num_blocks: Optional[int] = None
+    """residual blocks of the actor; None uses --num-blocks"""
+    critic_num_blocks: Optional[int] = None
+    """residual blocks of sa_encoder and g_encoder; None uses --num-blocks"""
+    target_entropy_scale: float = 0.5
+    """target entropy = -scale * action_dim"""
+    remat: bool = False
+    """recompute each residual block in the backward pass: activation memory O(1) in depth, ~1.3x compute"""
+
+
+# ==== ENVIRONMENTS ====
+# Every environment is goal-conditioned: observation = concat(state, goal), goal = state[goal_indices] of a
+# target state. Goals are re-sampled at every reset, automatic resets included. A registry entry says how to
+# build the physics and how the goal is read; `GoalEnv` adds batching, time limits and automatic resets.
+
+MAZE_LAYOUTS = {  # '#' wall, 'R' start, 'G' goal cell, '.' free; cell (i, j) is centred at (i * size, j * size)
+    "u_maze": ["#####", "#RGG#", "###G#", "#GGG#", "#####"],
+    "u4_maze": ["#####", "#GGG#", "#R#G#", "###G#", "#G#G#", "#GGG#", "#####"],
+    "u5_maze": ["########", "#GGGGGG#", "#R####G#", "######G#", "#G####G#", "#GGGGGG#", "########"],
+    "big_maze": [
+        "########",
+        "#RG##GG#",
+        "#GG#GGG#",
+        "##GGG###",
+        "#GG#GGG#",
+        "#G#GG#G#",
+        "#GGG#GG#",
+        "########",
+    ],
+    "hardest_maze": [
+        "############",
+        "#RGGG#GGGGG#",
+        "#G##G#G#G#G#",
+        "#GGGGGG#GGG#",
+        "#G####G###G#",
+        "#GG#G#GGGGG#",
+        "##G#G#G#G###",
+        "#GG#GGG#GGG#",
+        "############",
+    ],
+}
+MAZE_EVAL_GOALS = {  # the far cells that the `_eval` variants restrict goals to (SPEC section 3)
+    "u_maze": [(3, 1), (3, 2), (3, 3)],
+    "u4_maze": [(4, 1), (5, 1), (5, 2), (5, 3)],
+    "u5_maze": [(4, 1), (4, 6)] + [(5, j) for j in range(1, 7)],
+    "big_maze": [(1, 5), (1, 6), (2, 5), (2, 6), (5, 3), (5, 6), (6, 2), (6, 3), (6, 5), (6, 6)],
+}
+
+
+def maze_cells(layout, char):
+    return [(i, j) for i, row in enumerate(MAZE_LAYOUTS[layout]) for j, c in enumerate(row) if c == char]
+
+
+class PointMaze:
+    """A point mass in a maze, in pure JAX: action = velocity in [-1, 1]^2 scaled by `speed` units per step.
+
+    Walls block motion per axis: the x move is undone if it ends inside a wall cell, then the y move. State
+    = (x, y), so the point mazes cost almost nothing and a CPU can train on them in minutes.
+    """
+
+    action_dim = 2
+    state_dim = 2
+    speed = 0.5  # units per step: a 4-unit cell takes 8 steps to cross
+
+    def __init__(self, layout, goal_cells=None, size=4.0):
+        self.layout, self.size = layout, size
+        self.walls = jnp.array([[c == "#" for c in row] for row in MAZE_LAYOUTS[layout]])
+        self.start = jnp.array(maze_cells(layout, "R")[0], dtype=jnp.float32) * size
+        self.goals = jnp.array(goal_cells or maze_cells(layout, "G"), dtype=jnp.float32) * size
+
+    def in_wall(self, xy):
+        ij = jnp.round(xy / self.size).astype(jnp.int32)
+        return self.walls[ij[0], ij[1]]
+
+    def init(self, key):
+        k_start, k_cell, k_jitter = jax.random.split(key, 3)
+        xy = self.start + jax.random.uniform(k_start, (2,), minval=-0.5, maxval=0.5)
+        cell = jax.random.randint(k_cell, (), 0, len(self.goals))
+        goal = self.goals[cell] + jax.random.uniform(k_jitter, (2,), minval=-1.0, maxval=1.0)
+        return xy, goal
+
+    def step(self, xy, action):
+        move = self.speed * jnp.clip(action, -1.0, 1.0)
+        x_moved = xy.at[0].add(move[0])
+        xy = jnp.where(self.in_wall(x_moved), xy, x_moved)
+        y_moved = xy.at[1].add(move[1])
+        return jnp.where(self.in_wall(y_moved), xy, y_moved)
+
+    def state(self, xy):
+        return xy
+
+    def terminated(self, xy):
+        return jnp.zeros((), dtype=bool)
+
+    @functools.cached_property
+    def render_system(self):
+        walls = "".join(
+            f'<geom type="box" pos="{i * self.size} {j * self.size} 1" size="{self.size / 2} {self.size / 2} 1"/>'
+            for i, j in maze_cells(self.layout, "#")
+        )
+        marker = '<joint type="slide" axis="1 0 0"/><joint type="slide" axis="0 1 0"/><geom type="sphere" size="0.5"'
+        xml = (
+            f'<mujoco><worldbody><geom type="plane" size="40 40 0.1"/>{walls}'
+            f'<body name="point">{marker} contype="0" conaffinity="0" rgba="0.2 0.4 0.9 1"/></body>'
+            f'<body name="goal">{marker} contype="0" conaffinity="0" rgba="0.9 0.2 0.2 1"/></body>'
+            "</worldbody></mujoco>"
+        )
+        return brax_mjcf.loads(xml)
+
+    def render_frame(self, xy, goal):
+        pos = jnp.stack([jnp.append(xy, 0.5), jnp.append(goal, 0.5)])
+        return types.SimpleNamespace(x=brax_base.Transform(pos=pos, rot=jnp.tile(jnp.array([1.0, 0, 0, 0]), (2, 1))))
+
+
+class Reacher:
+    """brax's two-link reacher; state = fingertip xyz and velocity, cos and sin of the joint angles (10).
+
+    Built from brax's own `Reacher` class so its backend-specific settings (spring: timestep 0.005,
+    4 frames, actuator gear 25) come with it. The goal is a random point on the plane within reach; the
+    target marker's slide joints are set to it so renders show the goal.
+    """
+
+    action_dim = 2
+    state_dim = 10
+    tip = brax_base.Transform.create(pos=jnp.array([0.11, 0.0, 0.0]))  # fingertip offset on link 1 (reacher.xml)
+
+    def __init__(self, backend="spring"):
+        self.env = brax_envs.get_environment("reacher", backend=backend)
+
+    def init(self, key):
+        k_q, k_qd, k_r, k_a = jax.random.split(key, 4)
+        sys = self.env.sys
+        radius = 0.2 * jnp.sqrt(jax.random.uniform(k_r))  # uniform on the disc of radius 0.2 (reach 0.21)
+        angle = 2 * jnp.pi * jax.random.uniform(k_a)
+        target = radius * jnp.array([jnp.cos(angle), jnp.sin(angle)])
+        q = sys.init_q + jax.random.uniform(k_q, (sys.q_size(),), minval=-0.1, maxval=0.1)
+        qd = jax.random.uniform(k_qd, (sys.qd_size(),), minval=-0.005, maxval=0.005)
+        pipeline_state = self.env.pipeline_init(q.at[2:].set(target), qd.at[2:].set(0.0))
+        tip_z = self.state(pipeline_state)[2]  # the arm is planar: the fingertip height never changes
+        return pipeline_state, jnp.append(target, tip_z)
+
+    def step(self, pipeline_state, action):
+        return self.env.pipeline_step(pipeline_state, jnp.clip(action, -1.0, 1.0))
+
+    def state(self, pipeline_state):
+        tip_pos = pipeline_state.x.take(1).do(self.tip).pos
+        tip_vel = self.tip.do(pipeline_state.xd.take(1)).vel
+        theta = pipeline_state.q[:2]
+        return jnp.concatenate([tip_pos, tip_vel, jnp.cos(theta), jnp.sin(theta)])
+
+    def terminated(self, pipeline_state):
+        return jnp.zeros((), dtype=bool)
+
+    @property
+    def render_system(self):
+        return self.env.sys
+
+    def render_frame(self, pipeline_state, goal):
+        return pipeline_state
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvSpec:
+    make: Callable[[], Any]  # builds the physics: init(key) -> (physics, goal), step, state, terminated
+    state_dim: int
+    goal_indices: tuple  # which state entries the goal specifies
+    success_radius: float  # "near the goal" when ||state[goal_indices] - goal|| < success_radius
+    episode_length: int
+
+
+ENVIRONMENTS = {
+    "reacher": EnvSpec(Reacher, 10, (0, 1, 2), 0.05, 1000),
+    "point_u_maze": EnvSpec(lambda: PointMaze("u_maze"), 2, (0, 1), 0.5, 100),
+    "point_u_maze_eval": EnvSpec(lambda: PointMaze("u_maze", MAZE_EVAL_GOALS["u_maze"]), 2, (0, 1), 0.5, 100),
+    "point_big_maze": EnvSpec(lambda: PointMaze("big_maze"), 2, (0, 1), 0.5, 250),
+    "point_big_maze_eval": EnvSpec(lambda: PointMaze("big_maze", MAZE_EVAL_GOALS["big_maze"]), 2, (0, 1), 0.5, 250),
+}
+
+
+@flax.struct.dataclass
+class EnvState:
+    physics: Any  # (n, ...) physics state of each environment
+    obs: jax.Array  # (n, state_dim + goal_dim) concat(state, goal)
+    steps: jax.Array  # (n,) steps since the last reset
+    traj_id: jax.Array  # (n,) counts resets: consecutive steps with equal ids belong to one trajectory
+    done: jax.Array  # (n,) the episode ended at this step (time limit or termination); obs is already reset
+    dist_to_goal: jax.Array  # (n,) ||state[goal_indices] - goal|| after this step, before any reset
+    key: jax.Array
+
+
+class GoalEnv:
+    """Batched goal-conditioned environment with time limit and automatic reset (a fresh goal every time)."""
+
+    def __init__(self, env_id, episode_length=None):
+        spec = ENVIRONMENTS[env_id]
+        self.physics = spec.make()
+        self.state_dim, self.goal_indices = spec.state_dim, jnp.array(spec.goal_indices)
+        self.goal_dim, self.action_dim = len(spec.goal_indices), self.physics.action_dim
+        self.obs_dim = self.state_dim + self.goal_dim
+        self.success_radius = spec.success_radius
+        self.episode_length = episode_length or spec.episode_length
+
+    def _fresh(self, key, n):
+        physics, goal = jax.vmap(self.physics.init)(jax.random.split(key, n))
+        return physics, jnp.concatenate([jax.vmap(self.physics.state)(physics), goal], axis=-1)
+
+    def reset(self, key, n):
+        key, reset_key = jax.random.split(key)
+        physics, obs = self._fresh(reset_key, n)
+        zeros = jnp.zeros((n,), dtype=jnp.int32)
+        return EnvState(physics, obs, zeros, zeros, zeros.astype(bool), jnp.zeros((n,)), key)
+
+    def step(self, env_state, action):
+        physics = jax.vmap(self.physics.step)(env_state.physics, action)
+        state = jax.vmap(self.physics.state)(physics)
+        goal = env_state.obs[:, self.state_dim :]
+        dist_to_goal = jnp.linalg.norm(state[:, self.goal_indices] - goal, axis=-1)
+        steps = env_state.steps + 1
+        done = (steps >= self.episode_length) | jax.vmap(self.physics.terminated)(physics)
+        obs = jnp.concatenate([state, goal], axis=-1)
+        key, reset_key = jax.random.split(env_state.key)
+
+        def reset_done(_):  # only traced branch that samples: runs when some episode ended
+            fresh_physics, fresh_obs = self._fresh(reset_key, done.shape[0])
+            pick = lambda new, old: jnp.where(done.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)  # noqa: E731
+            return jax.tree.map(pick, (fresh_physics, fresh_obs), (physics, obs))
+
+        physics, obs = jax.lax.cond(done.any(), reset_done, lambda _: (physics, obs), None)
+        steps = jnp.where(done, 0, steps)
+        return EnvState(physics, obs, steps, env_state.traj_id + done, done, dist_to_goal, key)
+
+
+# ==== NETWORKS ====
+# Kernel init: variance scaling 1/3, fan-in, uniform; zero biases (SPEC section 4).
+dense_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+class ResidualBlock(nn.Module):
+    """4 x [Dense -> LayerNorm -> swish], identity added after the last activation (paper Fig. 2)."""
+
+    width: int
+
+    @nn.compact
+    def __call__(self, h, _):
+        x = h
+        for _ in range(4):
+            x = nn.swish(nn.LayerNorm()(nn.Dense(self.width, kernel_init=dense_init)(x)))
+        return h + x, None
+
+
+class ResidualTrunk(nn.Module):
+    """Dense -> LayerNorm -> swish, then num_blocks residual blocks, scanned so compile time is flat in depth."""
+
+    width: int
+    num_blocks: int
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.swish(nn.LayerNorm()(nn.Dense(self.width, kernel_init=dense_init)(x)))
+        block = nn.remat(ResidualBlock, prevent_cse=False) if self.remat else ResidualBlock
+        blocks = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True}, length=self.num_blocks)
+        x, _ = blocks(self.width, name="blocks")(x, None)
+        return x
+
+
+class Encoder(nn.Module):
+    """sa_encoder phi(s, a) or g_encoder psi(g): residual trunk, then Dense(repr_dim)."""
+
+    repr_dim: int
+    width: int
+    num_blocks: int
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        x = ResidualTrunk(self.width, self.num_blocks, self.remat)(x)
+        return nn.Dense(self.repr_dim, kernel_init=dense_init)(x)
+
+
+class Actor(nn.Module):
+    """pi(a | s, g): residual trunk, then Dense heads for the mean and the tanh-squashed log-std."""
+
+    action_dim: int
+    width: int
+    num_blocks: int
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, obs):
+        x = ResidualTrunk(self.width, self.num_blocks, self.remat)(obs)
+        mean = nn.Dense(self.action_dim, kernel_init=dense_init)(x)
+        log_std = jnp.tanh(nn.Dense(self.action_dim, kernel_init=dense_init)(x))
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (log_std + 1)
+        return mean, log_std
+
+
+def make_networks(args, env):
+    sa_encoder = Encoder(args.repr_dim, args.width, args.critic_num_blocks, args.remat)
+    g_encoder = Encoder(args.repr_dim, args.width, args.critic_num_blocks, args.remat)
+    actor = Actor(env.action_dim, args.width, args.actor_num_blocks, args.remat)
+    return sa_encoder, g_encoder, actor
+
+
+# ==== REPLAY BUFFER ====
+# A circular buffer of trajectories shaped (time, num_envs, .) with a trajectory id per step. Sampling takes
+# one window of `episode_length` consecutive steps per environment and relabels every step with a future
+# state of the same trajectory, j - t ~ Geometric(1 - gamma) truncated to the trajectory (SPEC section 5).
+
+
+@flax.struct.dataclass
+class ReplayBuffer:
+    obs: jax.Array  # (capacity, num_envs, obs_dim) concat(state, commanded goal)
+    action: jax.Array  # (capacity, num_envs, action_dim)
+    traj_id: jax.Array  # (capacity, num_envs)
+    insert_pos: jax.Array  # next row to write
+    size: jax.Array  # rows filled
+
+
+def buffer_init(capacity, num_envs, obs_dim, action_dim):
+    return ReplayBuffer(
+        obs=jnp.zeros((capacity, num_envs, obs_dim)),
+        action=jnp.zeros((capacity, num_envs, action_dim)),
+        traj_id=jnp.zeros((capacity, num_envs), dtype=jnp.int32),
+        insert_pos=jnp.zeros((), dtype=jnp.int32),
+        size=jnp.zeros((), dtype=jnp.int32),
+    )
+
+
+def buffer_insert(buffer, obs, action, traj_id):
+    """Append (T, num_envs, .) rows, overwriting the oldest once full."""
+    capacity = buffer.obs.shape[0]
+    rows = (buffer.insert_pos + jnp.arange(obs.shape[0])) % capacity
+    return ReplayBuffer(
+        obs=buffer.obs.at[rows].set(obs),
+        action=buffer.action.at[rows].set(action),
+        traj_id=buffer.traj_id.at[rows].set(traj_id),
+        insert_pos=(buffer.insert_pos + obs.shape[0]) % capacity,
+        size=jnp.minimum(buffer.size + obs.shape[0], capacity),
+    )
+
+
+def future_indices(traj_id, key, gamma):
+    """For each step t of each (W,) window of trajectory ids, a future step j with P(j) ∝ gamma^(j - t).
+
+    j ranges over t+1 .. last step of t's trajectory inside the window; a last step falls back to itself.
+    Inverse CDF of the geometric law truncated to K = last - t steps:
+    j - t = 1 + floor(log(1 - u (1 - gamma^K)) / log gamma).
+    """
+    window = traj_id.shape[-1]
+    t = jnp.arange(window)
+    # ids never decrease within a window, so the trajectory of t ends just before the first larger id
+    last = jax.vmap(lambda ids: jnp.searchsorted(ids, ids, side="right"))(traj_id) - 1
+    horizon = last - t  # (E, W) steps left in the trajectory
+    u = jax.random.uniform(key, traj_id.shape)
+    offset = 1 + jnp.floor(jnp.log1p(-u * (1 - gamma**horizon)) / jnp.log(gamma)).astype(jnp.int32)
+    return t + jnp.where(horizon > 0, jnp.clip(offset, 1, horizon), 0)
+
+
+def sample_transitions(buffer, key, window, gamma, state_dim, goal_indices):
+    """One window per environment, every step relabelled: flat (num_envs * window, .) transitions."""
+    k_start, k_future = jax.random.split(key)
+    capacity, num_envs = buffer.traj_id.shape
+    oldest = (buffer.insert_pos - buffer.size) % capacity
+    start = jax.random.randint(k_start, (num_envs,), 0, buffer.size - window + 1)
+    rows = (oldest + start[:, None] + jnp.arange(window)) % capacity  # (E, W)
+    envs = jnp.arange(num_envs)[:, None]
+    obs, action, traj_id = buffer.obs[rows, envs], buffer.action[rows, envs], buffer.traj_id[rows, envs]
+    future = future_indices(traj_id, k_future, gamma)  # (E, W)
+    future_state = jnp.take_along_axis(obs, future[..., None], axis=1)[..., :state_dim]
+    transitions = {
+        "state": obs[..., :state_dim],
+        "action": action,
+        "goal": future_state[..., goal_indices],  # the relabelled goal
+        "commanded_goal": obs[..., state_dim:],
+    }
+    return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), transitions)
+
+
+# ==== LOSSES ====
+def l2_energy(phi, psi):
+    """(B, B) logits L_ij = f(s_i, a_i, g_j) = -||phi_i - psi_j||_2 (paper Sec. 3, SPEC section 5)."""
+    squared = jnp.sum((phi[:, None, :] - psi[None, :, :]) ** 2, axis=-1)
+    return -jnp.sqrt(jnp.maximum(squared, 1e-12))  # the floor keeps the gradient finite at phi_i == psi_j
+
+
+def infonce_loss(logits, logsumexp_penalty):
+    """mean_i[-L_ii + logsumexp_j L_ij] + penalty * mean_i[(logsumexp_j L_ij)^2]; row i's positive is g_i."""
+    lse = jax.nn.logsumexp(logits, axis=1)
+    return jnp.mean(-jnp.diag(logits) + lse) + logsumexp_penalty * jnp.mean(lse**2)
+
+
+def sample_tanh_gaussian(key, mean, log_std):
+    """a = tanh(u), u ~ N(mean, std); log pi(a) includes the tanh change of variables."""
+    u = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
+    log_prob = jnp.sum(-0.5 * ((u - mean) / jnp.exp(log_std)) ** 2 - log_std - 0.5 * jnp.log(2 * jnp.pi), -1)
+    log_det = jnp.sum(2 * (jnp.log(2.0) - u - jax.nn.softplus(-2 * u)), -1)  # log(1 - tanh(u)^2), stably
+    return jnp.tanh(u), log_prob - log_det
+
+
+def make_losses(args, sa_encoder, g_encoder, actor):
+    def critic_loss(critic_params, batch):
+        phi = sa_encoder.apply(critic_params["sa_encoder"], jnp.concatenate([batch["state"], batch["action"]], -1))
+        psi = g_encoder.apply(critic_params["g_encoder"], batch["goal"])
+        logits = l2_energy(phi, psi)  # (B, B)
+        loss = infonce_loss(logits, args.logsumexp_penalty)
+        accuracy = jnp.mean(jnp.argmax(logits, axis=1) == jnp.arange(logits.shape[0]))
+        return loss, {"losses/critic_accuracy": accuracy, "losses/logits_pos": jnp.mean(jnp.diag(logits))}
+
+    def actor_loss(actor_params, critic_params, log_alpha, batch, key):
+        mean, log_std = actor.apply(actor_params, jnp.concatenate([batch["state"], batch["goal"]], -1))
+        action, log_prob = sample_tanh_gaussian(key, mean, log_std)
+        phi = sa_encoder.apply(critic_params["sa_encoder"], jnp.concatenate([batch["state"], action], -1))
+        psi = g_encoder.apply(critic_params["g_encoder"], batch["goal"])
+        q = -jnp.linalg.norm(phi - psi, axis=-1)  # f(s, a, g) on the diagonal only
+        alpha = jnp.exp(log_alpha)
+        return jnp.mean(alpha * log_prob - q), log_prob
+
+    def alpha_loss(log_alpha, log_prob, target_entropy):
+        # raises alpha when the policy's entropy (-log_prob) falls below the target, lowers it above
+        return jnp.mean(-jnp.exp(log_alpha) * jax.lax.stop_gradient(log_prob + target_entropy))
+
+    return critic_loss, actor_loss, alpha_loss
+
+
+# ==== TRAINING ====
+@flax.struct.dataclass
+class TrainState:
+    actor_params: Any
+    critic_params: Any  # {"sa_encoder": ..., "g_encoder": ...}
+    log_alpha: jax.Array
+    actor_opt_state: Any
+    critic_opt_state: Any
+    alpha_opt_state: Any
+    env_state: EnvState
+    buffer: ReplayBuffer
+    key: jax.Array
+    env_steps: jax.Array
+
+
+def make_train(args, env):
+    """Returns init(key), prefill(ts), epoch(ts) and policy(actor_params, obs, key) for one seed."""
+    sa_encoder, g_encoder, actor = make_networks(args, env)
+    critic_loss, actor_loss, alpha_loss = make_losses(args, sa_encoder, g_encoder, actor)
+    actor_opt, critic_opt, alpha_opt = optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr)
+    target_entropy = -args.target_entropy_scale * env.action_dim
+    steps_per_epoch = training_steps_per_epoch(args)
+
+    def init(key):
+        key, k_actor, k_sa, k_g, k_env = jax.random.split(key, 5)
+        actor_params = actor.init(k_actor, jnp.zeros((1, env.obs_dim)))
+        critic_params = {
+            "sa_encoder": sa_encoder.init(k_sa, jnp.zeros((1, env.state_dim + env.action_dim))),
+            "g_encoder": g_encoder.init(k_g, jnp.zeros((1, env.goal_dim))),
+        }
+        log_alpha = jnp.zeros(())
+        return TrainState(
+            actor_params,
+            critic_params,
+            log_alpha,
+            actor_opt.init(actor_params),
+            critic_opt.init(critic_params),
+            alpha_opt.init(log_alpha),
+            env.reset(k_env, args.num_envs),
+            buffer_init(args.max_replay_size, args.num_envs, env.obs_dim, env.action_dim),
+            key,
+            jnp.zeros((), dtype=jnp.int32),
+        )
+
+    def policy(actor_params, obs, key):
+        mean, log_std = actor.apply(actor_params, obs)
+        return sample_tanh_gaussian(key, mean, log_std)[0]
+
+    def collect(ts, num_steps, act):
+        """Steps every environment num_steps times with actions act(obs, key) and stores the transitions."""
+
+        def env_step(env_state, key):
+            action = act(env_state.obs, key)
+            next_state = env.step(env_state, action)
+            return next_state, (env_state.obs, action, env_state.traj_id)
+
+        key, collect_key = jax.random.split(ts.key)
+        env_state, (obs, action, traj_id) = jax.lax.scan(env_step, ts.env_state, jax.random.split(collect_key, num_steps))
+        buffer = buffer_insert(ts.buffer, obs, action, traj_id)
+        env_steps = ts.env_steps + num_steps * args.num_envs
+        return ts.replace(env_state=env_state, buffer=buffer, key=key, env_steps=env_steps)
+
+    def prefill(ts):
+        random_action = lambda obs, key: jax.random.uniform(key, (obs.shape[0], env.action_dim), minval=-1, maxval=1)  # noqa: E731
+        return collect(ts, args.min_replay_size, random_action)
+
+    def sgd_step(ts, batch):
+        key, actor_key = jax.random.split(ts.key)
+        (c_loss, c_info), c_grads = jax.value_and_grad(critic_loss, has_aux=True)(ts.critic_params, batch)
+        (a_loss, log_prob), a_grads = jax.value_and_grad(actor_loss, has_aux=True)(
+            ts.actor_params, ts.critic_params, ts.log_alpha, batch, actor_key
+        )
+        al_loss, al_grad = jax.value_and_grad(alpha_loss)(ts.log_alpha, log_prob, target_entropy)
+        c_updates, critic_opt_state = critic_opt.update(c_grads, ts.critic_opt_state)
+        a_updates, actor_opt_state = actor_opt.update(a_grads, ts.actor_opt_state)
+        al_update, alpha_opt_state = alpha_opt.update(al_grad, ts.alpha_opt_state)
+        ts = ts.replace(
+            critic_params=optax.apply_updates(ts.critic_params, c_updates),
+            actor_params=optax.apply_updates(ts.actor_params, a_updates),
+            log_alpha=optax.apply_updates(ts.log_alpha, al_update),
+            critic_opt_state=critic_opt_state,
+            actor_opt_state=actor_opt_state,
+            alpha_opt_state=alpha_opt_state,
+            key=key,
+        )
+        metrics = {
+            "losses/critic_loss": c_loss,
+            "losses/actor_loss": a_loss,
+            "losses/alpha_loss": al_loss,
+            "losses/alpha": jnp.exp(ts.log_alpha),
+            "losses/entropy": -jnp.mean(log_prob),
+            # gradient health of deep nets: vanishing shows as a norm drifting to 0, explosion as a blow-up
+            "gradients/critic_norm": optax.global_norm(c_grads),
+            "gradients/actor_norm": optax.global_norm(a_grads),
+            **c_info,
+        }
+        return ts, metrics
+
+    def training_step(ts, _):
+        ts = collect(ts, args.unroll_length, lambda obs, key: policy(ts.actor_params, obs, key))
+        key, sample_key, perm_key = jax.random.split(ts.key, 3)
+        transitions = sample_transitions(
+            ts.buffer, sample_key, env.episode_length, args.gamma, env.state_dim, env.goal_indices
+        )
+        # minibatches without replacement from the relabelled pool: (num_sgd_batches, batch_size, .)
+        num_used = args.num_sgd_batches_per_training_step * args.batch_size
+        pick = jax.random.permutation(perm_key, transitions["state"].shape[0])[:num_used]
+        batches = jax.tree.map(lambda x: x[pick].reshape((-1, args.batch_size) + x.shape[1:]), transitions)
+        ts, metrics = jax.lax.scan(sgd_step, ts.replace(key=key), batches)
+        return ts, jax.tree.map(jnp.mean, metrics)
+
+    def epoch(ts):
+        ts, metrics = jax.lax.scan(training_step, ts, None, length=steps_per_epoch)
+        return ts, jax.tree.map(jnp.mean, metrics)
+
+    return init, prefill, epoch, policy, actor
+
+
+def training_steps_per_epoch(args):
+    prefill = args.min_replay_size * args.num_envs
+    return (args.total_env_steps - prefill) // (args.num_epochs * args.num_envs * args.unroll_length)
+
+
+# ==== EVALUATION AND LOGGING ====
+def make_evaluate(args, env, actor):
+    """Deterministic policy tanh(mean) for one episode in num_eval_envs environments (SPEC section 3)."""
+
+    def evaluate(actor_params, key):
+        def step(env_state, _):
+            mean, _ = actor.apply(actor_params, env_state.obs)
+            env_state = env.step(env_state, jnp.tanh(mean))
+            return env_state, (env_state.dist_to_goal, env_state.done)
+
+        _, (dist, done) = jax.lax.scan(step, env.reset(key, args.num_eval_envs), None, length=env.episode_length)
+        alive = (jnp.cumsum(done, axis=0) - done) == 0  # (T, n) steps up to and including the episode's end
+        near = (dist < env.success_radius) & alive
+        final_dist = jnp.sum(dist * (done & alive), axis=0)
+        time_near_goal = jnp.mean(jnp.sum(near, axis=0))
+        return {
+            "eval/time_near_goal": time_near_goal,
+            "eval/time_near_goal_fraction": time_near_goal / env.episode_length,
+            "eval/success": jnp.mean(jnp.any(near, axis=0)),
+            "eval/dist_to_goal": jnp.mean(final_dist),
+        }
+
+    return evaluate
+
+
+def fail(message):
+    """A one-line error for bad input: no traceback, exit status 2 (like argparse)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def check_args(args):
+    """Every inconsistency in the flags is a one-line error here, before anything is compiled."""
+    if args.env_id not in ENVIRONMENTS:
+        fail(f"--env-id {args.env_id!r} is unknown; choose one of: {', '.join(ENVIRONMENTS)}")
+    episode_length = args.episode_length or ENVIRONMENTS[args.env_id].episode_length
+    positive = ["num_seeds", "num_envs", "num_eval_envs", "num_epochs", "unroll_length", "batch_size"]
+    positive += ["num_sgd_batches_per_training_step", "max_replay_size", "min_replay_size", "repr_dim", "width"]
+    positive += ["num_blocks", "actor_num_blocks", "critic_num_blocks"]
+    for name in positive:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            fail(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.episode_length is not None and args.episode_length < 2:
+        fail(f"--episode-length must be >= 2, got {args.episode_length}")
+    if not 0 < args.gamma < 1:
+        fail(f"--gamma must be in (0, 1), got {args.gamma}")
+    for name in ["actor_lr", "critic_lr", "alpha_lr"]:
+        if getattr(args, name) <= 0:
+            fail(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    for name in ["logsumexp_penalty", "target_entropy_scale"]:
+        if getattr(args, name) < 0:
+            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.min_replay_size > args.max_replay_size:
+        fail(f"--min-replay-size {args.min_replay_size} exceeds --max-replay-size {args.max_replay_size}")
+    if args.min_replay_size < episode_length:
+        fail(
+            f"--min-replay-size {args.min_replay_size} is shorter than the episode ({episode_length} steps, "
+            "--episode-length): sampling needs one full episode window per environment"
+        )
+    if args.unroll_length > args.max_replay_size:
+        fail(f"--unroll-length {args.unroll_length} exceeds --max-replay-size {args.max_replay_size}")
+    pool = args.num_envs * episode_length  # relabelled transitions sampled per training step
+    if args.batch_size > pool:
+        fail(
+            f"--batch-size {args.batch_size} is larger than the {pool} transitions sampled per training step "
+            "(--num-envs x --episode-length)"
+        )
+    if args.batch_size * args.num_sgd_batches_per_training_step > pool:
+        fail(
+            f"--num-sgd-batches-per-training-step {args.num_sgd_batches_per_training_step} x --batch-size "
+            f"{args.batch_size} needs more than the {pool} transitions sampled per training step "
+            f"(--num-envs x --episode-length); at most {pool // args.batch_size} batches fit"
+        )
+    if training_steps_per_epoch(args) < 1:
+        need = args.min_replay_size * args.num_envs + args.num_epochs * args.num_envs * args.unroll_length
+        fail(
+            f"--total-env-steps {args.total_env_steps} is too small for one training step per epoch: need at "
+            f"least {need} (prefill --min-replay-size x --num-envs + --num-epochs x --num-envs x --unroll-length)"
+        )
+    if args.track and args.wandb_mode == "online":
+        host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("//")[-1].split("/")[0]
+        try:
+            socket.create_connection((host.split(":")[0], 443), timeout=3).close()
+        except OSError:
+            fail(f"--track with --wandb-mode online cannot reach {host}; use --wandb-mode offline (sync later)")
+
+
+STATE_FLAGS_EXEMPT = {"track", "wandb_project_name", "wandb_entity", "wandb_mode", "render", "resume"}
+
+
+def parse_args():
+    """tyro.cli, with --resume runs/NAME loading that run's flags as the defaults."""
+    resume = None
+    for i, arg in enumerate(sys.argv):
+        if arg == "--resume" and i + 1 < len(sys.argv):
+            resume = sys.argv[i + 1]
+        elif arg.startswith("--resume="):
+            resume = arg.split("=", 1)[1]
+    if resume is None:
+        return tyro.cli(Args), None
+    saved_path = os.path.join(resume, "args.json")
+    if not os.path.isfile(saved_path) or not os.path.isfile(os.path.join(resume, "checkpoint_last.msgpack")):
+        fail(f"--resume {resume}: no args.json and checkpoint_last.msgpack there; give a runs/NAME directory")
+    with open(saved_path) as f:
+        saved = json.load(f)
+    args = tyro.cli(Args, default=Args(**{k: v for k, v in saved.items() if k in Args.__dataclass_fields__}))
+    for name, value in saved.items():
+        if name not in STATE_FLAGS_EXEMPT and getattr(args, name, value) != value:
+            fail(
+                f"--{name.replace('_', '-')} {getattr(args, name)} differs from the run in {resume} ({value}); "
+                "a resumed run keeps the flags it was started with"
+            )
+    return args, resume
+
+
+def write_atomic(path, data):
+    """Write-then-rename: a killed process leaves either the old file or the new one, never half of one."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def log_line(metrics):
+    return ", ".join(f"{k.split('/')[-1]} {v:.3g}" for k, v in metrics.items() if isinstance(v, float))
+
+
+def render_episodes(args, env, actor, actor_params, path, num_episodes=3):
+    """Rolls out the deterministic policy of seed 0 in one environment and writes the brax HTML viewer."""
+
+    @jax.jit
+    def rollout(key):
+        def step(env_state, _):
+            mean, _ = actor.apply(actor_params, env_state.obs)
+            frame = (jax.tree.map(lambda x: x[0], env_state.physics), env_state.obs[0, env.state_dim :])
+            return env.step(env_state, jnp.tanh(mean)), frame
+
+        return jax.lax.scan(step, env.reset(key, 1), None, length=num_episodes * env.episode_length)[1]
+
+    physics, goals = jax.device_get(rollout(jax.random.PRNGKey(args.seed)))
+    frames = [
+        env.physics.render_frame(jax.tree.map(lambda x: x[t], physics), goals[t]) for t in range(goals.shape[0])
+    ]
+    with open(path, "w") as f:
+        f.write(brax_html.render(env.physics.render_system, frames))
+
+
+# ==== MAIN ====
+if __name__ == "__main__":
+    args, resume = parse_args()
+    check_args(args)
+    args.actor_num_blocks = args.actor_num_blocks or args.num_blocks
+    args.critic_num_blocks = args.critic_num_blocks or args.num_blocks
+    env = GoalEnv(args.env_id, args.episode_length)
+    args.episode_length = env.episode_length
+    steps_per_epoch = training_steps_per_epoch(args)
+    env_steps_per_epoch = steps_per_epoch * args.num_envs * args.unroll_length
+    prefill_steps = args.min_replay_size * args.num_envs
+    planned_steps = prefill_steps + args.num_epochs * env_steps_per_epoch
+
+    run_dir = resume or f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_name = os.path.basename(os.path.normpath(run_dir))
+    os.makedirs(run_dir, exist_ok=True)
+    if resume is None:
+        with open(os.path.join(run_dir, "args.json"), "w") as f:
+            json.dump(dataclasses.asdict(args), f, indent=2)
+    utd = args.num_sgd_batches_per_training_step / (args.num_envs * args.unroll_length)
+    print(
+        f"{run_dir}: {args.env_id}, actor depth {4 * args.actor_num_blocks}, critic depth {4 * args.critic_num_blocks}"
+        f" (Dense layers in the residual trunk), width {args.width}, {args.num_seeds} seed(s)\n"
+        f"epoch = {steps_per_epoch} training steps x {args.num_envs} envs x {args.unroll_length} steps = "
+        f"{env_steps_per_epoch} env steps; {args.num_epochs} epochs + {prefill_steps} prefill = {planned_steps}\n"
+        f"update-to-data ratio: {args.num_sgd_batches_per_training_step} SGD steps of {args.batch_size} per "
+        f"{args.num_envs * args.unroll_length} env steps = 1:{1 / utd:.1f} (paper: 1:40)"
+    )
+
+    init, prefill, epoch, policy, actor = make_train(args, env)
+    evaluate = make_evaluate(args, env, actor)
+    seeds = jnp.arange(args.num_seeds) + args.seed
+    ts = jax.vmap(lambda s: init(jax.random.PRNGKey(s)))(seeds)
+    compile_start = time.time()
+    prefill_fn = jax.jit(jax.vmap(prefill), donate_argnums=0).lower(ts).compile()
+    epoch_fn = jax.jit(jax.vmap(epoch), donate_argnums=0).lower(ts).compile()
+    eval_keys = jax.vmap(jax.random.PRNGKey)(seeds)
+    evaluate_fn = jax.jit(jax.vmap(evaluate)).lower(ts.actor_params, eval_keys).compile()
+    print(f"compiled prefill, one epoch and evaluation in {time.time() - compile_start:.1f} s")
+
+    first_epoch, best_score = 0, -math.inf
+    ckpt_last = os.path.join(run_dir, "checkpoint_last.msgpack")
+    if resume is not None:
+        restored = flax.serialization.from_bytes(
+            {"train_state": ts, "epoch": 0, "best_score": 0.0}, open(ckpt_last, "rb").read()
+        )
+        ts, first_epoch, best_score = restored["train_state"], int(restored["epoch"]), float(restored["best_score"])
+        metrics_lines = open(os.path.join(run_dir, "metrics.jsonl")).read().splitlines()
+        kept = [line for line in metrics_lines if json.loads(line)["epoch"] <= first_epoch]
+        write_atomic(os.path.join(run_dir, "metrics.jsonl"), "".join(line + "\n" for line in kept).encode())
+        print(f"resumed {run_dir} after epoch {first_epoch} ({int(ts.env_steps[0])} env steps)")
+    else:
+        ts = prefill_fn(ts)
+
+    if args.track:
+        import wandb
+
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            mode=args.wandb_mode,
+            name=run_name,
+            id=run_name,
+            resume="allow",
+            dir=run_dir,
+            config=dataclasses.asdict(args),
+        )
+
+    start_time, start_steps = time.time(), int(ts.env_steps[0])
+    progress = tqdm.tqdm(total=planned_steps, initial=start_steps, unit="step", unit_scale=True, dynamic_ncols=True)
+    for epoch_index in range(first_epoch + 1, args.num_epochs + 1):
+        ts, train_metrics = epoch_fn(ts)
+        eval_metrics = evaluate_fn(ts.actor_params, jax.vmap(jax.random.fold_in)(eval_keys, epoch_index + seeds * 0))
+        per_seed = jax.device_get({**train_metrics, **eval_metrics})
+        env_steps = int(ts.env_steps[0])
+        elapsed = time.time() - start_time
+        metrics = {k: float(np.mean(v)) for k, v in per_seed.items()}
+        metrics |= {
+            "epoch": epoch_index,
+            "training/env_steps": env_steps,
+            "training/sps": (env_steps - start_steps) / elapsed,
+            "training/walltime": elapsed,
+        }
+        if args.num_seeds > 1:
+            metrics |= {f"{k}_per_seed": v.tolist() for k, v in per_seed.items() if k.startswith("eval/")}
+        bad = [k for k, v in per_seed.items() if k.startswith("losses/") and not np.all(np.isfinite(v))]
+        if bad:
+            progress.close()
+            fail(
+                f"{bad[0]} is not finite in epoch {epoch_index}; stopped, the last good checkpoint "
+                f"(epoch {epoch_index - 1}) is kept in {ckpt_last}"
+            )
+        with open(os.path.join(run_dir, "metrics.jsonl"), "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        if args.track:
+            wandb.log(metrics, step=env_steps)
+        if args.save_model:
+            score = metrics["eval/time_near_goal"]
+            if score > best_score:
+                best_score = score
+                params = {"actor": ts.actor_params, "critic": ts.critic_params}
+                write_atomic(os.path.join(run_dir, "checkpoint_best.msgpack"), flax.serialization.to_bytes(params))
+            state = {"train_state": ts, "epoch": epoch_index, "best_score": best_score}
+            write_atomic(ckpt_last, flax.serialization.to_bytes(state))
+        progress.update(env_steps - progress.n)
+        progress.set_postfix(
+            sps=f"{metrics['training/sps']:.0f}",
+            success=f"{metrics['eval/success']:.2f}",
+            near=f"{metrics['eval/time_near_goal']:.0f}/{env.episode_length}",
+        )
+        progress.write(f"epoch {epoch_index}: {log_line(metrics)}")
+    progress.close()
+
+    if args.save_model:
+        params = {"actor": ts.actor_params, "critic": ts.critic_params}
+        write_atomic(os.path.join(run_dir, "final.msgpack"), flax.serialization.to_bytes(params))
+    if args.render:
+        actor_params = jax.tree.map(lambda x: x[0], ts.actor_params)
+        render_episodes(args, env, actor, actor_params, os.path.join(run_dir, "render.html"))
+        print(f"wrote {os.path.join(run_dir, 'render.html')}")
+    if args.track:
+        wandb.finish()
