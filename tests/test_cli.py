@@ -1,0 +1,96 @@
+"""Bad input: a one-line error naming the flag, exit status 2, before anything is compiled (SPEC section 8)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+TINY = [
+    "--env-id",
+    "point_u_maze",
+    "--num-envs",
+    "8",
+    "--num-eval-envs",
+    "8",
+    "--total-env-steps",
+    "20000",
+    "--num-epochs",
+    "2",
+    "--unroll-length",
+    "10",
+    "--batch-size",
+    "32",
+    "--num-sgd-batches-per-training-step",
+    "2",
+    "--max-replay-size",
+    "300",
+    "--min-replay-size",
+    "100",
+    "--width",
+    "16",
+]
+
+
+def run(*flags, env=None, cwd=None):
+    return subprocess.run(
+        check=False,
+        args=[sys.executable, os.path.join(ROOT, "crl_resnet.py"), *flags],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+    )
+
+
+BAD = [
+    (["--env-id", "nope"], "--env-id", "point_u_maze"),
+    (["--num-blocks", "0"], "--num-blocks", ">= 1"),
+    (["--actor-num-blocks", "0"], "--actor-num-blocks", ">= 1"),
+    (["--num-envs", "0"], "--num-envs", ">= 1"),
+    (["--num-eval-envs", "0"], "--num-eval-envs", ">= 1"),
+    (["--batch-size", "10000"], "--batch-size", "transitions sampled per training step"),
+    (["--num-sgd-batches-per-training-step", "400"], "--num-sgd-batches-per-training-step", "at most"),
+    (["--total-env-steps", "500"], "--total-env-steps", "too small"),
+    (["--min-replay-size", "400"], "--min-replay-size", "--max-replay-size"),
+    (["--min-replay-size", "50"], "--min-replay-size", "episode"),
+    (["--episode-length", "1"], "--episode-length", ">= 2"),
+    (["--unroll-length", "0"], "--unroll-length", ">= 1"),
+    (["--gamma", "1.0"], "--gamma", "(0, 1)"),
+    (["--gamma", "0"], "--gamma", "(0, 1)"),
+    (["--critic-lr", "0"], "--critic-lr", "> 0"),
+    (["--actor-lr", "-1e-3"], "--actor-lr", "> 0"),
+    (["--alpha-lr", "0"], "--alpha-lr", "> 0"),
+    (["--resume", "runs/does_not_exist"], "--resume", "runs/NAME"),
+]
+
+
+def assert_one_line_error(result, flag, phrase, status=2):
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == status, result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert flag in lines[0] and phrase in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("flags,flag,phrase", BAD, ids=[" ".join(b[0]) for b in BAD])
+def test_bad_input_is_a_one_line_error(flags, flag, phrase):
+    assert_one_line_error(run(*TINY, *flags), flag, phrase)
+
+
+def test_track_online_without_network_suggests_offline():
+    result = run(*TINY, "--track", env={"WANDB_BASE_URL": "http://127.0.0.1:9"})
+    assert_one_line_error(result, "--wandb-mode", "offline")
+
+
+def test_resume_with_different_architecture_flags(tmp_path):
+    run_dir = tmp_path / "runs" / "earlier"
+    run_dir.mkdir(parents=True)
+    args = {"num_blocks": 1, "width": 16, "env_id": "point_u_maze", "actor_num_blocks": 1, "critic_num_blocks": 1}
+    (run_dir / "args.json").write_text(json.dumps(args))
+    (run_dir / "checkpoint_last.msgpack").write_bytes(b"")
+    assert_one_line_error(run("--resume", str(run_dir), "--num-blocks", "4"), "--num-blocks", "differs")
+    assert_one_line_error(run("--resume", str(run_dir), "--width", "32"), "--width", "differs")

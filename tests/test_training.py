@@ -1,0 +1,270 @@
+"""End-to-end runs: a killed run resumes to the same parameters, a NaN stops cleanly, CRL learns a maze."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import ROOT
+
+import crl_resnet as crl
+
+SMALL = [
+    "--env-id",
+    "point_u_maze",
+    "--num-envs",
+    "16",
+    "--num-eval-envs",
+    "16",
+    "--total-env-steps",
+    "100000",
+    "--num-epochs",
+    "4",
+    "--unroll-length",
+    "100",
+    "--batch-size",
+    "64",
+    "--num-sgd-batches-per-training-step",
+    "8",
+    "--max-replay-size",
+    "600",
+    "--min-replay-size",
+    "100",
+    "--width",
+    "32",
+]
+
+
+def start(*flags, cwd):
+    return subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "crl_resnet.py"), *flags],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def epochs_logged(run_dir):
+    path = os.path.join(run_dir, "metrics.jsonl")
+    return (
+        [json.loads(line)["epoch"] for line in pathlib.Path(path).read_text().splitlines()]
+        if os.path.exists(path)
+        else []
+    )
+
+
+def final_params(run_dir):
+    return flax.serialization.msgpack_restore(pathlib.Path(run_dir, "final.msgpack").read_bytes())
+
+
+def test_killed_run_resumes_to_the_same_parameters(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    # the uninterrupted run also checks --render and offline tracking (neither changes the training)
+    full = start(*SMALL, "--exp-name", "full", "--render", "--track", "--wandb-mode", "offline", cwd=tmp_path / "a")
+    assert full.wait(timeout=600) == 0, full.stderr.read()
+    [run_a] = [str(p) for p in (tmp_path / "a" / "runs").iterdir()]
+
+    killed = start(*SMALL, "--exp-name", "killed", cwd=tmp_path / "b")
+    run_b = None
+    while killed.poll() is None:  # kill it as soon as the first epoch is checkpointed
+        runs = list((tmp_path / "b" / "runs").glob("*")) if (tmp_path / "b" / "runs").exists() else []
+        if runs and os.path.exists(runs[0] / "checkpoint_last.msgpack"):
+            run_b = str(runs[0])
+            killed.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    killed.wait()
+    assert run_b is not None and killed.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not os.path.exists(os.path.join(run_b, "final.msgpack"))
+    assert len(epochs_logged(run_b)) < 4
+
+    resumed = start("--resume", run_b, cwd=tmp_path / "b")
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    assert "resumed" in out
+    assert epochs_logged(run_b) == [1, 2, 3, 4]
+    a, b = final_params(run_a), final_params(run_b)
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+    assert json.loads(pathlib.Path(run_a, "args.json").read_text())["num_blocks"] == 1
+    html = pathlib.Path(run_a, "render.html").read_text()
+    assert "brax" in html.lower() and html.count('"pos"') > 10
+    assert list(pathlib.Path(run_a, "wandb").glob("offline-run-*")), "wandb wrote an offline run"
+
+
+def test_nan_loss_stops_with_one_line_and_keeps_no_bad_checkpoint(tmp_path):
+    result = subprocess.run(
+        check=False,
+        args=[sys.executable, os.path.join(ROOT, "crl_resnet.py"), *SMALL, "--critic-lr", "1e30"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("error: ")]
+    assert "is not finite in epoch" in line and "checkpoint" in line
+    [run_dir] = list((tmp_path / "runs").iterdir())
+    logged = (
+        [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        if (run_dir / "metrics.jsonl").exists()
+        else []
+    )
+    assert all(np.isfinite(m["losses/critic_loss"]) for m in logged), "no non-finite epoch is logged"
+    if logged:  # a checkpoint from the last good epoch survives
+        state = flax.serialization.msgpack_restore((run_dir / "checkpoint_last.msgpack").read_bytes())
+        assert int(state["epoch"]) == logged[-1]["epoch"]
+
+
+def random_policy_success(env_id, num_envs=256, seed=0):
+    env = crl.GoalEnv(env_id)
+
+    @jax.jit
+    def run(key):
+        def step(env_state, key):
+            action = jax.random.uniform(key, (num_envs, env.action_dim), minval=-1, maxval=1)
+            env_state = env.step(env_state, action)
+            return env_state, env_state.dist_to_goal < env.success_radius
+
+        k_reset, k_steps = jax.random.split(key)
+        return jax.lax.scan(step, env.reset(k_reset, num_envs), jax.random.split(k_steps, env.episode_length))[1]
+
+    return float(jnp.mean(jnp.any(run(jax.random.PRNGKey(seed)), axis=0)))
+
+
+def test_crl_learns_point_u_maze_well_above_random(tmp_path):
+    """~2 CPU minutes: the README quick-start configuration on a reduced budget."""
+    flags = [
+        "--env-id",
+        "point_u_maze",
+        "--num-envs",
+        "256",
+        "--num-eval-envs",
+        "256",
+        "--batch-size",
+        "256",
+        "--unroll-length",
+        "100",
+        "--num-sgd-batches-per-training-step",
+        "50",
+        "--max-replay-size",
+        "4000",
+        "--min-replay-size",
+        "100",
+        "--width",
+        "64",
+        "--num-blocks",
+        "1",
+        "--total-env-steps",
+        "3000000",
+        "--num-epochs",
+        "6",
+        "--seed",
+        "2",
+    ]
+    result = subprocess.run(
+        check=False,
+        args=[sys.executable, os.path.join(ROOT, "crl_resnet.py"), *flags],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr
+    [run_dir] = list((tmp_path / "runs").iterdir())
+    metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    trained = max(m["eval/success"] for m in metrics[-3:])
+    random = random_policy_success("point_u_maze")
+    print(
+        f"\npoint_u_maze eval/success: random policy {random:.3f}, CRL after {metrics[-1]['training/env_steps']} "
+        f"env steps {trained:.3f} (curve {[round(m['eval/success'], 2) for m in metrics]})"
+    )
+    assert random < 0.1
+    assert trained >= 0.4 and trained > random + 0.3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
+def test_readme_quick_start_reaches_90_percent_in_10_minutes(tmp_path, seed):
+    """The README's CPU quick-start, as written there, for two seeds (about 8 minutes each on 2 cores)."""
+    readme = pathlib.Path(ROOT, "README.md").read_text()
+    command = next(
+        line for line in readme.splitlines() if line.startswith("python crl_resnet.py --env-id point_u_maze")
+    )
+    flags = command.split()[2:] + ["--seed", str(seed)]
+    start_time = time.time()
+    result = subprocess.run(
+        check=False,
+        args=[sys.executable, os.path.join(ROOT, "crl_resnet.py"), *flags],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr
+    assert time.time() - start_time < 600
+    [run_dir] = list((tmp_path / "runs").iterdir())
+    metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    print(f"\nseed {seed}: " + ", ".join(f"{m['training/walltime']:.0f}s {m['eval/success']:.2f}" for m in metrics))
+    assert max(m["eval/success"] for m in metrics) >= 0.9
+
+
+def test_environment_is_traced_once_per_compiled_epoch(monkeypatch):
+    """The whole epoch is one program: env.step is traced once however many steps and blocks it runs."""
+    calls = []
+    original = crl.GoalEnv.step
+    monkeypatch.setattr(crl.GoalEnv, "step", lambda self, *a: calls.append(1) or original(self, *a))
+    for num_blocks, total in [(1, 200_000), (3, 2_000_000)]:
+        calls.clear()
+        args = crl.Args(
+            env_id="point_u_maze",
+            num_envs=8,
+            num_eval_envs=8,
+            total_env_steps=total,
+            num_epochs=2,
+            unroll_length=10,
+            batch_size=16,
+            num_sgd_batches_per_training_step=2,
+            max_replay_size=300,
+            min_replay_size=100,
+            width=8,
+            num_blocks=num_blocks,
+            actor_num_blocks=num_blocks,
+            critic_num_blocks=num_blocks,
+        )
+        env = crl.GoalEnv(args.env_id)
+        init, _, epoch, _, _ = crl.make_train(args, env)
+        ts = jax.eval_shape(init, jax.random.PRNGKey(0))
+        jax.jit(epoch).lower(ts)
+        assert crl.training_steps_per_epoch(args) > 1
+        assert len(calls) == 1
+
+
+def test_num_seeds_trains_independent_seeds_in_one_program(tmp_path):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "crl_resnet.py"), *SMALL, "--num-seeds", "2", "--num-epochs", "2"],
+        check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    [run_dir] = list((tmp_path / "runs").iterdir())
+    metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    per_seed = metrics[-1]["eval/dist_to_goal_per_seed"]
+    assert len(per_seed) == 2 and per_seed[0] != per_seed[1]
+    assert abs(metrics[-1]["eval/dist_to_goal"] - sum(per_seed) / 2) < 1e-5
+    params = flax.serialization.msgpack_restore((run_dir / "final.msgpack").read_bytes())
+    kernels = jax.tree.leaves(params["actor"])
+    assert all(k.shape[0] == 2 for k in kernels) and not np.allclose(kernels[0][0], kernels[0][1])
