@@ -66,6 +66,22 @@ def final_params(run_dir):
     return flax.serialization.msgpack_restore(pathlib.Path(run_dir, "final.msgpack").read_bytes())
 
 
+def run_to_end(*flags, cwd, timeout=900):
+    """Runs crl_resnet.py to completion in cwd; returns the process result and the run's metrics lines."""
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "crl_resnet.py"), *flags],
+        check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    runs = list((cwd / "runs").iterdir()) if (cwd / "runs").exists() else []
+    path = runs[0] / "metrics.jsonl" if runs else None
+    metrics = [json.loads(x) for x in path.read_text().splitlines()] if path and path.exists() else []
+    return result, (runs[0] if runs else None), metrics
+
+
 def test_killed_run_resumes_to_the_same_parameters(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -102,24 +118,11 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
 
 
 def test_nan_loss_stops_with_one_line_and_keeps_no_bad_checkpoint(tmp_path):
-    result = subprocess.run(
-        check=False,
-        args=[sys.executable, os.path.join(ROOT, "crl_resnet.py"), *SMALL, "--critic-lr", "1e30"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result, run_dir, logged = run_to_end(*SMALL, "--critic-lr", "1e30", cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     [line] = [x for x in result.stderr.splitlines() if x.startswith("error: ")]
     assert "is not finite in epoch" in line and "checkpoint" in line
-    [run_dir] = list((tmp_path / "runs").iterdir())
-    logged = (
-        [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-        if (run_dir / "metrics.jsonl").exists()
-        else []
-    )
     assert all(np.isfinite(m["losses/critic_loss"]) for m in logged), "no non-finite epoch is logged"
     if logged:  # a checkpoint from the last good epoch survives
         state = flax.serialization.msgpack_restore((run_dir / "checkpoint_last.msgpack").read_bytes())
@@ -166,23 +169,14 @@ def test_crl_learns_point_u_maze_well_above_random(tmp_path):
         "--num-blocks",
         "1",
         "--total-env-steps",
-        "3000000",
+        "5000000",
         "--num-epochs",
         "6",
         "--seed",
         "2",
     ]
-    result = subprocess.run(
-        check=False,
-        args=[sys.executable, os.path.join(ROOT, "crl_resnet.py"), *flags],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    result, _, metrics = run_to_end(*flags, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    [run_dir] = list((tmp_path / "runs").iterdir())
-    metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     trained = max(m["eval/success"] for m in metrics[-3:])
     random = random_policy_success("point_u_maze")
     print(
@@ -203,18 +197,9 @@ def test_readme_quick_start_reaches_90_percent_in_10_minutes(tmp_path, seed):
     )
     flags = command.split()[2:] + ["--seed", str(seed)]
     start_time = time.time()
-    result = subprocess.run(
-        check=False,
-        args=[sys.executable, os.path.join(ROOT, "crl_resnet.py"), *flags],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    result, _, metrics = run_to_end(*flags, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert time.time() - start_time < 600
-    [run_dir] = list((tmp_path / "runs").iterdir())
-    metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     print(f"\nseed {seed}: " + ", ".join(f"{m['training/walltime']:.0f}s {m['eval/success']:.2f}" for m in metrics))
     assert max(m["eval/success"] for m in metrics) >= 0.9
 
@@ -251,17 +236,8 @@ def test_environment_is_traced_once_per_compiled_epoch(monkeypatch):
 
 
 def test_num_seeds_trains_independent_seeds_in_one_program(tmp_path):
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "crl_resnet.py"), *SMALL, "--num-seeds", "2", "--num-epochs", "2"],
-        check=False,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result, run_dir, metrics = run_to_end(*SMALL, "--num-seeds", "2", "--num-epochs", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    [run_dir] = list((tmp_path / "runs").iterdir())
-    metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     per_seed = metrics[-1]["eval/dist_to_goal_per_seed"]
     assert len(per_seed) == 2 and per_seed[0] != per_seed[1]
     assert abs(metrics[-1]["eval/dist_to_goal"] - sum(per_seed) / 2) < 1e-5
