@@ -643,8 +643,8 @@ def make_train(args, env):
             "losses/alpha": jnp.exp(ts.log_alpha),
             "losses/entropy": -jnp.mean(log_prob),
             # gradient health of deep nets: vanishing shows as a norm drifting to 0, explosion as a blow-up
-            "gradients/critic_norm": optax.global_norm(c_grads),
-            "gradients/actor_norm": optax.global_norm(a_grads),
+            "gradients/critic_norm": optax.tree.norm(c_grads),
+            "gradients/actor_norm": optax.tree.norm(a_grads),
             **c_info,
         }
         return ts, metrics

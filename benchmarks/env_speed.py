@@ -45,12 +45,12 @@ if __name__ == "__main__":
     parser.add_argument("--env-ids", nargs="+", default=list(crl.ENVIRONMENTS))
     parser.add_argument("--num-envs", nargs="+", type=int, default=[128, 256, 512])
     parser.add_argument("--steps", type=int, default=None, help="steps per measurement (default: by env cost)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     cli = parser.parse_args()
     device = jax.devices()[0]
     print(f"device: {device.platform} {device.device_kind}, {os.cpu_count()} CPU cores, {platform.processor()}")
     print(f"{'env_id':<22}" + "".join(f"{n:>12} envs" for n in cli.num_envs))
     for env_id in cli.env_ids:
-        steps = cli.steps or (2000 if env_id.startswith("point") else 200)
+        steps = cli.steps or (10000 if env_id.startswith("point") else 200)
         rates = [steps_per_second(env_id, n, steps, cli.repeats) for n in cli.num_envs]
         print(f"{env_id:<22}" + "".join(f"{r:>12,.0f} st/s" for r in rates), flush=True)

@@ -1,12 +1,15 @@
 """End-to-end runs: a killed run resumes to the same parameters, a NaN stops cleanly, CRL learns a maze."""
 
+import base64
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
 import time
+import zlib
 
 import flax.serialization
 import jax
@@ -113,7 +116,8 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, a, b)
     assert json.loads(pathlib.Path(run_a, "args.json").read_text())["num_blocks"] == 1
     html = pathlib.Path(run_a, "render.html").read_text()
-    assert "brax" in html.lower() and html.count('"pos"') > 10
+    system = json.loads(zlib.decompress(base64.b64decode(re.search(r'var system = "([^"]+)"', html).group(1))))
+    assert len(system["states"]["x"]) == 3 * 100, "three evaluation episodes of point_u_maze"
     assert list(pathlib.Path(run_a, "wandb").glob("offline-run-*")), "wandb wrote an offline run"
 
 
