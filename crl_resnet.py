@@ -290,8 +290,8 @@ ENVIRONMENTS = {
     "reacher": EnvSpec(Reacher, 10, (0, 1, 2), 0.05, 1000),
     "point_u_maze": EnvSpec(lambda: PointMaze("u_maze"), 2, (0, 1), 0.5, 100),
     "point_u_maze_eval": EnvSpec(lambda: PointMaze("u_maze", MAZE_EVAL_GOALS["u_maze"]), 2, (0, 1), 0.5, 100),
-    "point_big_maze": EnvSpec(lambda: PointMaze("big_maze"), 2, (0, 1), 0.5, 250),
-    "point_big_maze_eval": EnvSpec(lambda: PointMaze("big_maze", MAZE_EVAL_GOALS["big_maze"]), 2, (0, 1), 0.5, 250),
+    "point_big_maze": EnvSpec(lambda: PointMaze("big_maze"), 2, (0, 1), 0.5, 1000),
+    "point_big_maze_eval": EnvSpec(lambda: PointMaze("big_maze", MAZE_EVAL_GOALS["big_maze"]), 2, (0, 1), 0.5, 1000),
 }
 
 

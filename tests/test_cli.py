@@ -95,3 +95,10 @@ def test_resume_with_different_architecture_flags(tmp_path):
     (run_dir / "checkpoint_last.msgpack").write_bytes(b"")
     assert_one_line_error(run("--resume", str(run_dir), "--num-blocks", "4"), "--num-blocks", "differs")
     assert_one_line_error(run("--resume", str(run_dir), "--width", "32"), "--width", "differs")
+
+
+def test_paper_defaults_are_consistent():
+    """`python crl_resnet.py --num-blocks 64` must pass every check: Table 2 sizes fit the default environment."""
+    import crl_resnet as crl
+
+    crl.check_args(crl.Args(num_blocks=64))  # exits with status 2 on any inconsistency
