@@ -496,7 +496,7 @@ def sample_transitions(buffer, key, window, gamma, state_dim, goal_indices):
         "state": obs[..., :state_dim],
         "action": action,
         "goal": future_state[..., goal_indices],  # the relabelled goal
-        "commanded_goal": obs[..., state_dim:],
+        "commanded_goal": obs[..., state_dim:],  # what the episode asked for (SAC+HER keeps it for some rows)
     }
     return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), transitions)
 
@@ -565,7 +565,7 @@ class TrainState:
 
 
 def make_train(args, env):
-    """Returns init(key), prefill(ts), epoch(ts) and policy(actor_params, obs, key) for one seed."""
+    """Returns init(key), prefill(ts) and epoch(ts) for one seed, and the actor module for evaluation."""
     sa_encoder, g_encoder, actor = make_networks(args, env)
     critic_loss, actor_loss, alpha_loss = make_losses(args, sa_encoder, g_encoder, actor)
     actor_opt, critic_opt, alpha_opt = optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr)
@@ -666,7 +666,7 @@ def make_train(args, env):
         ts, metrics = jax.lax.scan(training_step, ts, None, length=steps_per_epoch)
         return ts, jax.tree.map(jnp.mean, metrics)
 
-    return init, prefill, epoch, policy, actor
+    return init, prefill, epoch, actor
 
 
 def training_steps_per_epoch(args):
@@ -855,7 +855,7 @@ if __name__ == "__main__":
         f"{args.num_envs * args.unroll_length} env steps = 1:{1 / utd:.1f} (paper: 1:40)"
     )
 
-    init, prefill, epoch, policy, actor = make_train(args, env)
+    init, prefill, epoch, actor = make_train(args, env)
     evaluate = make_evaluate(args, env, actor)
     seeds = jnp.arange(args.num_seeds) + args.seed
     ts = jax.vmap(lambda s: init(jax.random.PRNGKey(s)))(seeds)

@@ -30,7 +30,7 @@ if __name__ == "__main__":
         args = crl.Args(env_id=cli.env_id, num_blocks=num_blocks)
         args.actor_num_blocks = args.critic_num_blocks = num_blocks
         env = crl.GoalEnv(args.env_id)
-        init, _, epoch, _, _ = crl.make_train(args, env)
+        init, _, epoch, _ = crl.make_train(args, env)
         ts = jax.eval_shape(jax.vmap(init), jax.vmap(jax.random.PRNGKey)(jax.numpy.arange(1)))  # no allocation
         start = time.perf_counter()
         lowered = jax.jit(jax.vmap(epoch), donate_argnums=0).lower(ts)

@@ -65,6 +65,11 @@ BAD = [
     (["--actor-lr", "-1e-3"], "--actor-lr", "> 0"),
     (["--alpha-lr", "0"], "--alpha-lr", "> 0"),
     (["--resume", "runs/does_not_exist"], "--resume", "runs/NAME"),
+    (["--width", "0"], "--width", ">= 1"),
+    (["--repr-dim", "0"], "--repr-dim", ">= 1"),
+    (["--num-seeds", "0"], "--num-seeds", ">= 1"),
+    (["--logsumexp-penalty", "-0.1"], "--logsumexp-penalty", ">= 0"),
+    (["--target-entropy-scale", "-1"], "--target-entropy-scale", ">= 0"),
 ]
 
 

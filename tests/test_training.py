@@ -232,7 +232,7 @@ def test_environment_is_traced_once_per_compiled_epoch(monkeypatch):
             critic_num_blocks=num_blocks,
         )
         env = crl.GoalEnv(args.env_id)
-        init, _, epoch, _, _ = crl.make_train(args, env)
+        init, _, epoch, _ = crl.make_train(args, env)
         ts = jax.eval_shape(init, jax.random.PRNGKey(0))
         jax.jit(epoch).lower(ts)
         assert crl.training_steps_per_epoch(args) > 1
