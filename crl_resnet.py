@@ -23,11 +23,13 @@ import math
 import operator
 import os
 import pathlib
+import re
 import socket
 import sys
 import time
 import types
 import warnings
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Any, Literal, Optional
 
@@ -159,11 +161,42 @@ MAZE_EVAL_GOALS = {  # the far cells that the `_eval` variants restrict goals to
     "u4_maze": [(4, 1), (5, 1), (5, 2), (5, 3)],
     "u5_maze": [(4, 1), (4, 6)] + [(5, j) for j in range(1, 7)],
     "big_maze": [(1, 5), (1, 6), (2, 5), (2, 6), (5, 3), (5, 6), (6, 2), (6, 3), (6, 5), (6, 6)],
+    # ours (the benchmark defines no split here): the 13 goal cells 13-15 cells from R along the corridors
+    "hardest_maze": [(1, 10), (2, 10), (3, 8), (3, 9), (3, 10), (4, 10), (5, 4), (5, 10), (6, 4)]
+    + [(7, 4), (7, 8), (7, 9), (7, 10)],
 }
+GOAL_MARKER = (  # a red ball with two slide joints (so brax treats it as a link) drawn at the goal in renders
+    '<body name="goal_marker"><joint type="slide" axis="1 0 0"/><joint type="slide" axis="0 1 0"/>'
+    '<geom type="sphere" size="0.5" contype="0" conaffinity="0" rgba="0.9 0.2 0.2 1"/></body>'
+)
 
 
 def maze_cells(layout, char):
     return [(i, j) for i, row in enumerate(MAZE_LAYOUTS[layout]) for j, c in enumerate(row) if c == char]
+
+
+def maze_walls(layout, size):
+    """MJCF boxes covering the wall cells: runs of '#' in a row, stacked over the rows where the run repeats.
+
+    Each box costs one contact test per colliding robot geom per physics substep, so fewer boxes is faster:
+    on the ant U-maze, 6 boxes instead of one per wall cell (18) gave 2.1x the env steps/s on CPU.
+    Walls are size / 2 tall, as in the benchmark. They collide with geoms whose contype has bit 1 (brax's feet)
+    or bit 2 (set by `Locomotion` on torso geoms); the floor, conaffinity 1, keeps ignoring bit-2 geoms.
+    """
+    boxes = []  # [first row, last row + 1, first column, last column + 1]
+    for i, row in enumerate(MAZE_LAYOUTS[layout]):
+        for run in re.finditer("#+", row):
+            above = [box for box in boxes if box[1] == i and box[2:] == [run.start(), run.end()]]
+            if above:
+                above[0][1] = i + 1
+            else:
+                boxes.append([i, i + 1, run.start(), run.end()])
+    return "".join(
+        f'<geom type="box" pos="{(i0 + i1 - 1) * size / 2} {(j0 + j1 - 1) * size / 2} {size / 4}" '
+        f'size="{(i1 - i0) * size / 2} {(j1 - j0) * size / 2} {size / 4}" contype="0" conaffinity="3" '
+        'rgba="0.7 0.5 0.3 1"/>'
+        for i0, i1, j0, j1 in boxes
+    )
 
 
 class PointMaze:
@@ -212,38 +245,52 @@ class PointMaze:
 
     @functools.cached_property
     def render_system(self):
-        walls = "".join(
-            f'<geom type="box" pos="{i * self.size} {j * self.size} 1" size="{self.size / 2} {self.size / 2} 1"/>'
-            for i, j in maze_cells(self.layout, "#")
-        )
-        marker = '<joint type="slide" axis="1 0 0"/><joint type="slide" axis="0 1 0"/><geom type="sphere" size="0.5"'
-        xml = (
-            f'<mujoco><worldbody><geom type="plane" size="40 40 0.1"/>{walls}'
-            f'<body name="point">{marker} contype="0" conaffinity="0" rgba="0.2 0.4 0.9 1"/></body>'
-            f'<body name="goal">{marker} contype="0" conaffinity="0" rgba="0.9 0.2 0.2 1"/></body>'
-            "</worldbody></mujoco>"
-        )
-        return brax_mjcf.loads(xml)
+        point = GOAL_MARKER.replace("goal_marker", "point").replace("0.9 0.2 0.2", "0.2 0.4 0.9")
+        xml = f'<mujoco><worldbody><geom type="plane" size="40 40 0.1"/>{maze_walls(self.layout, self.size)}'
+        return brax_mjcf.loads(f"{xml}{point}{GOAL_MARKER}</worldbody></mujoco>")
 
     def render_frame(self, xy, goal):
         pos = jnp.stack([jnp.append(xy, 0.5), jnp.append(goal, 0.5)])
         return types.SimpleNamespace(x=brax_base.Transform(pos=pos, rot=jnp.tile(jnp.array([1.0, 0, 0, 0]), (2, 1))))
 
 
-class Reacher:
+class BraxArm:
+    """A brax arm stepped by brax's own environment class with the spring backend, so the class's backend
+    settings (timestep, frames per step, actuator gears) come with it. Physics state = brax's pipeline state;
+    actions in [-1, 1] are mapped onto the actuators' control range, as brax's classes do."""
+
+    def __init__(self, name):
+        self.env = brax_envs.get_environment(name, backend="spring")
+        self.action_dim = self.env.action_size
+
+    def step(self, pipeline_state, action):
+        low, high = self.env.sys.actuator.ctrl_range.T
+        ctrl = low + (jnp.clip(action, -1.0, 1.0) + 1) * (high - low) / 2
+        return self.env.pipeline_step(pipeline_state, ctrl)
+
+    def terminated(self, pipeline_state):
+        return jnp.zeros((), dtype=bool)
+
+    @property
+    def render_system(self):
+        return self.env.sys
+
+    def render_frame(self, pipeline_state, goal):
+        return pipeline_state
+
+
+class Reacher(BraxArm):
     """brax's two-link reacher; state = fingertip xyz and velocity, cos and sin of the joint angles (10).
 
-    Built from brax's own `Reacher` class so its backend-specific settings (spring: timestep 0.005,
-    4 frames, actuator gear 25) come with it. The goal is a random point on the plane within reach; the
-    target marker's slide joints are set to it so renders show the goal.
+    brax's `Reacher` sets timestep 0.005, 4 frames and actuator gear 25 for spring. The goal is a random
+    point on the plane within reach; the target marker's slide joints are set to it so renders show it.
     """
 
-    action_dim = 2
     state_dim = 10
     tip = brax_base.Transform.create(pos=jnp.array([0.11, 0.0, 0.0]))  # fingertip offset on link 1 (reacher.xml)
 
-    def __init__(self, backend="spring"):
-        self.env = brax_envs.get_environment("reacher", backend=backend)
+    def __init__(self):
+        super().__init__("reacher")
 
     def init(self, key):
         k_q, k_qd, k_r, k_a = jax.random.split(key, 4)
@@ -257,24 +304,109 @@ class Reacher:
         tip_z = self.state(pipeline_state)[2]  # the arm is planar: the fingertip height never changes
         return pipeline_state, jnp.append(target, tip_z)
 
-    def step(self, pipeline_state, action):
-        return self.env.pipeline_step(pipeline_state, jnp.clip(action, -1.0, 1.0))
-
     def state(self, pipeline_state):
         tip_pos = pipeline_state.x.take(1).do(self.tip).pos
         tip_vel = self.tip.do(pipeline_state.xd.take(1)).vel
         theta = pipeline_state.q[:2]
         return jnp.concatenate([tip_pos, tip_vel, jnp.cos(theta), jnp.sin(theta)])
 
-    def terminated(self, pipeline_state):
-        return jnp.zeros((), dtype=bool)
 
-    @property
+class Pusher(BraxArm):
+    """brax's 7-joint pusher arm; the goal is a position of the object. State = the benchmark's 20 numbers:
+    joint angles (7), fingertip xyz, object xyz, joint velocities (7); the goal is state[10:13].
+
+    brax's `Pusher` sets timestep 0.001, 50 frames and gear 20 for spring. `goal_region` bounds the offsets
+    written to the goal marker's joints, which pusher.xml orders (slide y, slide x), as the benchmark samples
+    them. The object starts where brax's `Pusher` puts it, moved out to 0.17 from the goal if closer. The goal's
+    height is the object's (which only slides), so the 0.1 success radius is a distance on the table.
+    """
+
+    state_dim = 20
+
+    def __init__(self, goal_region):
+        super().__init__("pusher")
+        self.goal_region = jnp.array(goal_region, dtype=jnp.float32)  # [[low y, low x], [high y, high x]]
+        self.tip, self.object, self.goal = map(self.env.sys.link_names.index, ["r_wrist_flex_link", "object", "goal"])
+
+    def positions(self, pipeline_state):  # centres of mass of the links
+        return pipeline_state.x.vmap().do(brax_base.Transform.create(pos=self.env.sys.link.inertia.transform.pos)).pos
+
+    def init(self, key):
+        k_object, k_goal, k_qd = jax.random.split(key, 3)
+        sys = self.env.sys
+        goal = jax.random.uniform(k_goal, (2,), minval=self.goal_region[0], maxval=self.goal_region[1])
+        obj = jax.random.uniform(k_object, (2,), minval=jnp.array([-0.3, -0.2]), maxval=jnp.array([0.0, 0.2]))
+        gap = jnp.linalg.norm(obj - goal)
+        obj = jnp.where(gap < 0.17, goal + (obj - goal) * 0.17 / jnp.maximum(gap, 1e-6), obj)
+        q = sys.init_q.at[-4:].set(jnp.concatenate([obj, goal]))
+        qd = jax.random.uniform(k_qd, (sys.qd_size(),), minval=-0.005, maxval=0.005).at[-4:].set(0.0)
+        pipeline_state = self.env.pipeline_init(q, qd)
+        pos = self.positions(pipeline_state)
+        return pipeline_state, pos[self.goal].at[2].set(pos[self.object, 2])
+
+    def state(self, pipeline_state):
+        pos = self.positions(pipeline_state)
+        q, qd = pipeline_state.q, pipeline_state.qd
+        return jnp.concatenate([q[:7], pos[self.tip], pos[self.object], qd[:7]])
+
+
+class Locomotion:
+    """brax's Ant or Humanoid on an open floor or in a maze of box walls; the goal is a torso position.
+
+    brax's own class steps the robot, so its spring-backend settings come along: Ant timestep 0.005 and 10
+    frames per step, Humanoid timestep 0.0015, 10 frames and its gear table. The XML's own timestep is not
+    stable: ant.xml with maze walls at its 0.01 turned NaN within 30 random steps (SPEC section 3). brax's
+    class also gives the reset noise, the observation (positions kept: the ant's state is q, qd = 29 numbers,
+    torso xy first) and `done` when the torso height leaves the healthy range (Ant 0.2-1.0, Humanoid 1.0-2.0),
+    which ends the episode. Mazes add walls to brax's XML and put the start at the layout's R cell.
+    """
+
+    def __init__(self, robot, layout=None, goal_cells=None, size=4.0, wall_geoms=(), radius=(10.0, 10.0), goal_z=()):
+        self.env = brax_envs.get_environment(robot, backend="spring", exclude_current_positions_from_observation=False)
+        self.action_dim, self.radius, self.goal_z = self.env.action_size, radius, jnp.array(goal_z)
+        root = ET.parse(os.path.join(os.path.dirname(brax_envs.__file__), "assets", f"{robot}.xml")).getroot()
+        start, self.goals = jnp.zeros(2), None
+        if layout is not None:
+            for geom in root.iter("geom"):
+                if geom.get("name") in wall_geoms:
+                    geom.set("contype", "2")  # these collide with the walls (conaffinity 3) but not the floor
+            root.find("worldbody").extend(ET.fromstring(f"<walls>{maze_walls(layout, size)}</walls>"))
+            start = jnp.array(maze_cells(layout, "R")[0], dtype=jnp.float32) * size
+            self.goals = jnp.array(goal_cells or maze_cells(layout, "G"), dtype=jnp.float32) * size
+        self.xml = ET.tostring(root, encoding="unicode")
+        sys = brax_mjcf.loads(self.xml)
+        # keep what brax's class set for the backend (opt: timestep, solver; actuator: gears) on our system
+        self.env.sys = sys.replace(opt=self.env.sys.opt, actuator=self.env.sys.actuator)
+        self.env.sys = self.env.sys.replace(init_q=sys.init_q.at[:2].set(start))
+
+    def init(self, key):
+        k_reset, k_cell, k_radius, k_angle = jax.random.split(key, 4)
+        if self.goals is not None:  # the centre of a uniformly chosen goal cell, as in the benchmark
+            xy = self.goals[jax.random.randint(k_cell, (), 0, len(self.goals))]
+        else:  # uniform angle; radius uniform in [radius[0], radius[1]]
+            angle = 2 * jnp.pi * jax.random.uniform(k_angle)
+            radius = jax.random.uniform(k_radius, minval=self.radius[0], maxval=self.radius[1])
+            xy = radius * jnp.array([jnp.cos(angle), jnp.sin(angle)])
+        return self.env.reset(k_reset), jnp.concatenate([xy, self.goal_z])
+
+    def step(self, brax_state, action):
+        return self.env.step(brax_state, jnp.clip(action, -1.0, 1.0))
+
+    def state(self, brax_state):
+        return brax_state.obs
+
+    def terminated(self, brax_state):
+        return brax_state.done > 0
+
+    @functools.cached_property
     def render_system(self):
-        return self.env.sys
+        return brax_mjcf.loads(self.xml.replace("</worldbody>", f"{GOAL_MARKER}</worldbody>"))
 
-    def render_frame(self, pipeline_state, goal):
-        return pipeline_state
+    def render_frame(self, brax_state, goal):
+        x = brax_state.pipeline_state.x
+        marker = jnp.concatenate([goal, jnp.full(3 - len(goal), 0.5)])
+        pos, rot = jnp.vstack([x.pos, marker]), jnp.vstack([x.rot, jnp.array([1.0, 0, 0, 0])])
+        return types.SimpleNamespace(x=brax_base.Transform(pos=pos, rot=rot))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,12 +418,56 @@ class EnvSpec:
     episode_length: int
 
 
+# Robot geoms that meet the walls besides the feet (which collide already: contype 1 in brax's XML). Every
+# (geom, wall box) pair is a contact test per substep: on humanoid_big_maze (128 envs, this CPU) the pelvis alone
+# runs at 2.5k env steps/s, all eight trunk and leg capsules at 0.83k. The humanoid's walls (1 unit tall) stop
+# below its chest, so the pelvis and the feet are what touch them.
+ANT_WALL_GEOMS = ("torso_geom",)
+HUMANOID_WALL_GEOMS = ("butt",)
+
+
+def ant_maze(layout, goal_cells=None):
+    return Locomotion("ant", layout, goal_cells, size=4.0, wall_geoms=ANT_WALL_GEOMS)
+
+
+def humanoid_maze(layout, goal_cells=None):  # the benchmark's humanoid mazes have 2-unit cells
+    return Locomotion("humanoid", layout, goal_cells, size=2.0, wall_geoms=HUMANOID_WALL_GEOMS, goal_z=(1.25,))
+
+
+# Humanoid state: brax's observation with positions kept, 246 numbers (q 24, qd 23, per-link inertia 110 and
+# velocity 66 about the centre of mass, actuator forces 23). SPEC section 3 lists 268, the benchmark's count,
+# which also holds its goal marker body (2 slide joints, one more link) inside the state; ours keeps the goal out.
+# The humanoid's goal height 1.25 is about its standing torso height (the benchmark's choice).
 ENVIRONMENTS = {
     "reacher": EnvSpec(Reacher, 10, (0, 1, 2), 0.05, 1000),
+    "pusher_easy": EnvSpec(lambda: Pusher([[-0.55, -0.2], [-0.25, 0.2]]), 20, (10, 11, 12), 0.1, 1000),
+    "pusher_hard": EnvSpec(lambda: Pusher([[-0.65, -0.55], [0.35, 0.45]]), 20, (10, 11, 12), 0.1, 1000),
     "point_u_maze": EnvSpec(lambda: PointMaze("u_maze"), 2, (0, 1), 0.5, 100),
     "point_u_maze_eval": EnvSpec(lambda: PointMaze("u_maze", MAZE_EVAL_GOALS["u_maze"]), 2, (0, 1), 0.5, 100),
     "point_big_maze": EnvSpec(lambda: PointMaze("big_maze"), 2, (0, 1), 0.5, 1000),
     "point_big_maze_eval": EnvSpec(lambda: PointMaze("big_maze", MAZE_EVAL_GOALS["big_maze"]), 2, (0, 1), 0.5, 1000),
+    "ant": EnvSpec(lambda: Locomotion("ant"), 29, (0, 1), 0.5, 1000),
+    "ant_u_maze": EnvSpec(lambda: ant_maze("u_maze"), 29, (0, 1), 0.5, 1000),
+    "ant_u_maze_eval": EnvSpec(lambda: ant_maze("u_maze", MAZE_EVAL_GOALS["u_maze"]), 29, (0, 1), 0.5, 1000),
+    "ant_u4_maze": EnvSpec(lambda: ant_maze("u4_maze"), 29, (0, 1), 0.5, 1000),
+    "ant_u4_maze_eval": EnvSpec(lambda: ant_maze("u4_maze", MAZE_EVAL_GOALS["u4_maze"]), 29, (0, 1), 0.5, 1000),
+    "ant_u5_maze": EnvSpec(lambda: ant_maze("u5_maze"), 29, (0, 1), 0.5, 1000),
+    "ant_u5_maze_eval": EnvSpec(lambda: ant_maze("u5_maze", MAZE_EVAL_GOALS["u5_maze"]), 29, (0, 1), 0.5, 1000),
+    "ant_big_maze": EnvSpec(lambda: ant_maze("big_maze"), 29, (0, 1), 0.5, 1000),
+    "ant_big_maze_eval": EnvSpec(lambda: ant_maze("big_maze", MAZE_EVAL_GOALS["big_maze"]), 29, (0, 1), 0.5, 1000),
+    "ant_hardest_maze": EnvSpec(lambda: ant_maze("hardest_maze"), 29, (0, 1), 0.5, 1000),
+    "ant_hardest_maze_eval": EnvSpec(
+        lambda: ant_maze("hardest_maze", MAZE_EVAL_GOALS["hardest_maze"]), 29, (0, 1), 0.5, 1000
+    ),
+    "humanoid": EnvSpec(lambda: Locomotion("humanoid", radius=(1.0, 5.0), goal_z=(1.25,)), 246, (0, 1, 2), 0.5, 1000),
+    "humanoid_u_maze": EnvSpec(lambda: humanoid_maze("u_maze"), 246, (0, 1, 2), 0.5, 1000),
+    "humanoid_u_maze_eval": EnvSpec(
+        lambda: humanoid_maze("u_maze", MAZE_EVAL_GOALS["u_maze"]), 246, (0, 1, 2), 0.5, 1000
+    ),
+    "humanoid_big_maze": EnvSpec(lambda: humanoid_maze("big_maze"), 246, (0, 1, 2), 0.5, 1000),
+    "humanoid_big_maze_eval": EnvSpec(
+        lambda: humanoid_maze("big_maze", MAZE_EVAL_GOALS["big_maze"]), 246, (0, 1, 2), 0.5, 1000
+    ),
 }
 
 

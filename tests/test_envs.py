@@ -1,4 +1,11 @@
-"""Every registered environment: finite observations of the declared shape, goals re-sampled at every reset."""
+"""Every registered environment: finite observations of the declared shape, goals re-sampled at every reset.
+
+Physics environments (brax ant, humanoid, pusher) cost seconds to compile and ~1k-10k steps/s on a CPU, so their
+tests are marked slow except for `ant_u_maze`, which runs in the default suite: `python -m pytest -m slow`
+runs the others.
+"""
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +13,23 @@ import numpy as np
 import pytest
 
 import crl_resnet as crl
+
+CHEAP = [env_id for env_id in crl.ENVIRONMENTS if env_id.startswith("point") or env_id == "reacher"]
+PHYSICS = [env_id for env_id in crl.ENVIRONMENTS if env_id not in CHEAP]
+IN_DEFAULT_SUITE = {"ant_u_maze"}
+MAZES = [env_id for env_id in crl.ENVIRONMENTS if "maze" in env_id]
+
+
+def physics_param(env_id):
+    return pytest.param(env_id, marks=() if env_id in IN_DEFAULT_SUITE else pytest.mark.slow)
+
+
+def cell_size(env_id):
+    return 2.0 if env_id.startswith("humanoid") else 4.0
+
+
+def layout_of(env_id):
+    return env_id.split("_", 1)[1].removesuffix("_eval")
 
 
 def random_rollout(env, num_envs, num_steps, seed=0):
@@ -22,7 +46,7 @@ def random_rollout(env, num_envs, num_steps, seed=0):
     return run(jax.random.PRNGKey(seed))
 
 
-@pytest.mark.parametrize("env_id", list(crl.ENVIRONMENTS))
+@pytest.mark.parametrize("env_id", CHEAP)
 def test_reset_and_200_random_steps_are_finite_with_declared_shape(env_id):
     spec = crl.ENVIRONMENTS[env_id]
     env = crl.GoalEnv(env_id, episode_length=50)  # short episodes so automatic resets happen in the rollout
@@ -38,27 +62,162 @@ def test_reset_and_200_random_steps_are_finite_with_declared_shape(env_id):
     assert len(np.unique(goals[0].round(5), axis=0)) == 16, "parallel environments get different goals"
 
 
-@pytest.mark.parametrize("env_id", list(crl.ENVIRONMENTS))
+@pytest.mark.parametrize("env_id", CHEAP + [physics_param(env_id) for env_id in PHYSICS])
 def test_goals_differ_across_resets(env_id):
     env = crl.GoalEnv(env_id)
-    a = env.reset(jax.random.PRNGKey(0), 8).obs[:, env.state_dim :]
-    b = env.reset(jax.random.PRNGKey(1), 8).obs[:, env.state_dim :]
-    assert np.all(np.any(np.asarray(a) != np.asarray(b), axis=-1))
+    a = env.reset(jax.random.PRNGKey(0), 64).obs[:, env.state_dim :]
+    b = env.reset(jax.random.PRNGKey(1), 64).obs[:, env.state_dim :]
+    differ = np.any(np.asarray(a) != np.asarray(b), axis=-1)
+    if env_id.startswith(("ant_", "humanoid_")):  # goals are cell centres: a fresh draw may repeat the cell
+        assert differ.mean() > 0.5
+    else:
+        assert np.all(differ)
 
 
-@pytest.mark.parametrize("name", ["u_maze", "big_maze"])
-def test_eval_variants_sample_only_their_far_goal_cells(name):
-    env = crl.GoalEnv(f"point_{name}_eval")
-    goals = np.asarray(env.reset(jax.random.PRNGKey(0), 2000).obs[:, env.state_dim :])
-    cells = {tuple(c) for c in np.round(goals / 4.0).astype(int)}
-    assert cells == set(crl.MAZE_EVAL_GOALS[name])
-    train_cells = {
-        tuple(c)
-        for c in np.round(
-            np.asarray(crl.GoalEnv(f"point_{name}").reset(jax.random.PRNGKey(0), 2000).obs[:, 2:]) / 4.0
-        ).astype(int)
-    }
-    assert train_cells == set(crl.maze_cells(name, "G"))
+@pytest.mark.parametrize("env_id", MAZES)
+def test_maze_goals_come_only_from_the_goal_cells_and_eval_variants_only_from_the_far_ones(env_id):
+    layout = layout_of(env_id)
+    expected = set(crl.MAZE_EVAL_GOALS[layout]) if env_id.endswith("_eval") else set(crl.maze_cells(layout, "G"))
+    env = crl.GoalEnv(env_id)
+    goals = np.asarray(jax.vmap(env.physics.init)(jax.random.split(jax.random.PRNGKey(0), 2000))[1])
+    cells = {tuple(c) for c in np.round(goals[:, :2] / cell_size(env_id)).astype(int)}
+    assert cells == expected
+    if env_id.startswith("humanoid"):
+        assert np.all(goals[:, 2] == 1.25), "humanoid goals are at standing torso height"
+
+
+def test_every_maze_has_eval_goals_inside_its_goal_cells():
+    for layout, far in crl.MAZE_EVAL_GOALS.items():
+        assert set(far) < set(crl.maze_cells(layout, "G")), layout
+
+
+def random_physics_rollout(env_id, num_envs, num_steps, episode_length, seed=0):
+    env = crl.GoalEnv(env_id, episode_length=episode_length)
+    final, (obs, done) = random_rollout(env, num_envs, num_steps, seed)
+    return env, final, np.asarray(obs), np.asarray(done)
+
+
+@pytest.mark.parametrize("env_id", [physics_param(env_id) for env_id in PHYSICS])
+def test_1000_random_steps_at_64_envs_are_finite_with_goals_resampled_at_every_reset(env_id):
+    spec = crl.ENVIRONMENTS[env_id]
+    env, final, obs, done = random_physics_rollout(env_id, num_envs=64, num_steps=1000, episode_length=250)
+    assert obs.shape == (1000, 64, spec.state_dim + len(spec.goal_indices))
+    assert np.all(np.isfinite(obs))
+    resets = done.sum(0)
+    assert np.all(resets >= 4), "every environment resets at least at each time limit"
+    np.testing.assert_array_equal(np.asarray(final.traj_id), resets)  # one trajectory id per episode
+    goals = obs[..., spec.state_dim :]
+    same = np.all(goals[1:] == goals[:-1], axis=-1)
+    assert np.all(same[~done[1:]]), "the goal is constant within an episode"
+    assert np.mean(~same[done[1:]]) > 0.5, "and re-sampled at (almost) every reset"
+    terminations = int(resets.sum()) - 4 * 64
+    print(f"{env_id}: 1000 random steps x 64 envs finite; {int(resets.sum())} resets, {terminations} by termination")
+
+
+@pytest.mark.parametrize("robot", ["ant", pytest.param("humanoid", marks=pytest.mark.slow)])
+def test_early_termination_when_the_torso_leaves_its_healthy_height(robot):
+    low, high = {"ant": (0.2, 1.0), "humanoid": (1.0, 2.0)}[robot]  # brax's Ant and Humanoid healthy_z_range
+    env = crl.GoalEnv(robot, episode_length=1000)
+    state = env.reset(jax.random.PRNGKey(0), 8)
+    physics = state.physics
+    q = physics.pipeline_state.q
+    # torsos 0-1 upside down just above the floor (they sink: only the feet meet the floor), 2-3 lifted high
+    q = q.at[:2, 2].set(low - 0.05).at[:2, 3:7].set(jnp.array([0.0, 1.0, 0.0, 0.0])).at[2:4, 2].set(high + 0.2)
+    moved = jax.vmap(env.physics.env.pipeline_init)(q, physics.pipeline_state.qd)  # recomputes the link poses
+    state = state.replace(physics=physics.replace(pipeline_state=moved))
+    nxt = env.step(state, jnp.zeros((8, env.action_dim)))
+    assert np.array_equal(np.asarray(nxt.done), [True] * 4 + [False] * 4)
+    assert np.array_equal(np.asarray(nxt.traj_id), [1] * 4 + [0] * 4)
+    assert np.array_equal(np.asarray(nxt.steps), [0] * 4 + [1] * 4)
+    # the terminated environments restart healthy at the start, upright
+    restarted = np.asarray(nxt.obs[:4, :3])
+    assert np.all((restarted[:, 2] > low) & (restarted[:, 2] < high))
+    start = np.asarray(state.obs[4:8, :2]).mean(0)
+    assert np.all(np.abs(restarted[:, :2] - start) < 0.3)
+
+
+class Stumbles:
+    """Fake physics: state = (steps since reset, a random label of the trajectory); terminates after 3 steps."""
+
+    action_dim = 2
+
+    def init(self, key):
+        return jnp.array([0.0, jax.random.uniform(key)]), jnp.zeros(2)
+
+    def step(self, state, action):
+        return state.at[0].add(1.0)
+
+    def state(self, state):
+        return state
+
+    def terminated(self, state):
+        return state[0] >= 3
+
+
+def test_early_terminations_split_trajectories_in_the_replay_buffer(monkeypatch):
+    monkeypatch.setitem(crl.ENVIRONMENTS, "stumbles", crl.EnvSpec(Stumbles, 2, (0, 1), 0.5, 100))
+    env = crl.GoalEnv("stumbles")
+    env_state, rows = env.reset(jax.random.PRNGKey(0), 4), []
+    for _ in range(40):
+        rows.append(env_state)
+        env_state = env.step(env_state, jnp.zeros((4, 2)))
+    assert np.array_equal(np.asarray(rows[3].traj_id), [1] * 4), "termination after 3 steps starts trajectory 1"
+    buffer = crl.buffer_init(40, 4, 4, 2)
+    stack = lambda name: jnp.stack([getattr(r, name) for r in rows])
+    buffer = crl.buffer_insert(buffer, stack("obs"), jnp.zeros((40, 4, 2)), stack("traj_id"))
+    batch = crl.sample_transitions(buffer, jax.random.PRNGKey(1), 40, 0.9, 2, jnp.array([0, 1]))
+    state, goal = np.asarray(batch["state"]), np.asarray(batch["goal"])
+    assert np.all(goal[:, 1] == state[:, 1]), "relabelled goals come from the same trajectory"
+    window_end = np.arange(len(state)) % 40 == 39  # flat order is (env, step in window)
+    ends = (state[:, 0] == 2) | window_end
+    assert np.all(goal[~ends, 0] > state[~ends, 0]), "a future step of the trajectory"
+    assert np.all(goal[ends] == state[ends]), "a trajectory's last step falls back to itself"
+
+
+@pytest.mark.parametrize(
+    "env_id, healthy_z, min_depth",
+    [
+        ("ant_u_maze", (0.2, 1.0), 0.2),  # the torso sphere (radius 0.25) keeps its centre outside every wall
+        # the humanoid's walls are 1 unit tall, below its chest: it may lean over the top, never cross
+        pytest.param("humanoid_u_maze", (1.0, 2.0), -0.5, marks=pytest.mark.slow),
+    ],
+)
+def test_the_torso_cannot_pass_through_a_maze_wall(env_id, healthy_z, min_depth):
+    """Start next to a wall, shove the torso into it at 2 m/s every 10 steps under random actions, and check
+    its xy against every wall cell while the robot is healthy (an unhealthy step ends the episode)."""
+    env = crl.GoalEnv(env_id)
+    brax_env, size = env.physics.env, cell_size(env_id)
+    walls = np.argwhere(np.array([[c == "#" for c in row] for row in crl.MAZE_LAYOUTS["u_maze"]])) * size
+
+    @jax.jit
+    def shove(start, velocity, key):
+        def one(key):
+            q = brax_env.sys.init_q.at[:2].set(start)
+            pipeline_state = brax_env.pipeline_init(q, jnp.zeros(brax_env.sys.qd_size()))
+
+            def step(ps, xs):
+                t, key = xs
+                kick = lambda ps: brax_env.pipeline_init(ps.q, ps.qd.at[:2].set(velocity))
+                ps = jax.lax.cond(t % 10 == 0, kick, lambda ps: ps, ps)
+                action = jax.random.uniform(key, (env.action_dim,), minval=-1, maxval=1)
+                ps = brax_env.pipeline_step(ps, action)
+                return ps, ps.q[:3]
+
+            return jax.lax.scan(step, pipeline_state, (jnp.arange(300), jax.random.split(key, 300)))[1]
+
+        return jax.vmap(one)(jax.random.split(key, 32))
+
+    # R is cell (1, 1): walls at x < 1.5 size (row 0), y < 1.5 size (column 0), and row 2 from (1, 2)
+    pushes = [((1, 1), (-1, 0)), ((1, 1), (0, -1)), ((1, 1), (-0.7, -0.7)), ((1, 2), (1, 0))]
+    for cell, direction in pushes:
+        path = np.asarray(shove(jnp.array(cell) * size, 2.0 * jnp.array(direction), jax.random.PRNGKey(0)))
+        assert np.all(np.isfinite(path))
+        healthy = np.cumprod((path[..., 2] >= healthy_z[0]) & (path[..., 2] <= healthy_z[1]), axis=1).astype(bool)
+        xy = path[..., :2][healthy]
+        outside = np.abs(xy[:, None, :] - walls[None]) - size / 2  # per axis, > 0 outside the box
+        signed = np.linalg.norm(np.maximum(outside, 0), axis=-1) + np.minimum(outside.max(-1), 0)
+        assert signed.min() > min_depth, f"pushed {direction} from cell {cell}: torso {signed.min():.2f} into a wall"
+        assert signed.min() < min_depth + 0.5, "the push brought the torso against the wall"
 
 
 @pytest.mark.parametrize("name", list(crl.MAZE_LAYOUTS))
@@ -89,3 +248,26 @@ def test_success_radius_is_applied_to_the_goal_indices():
     np.testing.assert_allclose(np.asarray(nxt.dist_to_goal), np.linalg.norm(tip - goal, axis=-1), rtol=1e-5)
     # the goal lies in the fingertip's plane (the spring backend lets the arm sag ~2 mm; the radius is 50 mm)
     np.testing.assert_allclose(goal[:, 2], tip[:, 2], atol=3e-3)
+
+
+def goal_entity_position(env_id, physics):
+    """Where the goal entity really is, read from the physics: torso (ant, humanoid) or object (pusher)."""
+    if env_id.startswith("ant"):
+        return physics.pipeline_state.x.pos[:, 0, :2]
+    if env_id.startswith("humanoid"):
+        return physics.pipeline_state.x.pos[:, 0]
+    pusher = crl.ENVIRONMENTS[env_id].make()
+    return jax.vmap(pusher.positions)(physics)[:, pusher.object]
+
+
+@pytest.mark.parametrize(
+    "env_id", ["ant_u_maze", pytest.param("humanoid", marks=pytest.mark.slow), physics_param("pusher_easy")]
+)
+def test_goal_indices_read_the_goal_entity_and_the_distance_uses_them(env_id):
+    env = crl.GoalEnv(env_id, episode_length=10)
+    state = env.reset(jax.random.PRNGKey(0), 4)
+    nxt = jax.jit(env.step)(state, 0.5 * jnp.ones((4, env.action_dim)))
+    achieved = np.asarray(nxt.obs[:, env.goal_indices])
+    np.testing.assert_allclose(achieved, np.asarray(goal_entity_position(env_id, nxt.physics)), atol=1e-5)
+    goal = np.asarray(state.obs[:, env.state_dim :])
+    np.testing.assert_allclose(np.asarray(nxt.dist_to_goal), np.linalg.norm(achieved - goal, axis=-1), rtol=1e-5)
