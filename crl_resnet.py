@@ -77,7 +77,7 @@ class Args:
     """independent seeds trained in one jitted program (vmap); metrics are averaged over seeds"""
 
     # Algorithm specific arguments
-    env_id: str = "point_big_maze"
+    env_id: str = "ant_big_maze"
     """the environment id (see ENVIRONMENTS below or the README)"""
     total_env_steps: int = 100_000_000
     """total environment steps, prefill included (paper: 100M-400M)"""
@@ -166,7 +166,8 @@ MAZE_EVAL_GOALS = {  # the far cells that the `_eval` variants restrict goals to
     + [(7, 4), (7, 8), (7, 9), (7, 10)],
 }
 GOAL_MARKER = (  # a red ball with two slide joints (so brax treats it as a link) drawn at the goal in renders
-    '<body name="goal_marker"><joint type="slide" axis="1 0 0"/><joint type="slide" axis="0 1 0"/>'
+    '<body name="goal_marker"><joint type="slide" axis="1 0 0" limited="false"/>'
+    '<joint type="slide" axis="0 1 0" limited="false"/>'
     '<geom type="sphere" size="0.5" contype="0" conaffinity="0" rgba="0.9 0.2 0.2 1"/></body>'
 )
 
@@ -400,7 +401,12 @@ class Locomotion:
 
     @functools.cached_property
     def render_system(self):
-        return brax_mjcf.loads(self.xml.replace("</worldbody>", f"{GOAL_MARKER}</worldbody>"))
+        root = ET.fromstring(self.xml)
+        for custom in root.iter("custom"):  # brax's init_qpos would miss the marker's two joints
+            for init_qpos in custom.findall("numeric[@name='init_qpos']"):
+                custom.remove(init_qpos)
+        root.find("worldbody").append(ET.fromstring(GOAL_MARKER))
+        return brax_mjcf.loads(ET.tostring(root, encoding="unicode"))
 
     def render_frame(self, brax_state, goal):
         x = brax_state.pipeline_state.x
@@ -998,8 +1004,7 @@ def render_episodes(args, env, actor, actor_params, path, num_episodes=3):
     frames = [
         env.physics.render_frame(jax.tree.map(operator.itemgetter(t), physics), goals[t]) for t in range(len(goals))
     ]
-    with open(path, "w") as f:
-        f.write(brax_html.render(env.physics.render_system, frames))
+    write_atomic(path, brax_html.render(env.physics.render_system, frames).encode())
 
 
 # ==== MAIN ====

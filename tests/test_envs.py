@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import stats
 
 import crl_resnet as crl
 
@@ -66,8 +67,8 @@ def test_goals_differ_across_resets(env_id):
     a = env.reset(jax.random.PRNGKey(0), 64).obs[:, env.state_dim :]
     b = env.reset(jax.random.PRNGKey(1), 64).obs[:, env.state_dim :]
     differ = np.any(np.asarray(a) != np.asarray(b), axis=-1)
-    if env_id.startswith(("ant_", "humanoid_")):  # goals are cell centres: a fresh draw may repeat the cell
-        assert differ.mean() > 0.5
+    if env_id.startswith(("ant_", "humanoid_")):  # goals are cell centres: a draw repeats the cell w.p. 1/cells
+        assert differ.mean() > 0.3  # at least 2/3 expected (3 cells); a frozen goal gives 0
     else:
         assert np.all(differ)
 
@@ -78,8 +79,9 @@ def test_maze_goals_come_only_from_the_goal_cells_and_eval_variants_only_from_th
     expected = set(crl.MAZE_EVAL_GOALS[layout]) if env_id.endswith("_eval") else set(crl.maze_cells(layout, "G"))
     env = crl.GoalEnv(env_id)
     goals = np.asarray(jax.vmap(env.physics.init)(jax.random.split(jax.random.PRNGKey(0), 2000))[1])
-    cells = {tuple(c) for c in np.round(goals[:, :2] / cell_size(env_id)).astype(int)}
-    assert cells == expected
+    cells, counts = np.unique(np.round(goals[:, :2] / cell_size(env_id)).astype(int), axis=0, return_counts=True)
+    assert {tuple(c) for c in cells} == expected
+    assert stats.chisquare(counts).pvalue > 1e-3, "goal cells are drawn uniformly"
     if env_id.startswith("humanoid"):
         assert np.all(goals[:, 2] == 1.25), "humanoid goals are at standing torso height"
 
@@ -103,8 +105,7 @@ def test_1000_random_steps_at_64_envs_are_finite_with_goals_resampled_at_every_r
     same = np.all(goals[1:] == goals[:-1], axis=-1)
     assert np.all(same[~done[1:]]), "the goal is constant within an episode"
     assert np.mean(~same[done[1:]]) > 0.5, "and re-sampled at (almost) every reset"
-    terminations = int(resets.sum()) - 4 * 64
-    print(f"{env_id}: 1000 random steps x 64 envs finite; {int(resets.sum())} resets, {terminations} by termination")
+    print(f"{env_id}: 1000 random steps x 64 envs finite; {int(resets.sum())} resets (250-step limit or termination)")
 
 
 @pytest.mark.parametrize("robot", ["ant", pytest.param("humanoid", marks=pytest.mark.slow)])

@@ -115,10 +115,55 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
     a, b = final_params(run_a), final_params(run_b)
     jax.tree.map(np.testing.assert_array_equal, a, b)
     assert json.loads(pathlib.Path(run_a, "args.json").read_text())["num_blocks"] == 1
-    html = pathlib.Path(run_a, "render.html").read_text()
-    system = json.loads(zlib.decompress(base64.b64decode(re.search(r'var system = "([^"]+)"', html).group(1))))
+    system = render_states(run_a)
     assert len(system["states"]["x"]) == 3 * 100, "three evaluation episodes of point_u_maze"
     assert list(pathlib.Path(run_a, "wandb").glob("offline-run-*")), "wandb wrote an offline run"
+
+
+def render_states(run_dir):
+    html = pathlib.Path(run_dir, "render.html").read_text()
+    return json.loads(zlib.decompress(base64.b64decode(re.search(r'var system = "([^"]+)"', html).group(1))))
+
+
+ANT_TINY = [
+    "--env-id",
+    "ant_u_maze",
+    "--num-envs",
+    "16",
+    "--num-eval-envs",
+    "16",
+    "--episode-length",
+    "100",
+    "--total-env-steps",
+    "12000",
+    "--num-epochs",
+    "2",
+    "--unroll-length",
+    "50",
+    "--batch-size",
+    "64",
+    "--num-sgd-batches-per-training-step",
+    "4",
+    "--max-replay-size",
+    "400",
+    "--min-replay-size",
+    "100",
+    "--width",
+    "32",
+]
+
+
+def test_crl_runs_on_ant_u_maze_with_finite_losses_and_renders_the_goal(tmp_path):
+    result, run_dir, logged = run_to_end(*ANT_TINY, "--render", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [m["epoch"] for m in logged] == [1, 2]
+    for m in logged:
+        assert all(np.isfinite(v) for k, v in m.items() if k.startswith(("losses/", "gradients/", "eval/"))), m
+    system = render_states(run_dir)
+    assert system["link_names"][0] == "torso" and system["link_names"][-1] == "goal_marker"
+    goal_cells = {(4 * i, 4 * j) for i, j in crl.maze_cells("u_maze", "G")}
+    markers = {tuple(round(v) for v in frame["pos"][-1][:2]) for frame in system["states"]["x"]}
+    assert markers <= goal_cells, "the marker sits on a goal cell's centre in every frame"
 
 
 def test_nan_loss_stops_with_one_line_and_keeps_no_bad_checkpoint(tmp_path):
