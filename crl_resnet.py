@@ -180,7 +180,8 @@ def maze_walls(layout, size):
     """MJCF boxes covering the wall cells: runs of '#' in a row, stacked over the rows where the run repeats.
 
     Each box costs one contact test per colliding robot geom per physics substep, so fewer boxes is faster:
-    on the ant U-maze, 6 boxes instead of one per wall cell (18) gave 2.1x the env steps/s on CPU.
+    6 boxes instead of one per wall cell (18) give 1.9x the env steps/s on ant_u_maze, 14 instead of 38 1.7x on
+    ant_big_maze (CPU, benchmarks/maze_contacts.py).
     Walls are size / 2 tall, as in the benchmark. They collide with geoms whose contype has bit 1 (brax's feet)
     or bit 2 (set by `Locomotion` on torso geoms); the floor, conaffinity 1, keeps ignoring bit-2 geoms.
     """
@@ -376,9 +377,9 @@ class Locomotion:
             self.goals = jnp.array(goal_cells or maze_cells(layout, "G"), dtype=jnp.float32) * size
         self.xml = ET.tostring(root, encoding="unicode")
         sys = brax_mjcf.loads(self.xml)
-        # keep what brax's class set for the backend (opt: timestep, solver; actuator: gears) on our system
-        self.env.sys = sys.replace(opt=self.env.sys.opt, actuator=self.env.sys.actuator)
-        self.env.sys = self.env.sys.replace(init_q=sys.init_q.at[:2].set(start))
+        # keep what brax's class set for the backend (opt: timestep, solver; actuator: gears); start at R
+        backend = {"opt": self.env.sys.opt, "actuator": self.env.sys.actuator}
+        self.env.sys = sys.replace(**backend, init_q=sys.init_q.at[:2].set(start))
 
     def init(self, key):
         k_reset, k_cell, k_radius, k_angle = jax.random.split(key, 4)
@@ -425,9 +426,9 @@ class EnvSpec:
 
 
 # Robot geoms that meet the walls besides the feet (which collide already: contype 1 in brax's XML). Every
-# (geom, wall box) pair is a contact test per substep: on humanoid_big_maze (128 envs, this CPU) the pelvis alone
-# runs at 2.5k env steps/s, all eight trunk and leg capsules at 0.83k. The humanoid's walls (1 unit tall) stop
-# below its chest, so the pelvis and the feet are what touch them.
+# (geom, wall box) pair is a contact test per substep: on humanoid_big_maze (128 envs, CPU) the pelvis alone
+# runs at 2.5k env steps/s, all eight trunk and leg capsules at 0.87k (benchmarks/maze_contacts.py). The
+# humanoid's walls (1 unit tall) stop below its chest, so the pelvis and the feet are what touch them.
 ANT_WALL_GEOMS = ("torso_geom",)
 HUMANOID_WALL_GEOMS = ("butt",)
 
