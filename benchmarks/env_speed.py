@@ -1,7 +1,8 @@
 """Environment steps per second under random actions, automatic resets included, for registered environments.
 
-    python benchmarks/env_speed.py                      # every environment at 128, 256 and 512 envs
+    python benchmarks/env_speed.py                      # every environment at 128, 256 and 512 envs (an hour)
     python benchmarks/env_speed.py --env-ids point_u_maze --num-envs 256
+    python benchmarks/env_speed.py --env-ids ant ant_big_maze humanoid --num-envs 128 512 --steps 100 --repeats 3
 
 Each measurement is one jitted lax.scan of --steps steps, timed after compilation, best of --repeats.
 """
