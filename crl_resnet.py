@@ -1,4 +1,4 @@
-# docs: README.md#crl_resnetpy -- contrastive RL with deep residual actor and critic encoders
+# docs: README.md#what-is-here -- contrastive RL with deep residual actor and critic encoders
 """Contrastive RL (CRL) with residual networks up to 1024 layers deep.
 
 Implements "1000 Layer Networks for Self-Supervised RL: Scaling Depth Can Enable New Goal-Reaching

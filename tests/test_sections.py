@@ -1,0 +1,63 @@
+"""Sibling scripts: shared sections byte-identical, crl_mlp.py differs from crl_resnet.py only where it must."""
+
+import difflib
+import os
+import pathlib
+import re
+
+from conftest import ROOT
+
+SCRIPTS = ["crl_resnet.py", "crl_mlp.py", "sac_her.py", "gcbc.py", "eval_stitching.py"]
+SHARED = ["ENVIRONMENTS", "REPLAY BUFFER"]  # byte-identical in every script (SPEC section 3)
+MARKER = re.compile(r"^# ==== (.+?) ====\s*$")
+
+
+def sections(script):
+    """{NAME: text} for every `# ==== NAME ====` marker; the text before the first marker is 'HEADER'."""
+    out, name = {"HEADER": []}, "HEADER"
+    for line in pathlib.Path(ROOT, script).read_text().splitlines(keepends=True):
+        match = MARKER.match(line)
+        if match:
+            name = match.group(1)
+            out[name] = []
+        else:
+            out[name].append(line)
+    return {k: "".join(v) for k, v in out.items()}
+
+
+def present():
+    return [s for s in SCRIPTS if os.path.exists(os.path.join(ROOT, s))]
+
+
+def test_every_script_has_the_sections_in_order():
+    order = ["HEADER", "ARGS", "ENVIRONMENTS", "NETWORKS", "REPLAY BUFFER", "LOSSES", "TRAINING"]
+    order += ["EVALUATION AND LOGGING", "MAIN"]
+    for script in present():
+        assert list(sections(script)) == order, script
+
+
+def test_shared_sections_are_byte_identical_in_every_script():
+    assert len(present()) >= 2
+    reference = sections("crl_resnet.py")
+    for script in present()[1:]:
+        for name in SHARED:
+            theirs = sections(script)[name]
+            diff = "".join(difflib.unified_diff(reference[name].splitlines(True), theirs.splitlines(True), n=0))
+            assert theirs == reference[name], f"{name} differs in {script}:\n{diff[:2000]}"
+
+
+def test_crl_mlp_differs_from_crl_resnet_only_in_networks_and_the_flags_they_need():
+    resnet, mlp = sections("crl_resnet.py"), sections("crl_mlp.py")
+    for name in ["ENVIRONMENTS", "REPLAY BUFFER", "LOSSES", "TRAINING"]:
+        assert mlp[name] == resnet[name], name
+    lines = list(difflib.ndiff(resnet["NETWORKS"].splitlines(), mlp["NETWORKS"].splitlines()))
+    assert any(line.startswith("+ ") for line in lines), "the networks differ"
+    # outside NETWORKS: the docstring, the depth flags, their check and their use in MAIN
+    whole = difflib.unified_diff(
+        pathlib.Path(ROOT, "crl_resnet.py").read_text().splitlines(),
+        pathlib.Path(ROOT, "crl_mlp.py").read_text().splitlines(),
+        n=0,
+    )
+    changed = [line for line in whole if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    removed, added = sum(line[0] == "-" for line in changed), sum(line[0] == "+" for line in changed)
+    assert max(removed, added) <= 60, f"diff crl_resnet.py crl_mlp.py: -{removed} +{added} lines"
