@@ -181,8 +181,8 @@ def maze_walls(layout, size):
     """MJCF boxes covering the wall cells: runs of '#' in a row, stacked over the rows where the run repeats.
 
     Each box costs one contact test per colliding robot geom per physics substep, so fewer boxes is faster:
-    6 boxes instead of one per wall cell (18) give 1.9x the env steps/s on ant_u_maze, 14 instead of 38 1.7x on
-    ant_big_maze (CPU, benchmarks/maze_contacts.py).
+    6 boxes instead of one per wall cell (18) give 1.9x the env steps/s on ant_u_maze, 14 instead of 38 1.7-2.0x
+    on ant_big_maze (CPU, two runs of benchmarks/maze_contacts.py).
     Walls are size / 2 tall, as in the benchmark. They collide with geoms whose contype has bit 1 (brax's feet)
     or bit 2 (set by `Locomotion` on torso geoms); the floor, conaffinity 1, keeps ignoring bit-2 geoms.
     """
@@ -428,7 +428,7 @@ class EnvSpec:
 
 # Robot geoms that meet the walls besides the feet (which collide already: contype 1 in brax's XML). Every
 # (geom, wall box) pair is a contact test per substep: on humanoid_big_maze (128 envs, CPU) the pelvis alone
-# runs at 2.5k env steps/s, all eight trunk and leg capsules at 0.87k (benchmarks/maze_contacts.py). The
+# runs at 2.5-3.3k env steps/s, all eight trunk and leg capsules at 0.9k (benchmarks/maze_contacts.py). The
 # humanoid's walls (1 unit tall) stop below its chest, so the pelvis and the feet are what touch them.
 ANT_WALL_GEOMS = ("torso_geom",)
 HUMANOID_WALL_GEOMS = ("butt",)

@@ -11,33 +11,13 @@ Random actions, automatic resets included, 128 envs, best of 3 after compilation
 import os
 import platform
 import sys
-import time
 
 import jax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from env_speed import steps_per_second  # this script's folder is on sys.path
+
 import crl_resnet as crl
-
-
-def steps_per_second(env_id, num_envs=128, num_steps=100, repeats=3):
-    env = crl.GoalEnv(env_id)
-
-    @jax.jit
-    def run(key):
-        def step(env_state, key):
-            action = jax.random.uniform(key, (num_envs, env.action_dim), minval=-1, maxval=1)
-            return env.step(env_state, action), None
-
-        k_reset, k_steps = jax.random.split(key)
-        return jax.lax.scan(step, env.reset(k_reset, num_envs), jax.random.split(k_steps, num_steps))[0].obs
-
-    jax.block_until_ready(run(jax.random.PRNGKey(0)))
-    best = float("inf")
-    for r in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(run(jax.random.PRNGKey(r + 1)))
-        best = min(best, time.perf_counter() - start)
-    return num_envs * num_steps / best
 
 
 def one_box_per_cell(layout, size):
@@ -54,20 +34,20 @@ if __name__ == "__main__":
     merged_walls = crl.maze_walls
     for env_id in ["ant_u_maze", "ant_big_maze"]:
         layout = env_id.removeprefix("ant_")
-        merged = steps_per_second(env_id)
+        merged = steps_per_second(env_id, 128, 100, 3)
         crl.maze_walls = one_box_per_cell
-        per_cell = steps_per_second(env_id)
+        per_cell = steps_per_second(env_id, 128, 100, 3)
         crl.maze_walls = merged_walls
         boxes, cells = merged_walls(layout, 4.0).count("<geom"), len(crl.maze_cells(layout, "#"))
         print(
             f"{env_id}: {boxes} merged boxes {merged:,.0f} steps/s, {cells} boxes (one per cell) "
             f"{per_cell:,.0f} steps/s: merged is {merged / per_cell:.2f}x"
         )
-    pelvis = steps_per_second("humanoid_big_maze")
+    pelvis = steps_per_second("humanoid_big_maze", 128, 100, 3)
     crl.HUMANOID_WALL_GEOMS = ("torso1", "uwaist", "lwaist", "butt") + tuple(
         f"{side}_{part}1" for side in ("right", "left") for part in ("thigh", "shin")
     )
-    capsules = steps_per_second("humanoid_big_maze")
+    capsules = steps_per_second("humanoid_big_maze", 128, 100, 3)
     print(
         f"humanoid_big_maze: pelvis and feet meet the walls {pelvis:,.0f} steps/s, all eight trunk and leg "
         f"capsules {capsules:,.0f} steps/s: {pelvis / capsules:.2f}x"
