@@ -677,11 +677,16 @@ def sample_transitions(buffer, key, window, gamma, state_dim, goal_indices):
     obs, action, traj_id = buffer.obs[rows, envs], buffer.action[rows, envs], buffer.traj_id[rows, envs]
     future = future_indices(traj_id, k_future, gamma)  # (E, W)
     future_state = jnp.take_along_axis(obs, future[..., None], axis=1)[..., :state_dim]
+    successor = jnp.minimum(jnp.arange(window) + 1, window - 1)  # (W,) index of s_{t+1} in the window
     transitions = {
         "state": obs[..., :state_dim],
         "action": action,
         "goal": future_state[..., goal_indices],  # the relabelled goal
         "commanded_goal": obs[..., state_dim:],  # what the episode asked for (SAC+HER keeps it for some rows)
+        # s_{t+1} for the TD methods; after a reset (or at the window's end) the stored successor is another
+        # trajectory's first state, so such steps have no usable next state
+        "next_state": obs[:, successor, :state_dim],
+        "has_next": (traj_id[:, successor] == traj_id) & (jnp.arange(window) + 1 < window),
     }
     return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), transitions)
 
@@ -852,6 +857,11 @@ def make_train(args, env):
         return ts, jax.tree.map(jnp.mean, metrics)
 
     return init, prefill, epoch, actor
+
+
+def checkpoint_params(ts):
+    """The networks written to checkpoint_best and final: what evaluation and eval_stitching.py load."""
+    return {"actor": ts.actor_params, "critic": ts.critic_params}
 
 
 def training_steps_per_epoch(args):
@@ -1119,8 +1129,8 @@ if __name__ == "__main__":
             score = metrics["eval/time_near_goal"]
             if score > best_score:
                 best_score = score
-                params = {"actor": ts.actor_params, "critic": ts.critic_params}
-                write_atomic(os.path.join(run_dir, "checkpoint_best.msgpack"), flax.serialization.to_bytes(params))
+                params = flax.serialization.to_bytes(checkpoint_params(ts))
+                write_atomic(os.path.join(run_dir, "checkpoint_best.msgpack"), params)
             state = {"train_state": ts, "epoch": epoch_index, "best_score": best_score}
             write_atomic(ckpt_last, flax.serialization.to_bytes(state))
         progress.update(env_steps - progress.n)
@@ -1133,8 +1143,7 @@ if __name__ == "__main__":
     progress.close()
 
     if args.save_model:
-        params = {"actor": ts.actor_params, "critic": ts.critic_params}
-        write_atomic(os.path.join(run_dir, "final.msgpack"), flax.serialization.to_bytes(params))
+        write_atomic(os.path.join(run_dir, "final.msgpack"), flax.serialization.to_bytes(checkpoint_params(ts)))
     if args.render:
         actor_params = jax.tree.map(lambda x: x[0], ts.actor_params)
         render_episodes(args, env, actor, actor_params, os.path.join(run_dir, "render.html"))

@@ -61,3 +61,29 @@ def test_crl_mlp_differs_from_crl_resnet_only_in_networks_and_the_flags_they_nee
     changed = [line for line in whole if line[:1] in "+-" and not line.startswith(("+++", "---"))]
     removed, added = sum(line[0] == "-" for line in changed), sum(line[0] == "+" for line in changed)
     assert max(removed, added) <= 60, f"diff crl_resnet.py crl_mlp.py: -{removed} +{added} lines"
+
+
+def without_check_args(text):
+    """The section with the body of check_args (the flags each algorithm validates) cut out."""
+    return re.sub(r"\ndef check_args\(args\):\n(?:    .*\n|\n(?=    ))*", "\ndef check_args(args): ...\n", text)
+
+
+def changed_lines(a, b):
+    return [x for x in difflib.unified_diff(a.splitlines(), b.splitlines(), n=0) if x[:1] in "+-" and x[:3] not in ("+++", "---")]
+
+
+def test_baselines_share_evaluation_and_main_with_crl_resnet():
+    """sac_her.py and gcbc.py: evaluation, checkpoints, logging and MAIN are CRL's; only the checks and the
+    line that prints the network depths follow the algorithm's flags."""
+    resnet = sections("crl_resnet.py")
+    assert "def check_args(args): ...\n\n\nSTATE_FLAGS_EXEMPT" in without_check_args(resnet["EVALUATION AND LOGGING"])
+    for script, main_lines in [("sac_her.py", 2), ("gcbc.py", 6)]:
+        theirs = sections(script)
+        assert without_check_args(theirs["EVALUATION AND LOGGING"]) == without_check_args(
+            resnet["EVALUATION AND LOGGING"]
+        ), script
+        assert len(changed_lines(resnet["MAIN"], theirs["MAIN"])) <= main_lines, script
+        # the algorithm lives in LOSSES and TRAINING; the networks differ by a critic head or its absence
+        assert changed_lines(resnet["LOSSES"], theirs["LOSSES"]) and changed_lines(
+            resnet["TRAINING"], theirs["TRAINING"]
+        )
