@@ -208,14 +208,18 @@ class PointMaze:
         ij = jnp.round(xy / self.size).astype(jnp.int32)
         return self.walls[ij[0], ij[1]]
 
-    def init(self, key):
+    def init(self, key, start=None, goals=None):
+        """start: (2,) centre of the start cell (default R); goals: (G, 2) goal-cell centres (default the layout's).
+        eval_stitching.py passes both to train on short corridor pairs."""
+        start = self.start if start is None else start
+        goals = self.goals if goals is None else goals
         k_start, k_cell, k_jitter = jax.random.split(key, 3)
-        xy = self.start + jax.random.uniform(k_start, (2,), minval=-0.5, maxval=0.5)
-        cell = jax.random.randint(k_cell, (), 0, len(self.goals))
+        xy = start + jax.random.uniform(k_start, (2,), minval=-0.5, maxval=0.5)
+        cell = jax.random.randint(k_cell, (), 0, len(goals))
         # a uniform point of the cell, not just near its centre: goals that reach the cell's edges lead agents
         # into neighbouring cells; with goals within +-1 of the centres, CRL never entered the U-maze's far
         # cell (eval/success stalled at 0.84 in our CPU runs) and with them it passes 0.9
-        goal = self.goals[cell] + jax.random.uniform(k_jitter, (2,), minval=-self.size / 2, maxval=self.size / 2)
+        goal = goals[cell] + jax.random.uniform(k_jitter, (2,), minval=-self.size / 2, maxval=self.size / 2)
         return xy, goal
 
     def step(self, xy, action):
@@ -353,29 +357,39 @@ class Locomotion:
         self.env = brax_envs.get_environment(robot, backend="spring", exclude_current_positions_from_observation=False)
         self.action_dim, self.radius, self.goal_z = self.env.action_size, radius, jnp.array(goal_z)
         root = ET.parse(os.path.join(os.path.dirname(brax_envs.__file__), "assets", f"{robot}.xml")).getroot()
-        start, self.goals = jnp.zeros(2), None
+        self.start, self.goals = jnp.zeros(2), None
         if layout is not None:
             for geom in root.iter("geom"):
                 if geom.get("name") in wall_geoms:
                     geom.set("contype", "2")  # these collide with the walls (conaffinity 3) but not the floor
             root.find("worldbody").extend(ET.fromstring(f"<walls>{maze_walls(layout, size)}</walls>"))
-            start = jnp.array(maze_cells(layout, "R")[0], dtype=jnp.float32) * size
+            self.start = jnp.array(maze_cells(layout, "R")[0], dtype=jnp.float32) * size
             self.goals = jnp.array(goal_cells or maze_cells(layout, "G"), dtype=jnp.float32) * size
         self.xml = ET.tostring(root, encoding="unicode")
         sys = brax_mjcf.loads(self.xml)
         # keep what brax's class set for the backend (opt: timestep, solver; actuator: gears); start at R
         backend = {"opt": self.env.sys.opt, "actuator": self.env.sys.actuator}
-        self.env.sys = sys.replace(**backend, init_q=sys.init_q.at[:2].set(start))
+        self.env.sys = sys.replace(**backend, init_q=sys.init_q.at[:2].set(self.start))
 
-    def init(self, key):
+    def init(self, key, start=None, goals=None):
+        """start: (2,) torso xy to start from (default R); goals: (G, 2) goal-cell centres (default the layout's).
+        eval_stitching.py passes both to train on short corridor pairs."""
+        goals = self.goals if goals is None else goals
         k_reset, k_cell, k_radius, k_angle = jax.random.split(key, 4)
-        if self.goals is not None:  # the centre of a uniformly chosen goal cell, as in the benchmark
-            xy = self.goals[jax.random.randint(k_cell, (), 0, len(self.goals))]
+        brax_state = self.env.reset(k_reset)
+        if start is not None:  # q[:2] is the torso xy and the only absolute position in brax's observation
+            shift = start - self.start
+            q, qd = brax_state.pipeline_state.q.at[:2].add(shift), brax_state.pipeline_state.qd
+            brax_state = brax_state.replace(
+                pipeline_state=self.env.pipeline_init(q, qd), obs=brax_state.obs.at[:2].add(shift)
+            )
+        if goals is not None:  # the centre of a uniformly chosen goal cell, as in the benchmark
+            xy = goals[jax.random.randint(k_cell, (), 0, len(goals))]
         else:  # uniform angle; radius uniform in [radius[0], radius[1]]
             angle = 2 * jnp.pi * jax.random.uniform(k_angle)
             radius = jax.random.uniform(k_radius, minval=self.radius[0], maxval=self.radius[1])
             xy = radius * jnp.array([jnp.cos(angle), jnp.sin(angle)])
-        return self.env.reset(k_reset), jnp.concatenate([xy, self.goal_z])
+        return brax_state, jnp.concatenate([xy, self.goal_z])
 
     def step(self, brax_state, action):
         return self.env.step(brax_state, jnp.clip(action, -1.0, 1.0))

@@ -267,3 +267,21 @@ def test_goal_indices_read_the_goal_entity_and_the_distance_uses_them(env_id):
     np.testing.assert_allclose(achieved, np.asarray(goal_entity_position(env_id, nxt.physics)), atol=1e-5)
     goal = np.asarray(state.obs[:, env.state_dim :])
     np.testing.assert_allclose(np.asarray(nxt.dist_to_goal), np.linalg.norm(achieved - goal, axis=-1), rtol=1e-5)
+
+
+@pytest.mark.parametrize("env_id", ["point_u_maze", "ant_u_maze"])
+def test_maze_init_can_start_in_any_cell_with_given_goal_cells(env_id):
+    """What eval_stitching.py relies on: init(key, start, goals) starts at `start` and draws goals from `goals`."""
+    physics = crl.ENVIRONMENTS[env_id].make()
+    start, goal = jnp.array([12.0, 4.0]), jnp.array([[12.0, 12.0]])  # cells (3, 1) and (3, 3) of u_maze
+    keys = jax.random.split(jax.random.PRNGKey(0), 64)
+    states, goals = jax.vmap(lambda k: physics.init(k, start, goal))(keys)
+    obs = jax.vmap(physics.state)(states)
+    assert np.all(np.abs(np.asarray(obs[:, :2]) - start) <= 0.5), "starts near the given cell's centre"
+    assert np.all(np.abs(np.asarray(goals[:, :2]) - goal[0]) <= 2.0), "goals inside the given cell"
+    if env_id == "ant_u_maze":  # the physics moved with the observation
+        np.testing.assert_allclose(states.pipeline_state.q[:, :2], obs[:, :2], atol=1e-5)
+        torso = states.pipeline_state.x.pos[:, 0, :2]
+        np.testing.assert_allclose(torso, obs[:, :2], atol=1e-4)
+        after = jax.vmap(physics.step)(states, jnp.zeros((64, physics.action_dim)))
+        assert np.all(np.abs(np.asarray(after.obs[:, :2]) - start) <= 0.6), "and stays there when stepped"

@@ -69,7 +69,11 @@ def without_check_args(text):
 
 
 def changed_lines(a, b):
-    return [x for x in difflib.unified_diff(a.splitlines(), b.splitlines(), n=0) if x[:1] in "+-" and x[:3] not in ("+++", "---")]
+    return [
+        x
+        for x in difflib.unified_diff(a.splitlines(), b.splitlines(), n=0)
+        if x[:1] in "+-" and x[:3] not in ("+++", "---")
+    ]
 
 
 def test_baselines_share_evaluation_and_main_with_crl_resnet():
