@@ -370,6 +370,7 @@ class Locomotion:
 
     def __init__(self, robot, layout=None, goal_cells=None, size=4.0, wall_geoms=(), radius=(10.0, 10.0), goal_z=()):
         self.env = brax_envs.get_environment(robot, backend="spring", exclude_current_positions_from_observation=False)
+        self.layout, self.size = layout, size
         self.action_dim, self.radius, self.goal_z = self.env.action_size, radius, jnp.array(goal_z)
         root = ET.parse(os.path.join(os.path.dirname(brax_envs.__file__), "assets", f"{robot}.xml")).getroot()
         self.start, self.goals = jnp.zeros(2), None

@@ -1,0 +1,1434 @@
+# docs: README.md#stitching -- the paper's stitching experiment and value maps, over a sweep of depths
+"""Stitching and value maps: do deeper CRL networks combine short experience into long paths?
+
+Reruns Sec. 4.5 / Fig. 6 and Sec. 4.4 / Fig. 5 of "1000 Layer Networks for Self-Supervised RL" (Wang et al.)
+with the CRL of crl_resnet.py. On a U-maze, training episodes start in a corridor cell and target a cell at most
+`--max-train-gap` cells further along the U (paper: 3); evaluation starts at R and targets the far cells, which
+no training episode ever pairs with R, so reaching them means stitching short pieces together. One CRL agent is
+trained per depth in `--depths` (one after another, `--num-seeds` seeds each in one program), then:
+runs/{run_name}/stitching.json (success and time near goal per held-out goal, per depth, per seed),
+stitching.png (grouped bars) and value_map_depth{D}.png (the critic's f(s, pi(s, g), g) over the maze).
+`--from-runs runs/A runs/B` skips training and evaluates checkpoints of crl_resnet.py runs instead.
+
+Siblings: identical to crl_resnet.py in ENVIRONMENTS, NETWORKS, REPLAY BUFFER, LOSSES and TRAINING; differs in
+the training start-goal distribution, the held-out evaluation, the depth sweep and the figures.
+
+Run:  python eval_stitching.py --env-id point_u_maze --depths 4 16       (CPU, about 15 minutes)
+      python eval_stitching.py --env-id ant_u_maze --depths 4 16 64      (the paper's experiment, one GPU)
+      python eval_stitching.py --from-runs runs/A runs/B                  (analyse crl_resnet.py runs)
+"""
+
+import contextlib
+import dataclasses
+import functools
+import io
+import json
+import math
+import operator
+import os
+import pathlib
+import re
+import socket
+import sys
+import time
+import types
+import warnings
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, Optional
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import matplotlib
+import numpy as np
+import optax
+import tqdm
+import tyro
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+
+# mujoco.mjx prints "Failed to import warp" on import when the optional warp backend is absent; brax warns
+# that it is in maintenance mode. Neither concerns the spring/pipeline physics used here.
+warnings.filterwarnings("ignore", message="Brax System, piplines and environments are not actively")
+with contextlib.redirect_stdout(io.StringIO()):
+    from brax import base as brax_base
+    from brax import envs as brax_envs
+    from brax.io import html as brax_html
+    from brax.io import mjcf as brax_mjcf
+
+
+# ==== ARGS ====
+@dataclasses.dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment; runs are written to runs/{env_id}__{exp_name}__{seed}__{unix time}"""
+    seed: int = 1
+    """seed of the experiment (seed i of --num-seeds uses seed + i)"""
+    track: bool = False
+    """log to Weights & Biases; when off, nothing is sent anywhere"""
+    wandb_project_name: str = "scaling-crl"
+    """the wandb project name"""
+    wandb_entity: Optional[str] = None
+    """the wandb entity (team or user); None uses your default entity"""
+    wandb_mode: Literal["online", "offline"] = "online"
+    """wandb mode: offline writes runs/{run_name}/wandb for a later `wandb sync` and needs no network"""
+    save_model: bool = True
+    """write checkpoints (last after every epoch, best by eval/time_near_goal) and the final parameters"""
+    resume: Optional[str] = None
+    """path of a run directory (runs/NAME) to continue from its last checkpoint with the same flags"""
+    render: bool = False
+    """after training, write runs/{run_name}/render.html (brax viewer) of three evaluation episodes"""
+    num_seeds: int = 1
+    """independent seeds trained in one jitted program (vmap); metrics are averaged over seeds"""
+
+    # Algorithm specific arguments
+    env_id: str = "ant_u_maze"
+    """a U-maze: point_u_maze (CPU, minutes), ant_u_maze (the paper's) or humanoid_u_maze; the defaults of the
+    other flags depend on it (PRESETS below; the ones shown are ant_u_maze's, the paper's Table 2)"""
+    total_env_steps: int = 100_000_000
+    """total environment steps, prefill included (paper: 100M-400M)"""
+    num_envs: int = 512
+    """parallel training environments"""
+    num_eval_envs: int = 128
+    """parallel evaluation environments (one episode each per evaluation)"""
+    episode_length: Optional[int] = None
+    """steps per episode; None uses the environment's own (1000 for the paper's environments)"""
+    num_epochs: int = 50
+    """number of epochs; each epoch is one compiled program followed by an evaluation"""
+    unroll_length: int = 62
+    """environment steps collected per environment in one training step"""
+    batch_size: int = 512
+    """transitions per SGD minibatch (also the number of InfoNCE negatives + 1)"""
+    num_sgd_batches_per_training_step: int = 800
+    """SGD minibatches per training step; with the defaults UTD = 800 / (512 * 62) = 1:40 (paper)"""
+    max_replay_size: int = 10_000
+    """replay capacity in time steps; each step holds num_envs transitions"""
+    min_replay_size: int = 1_000
+    """time steps collected with random actions before training (must be >= episode_length)"""
+    gamma: float = 0.99
+    """discount of the future-state (goal) distribution"""
+    actor_lr: float = 3e-4
+    """actor learning rate (Adam)"""
+    critic_lr: float = 3e-4
+    """critic learning rate (Adam)"""
+    alpha_lr: float = 3e-4
+    """entropy temperature learning rate (Adam)"""
+    logsumexp_penalty: float = 0.1
+    """weight of the penalty mean((logsumexp_j L_ij)^2) on the InfoNCE logits"""
+    repr_dim: int = 64
+    """dimension of the representations phi(s, a) and psi(g)"""
+    width: int = 256
+    """units per Dense layer"""
+    depths: tuple[int, ...] = (4, 16, 64)
+    """network depths to train, one agent each (Dense layers in the residual trunk of actor and critic: 4 x blocks)"""
+    max_train_gap: int = 3
+    """training (start, goal) pairs are corridor cells 1 to this many cells apart along the U (paper: 3)"""
+    from_runs: tuple[str, ...] = ()
+    """crl_resnet.py run directories (runs/NAME) to evaluate on the held-out goals instead of training"""
+    target_entropy_scale: float = 0.5
+    """target entropy = -scale * action_dim"""
+    remat: bool = False
+    """recompute each residual block in the backward pass: activation memory O(1) in depth, ~1.3x compute"""
+
+    # to be filled in runtime: the depth being trained
+    actor_num_blocks: Annotated[int, tyro.conf.Suppress] = 0
+    """residual blocks of the actor (depth / 4)"""
+    critic_num_blocks: Annotated[int, tyro.conf.Suppress] = 0
+    """residual blocks of sa_encoder and g_encoder (depth / 4)"""
+
+
+# Defaults per environment (any flag on the command line overrides them). ant_u_maze and humanoid_u_maze keep the
+# paper's Table 2 (the Args defaults); point_u_maze uses the CPU quick-start's sizes of crl_resnet.py with a budget
+# that trains depths 4 and 16 with 3 seeds each in about 15 minutes on 2 CPU cores.
+PRESETS = {
+    "point_u_maze": {
+        "num_seeds": 3,
+        "total_env_steps": 6_025_600,
+        "num_envs": 256,
+        "num_eval_envs": 256,
+        "num_epochs": 6,
+        "unroll_length": 100,
+        "batch_size": 256,
+        "num_sgd_batches_per_training_step": 50,
+        "max_replay_size": 4000,
+        "min_replay_size": 100,
+        "width": 64,
+    },
+    "ant_u_maze": {},
+    "humanoid_u_maze": {},
+}
+
+
+# ==== ENVIRONMENTS ====
+# Every environment is goal-conditioned: observation = concat(state, goal), goal = state[goal_indices] of a
+# target state. Goals are re-sampled at every reset, automatic resets included. A registry entry says how to
+# build the physics and how the goal is read; `GoalEnv` adds batching, time limits and automatic resets.
+
+MAZE_LAYOUTS = {  # '#' wall, 'R' start, 'G' goal cell, '.' free; cell (i, j) is centred at (i * size, j * size)
+    "u_maze": ["#####", "#RGG#", "###G#", "#GGG#", "#####"],
+    "u4_maze": ["#####", "#GGG#", "#R#G#", "###G#", "#G#G#", "#GGG#", "#####"],
+    "u5_maze": ["########", "#GGGGGG#", "#R####G#", "######G#", "#G####G#", "#GGGGGG#", "########"],
+    "big_maze": [
+        "########",
+        "#RG##GG#",
+        "#GG#GGG#",
+        "##GGG###",
+        "#GG#GGG#",
+        "#G#GG#G#",
+        "#GGG#GG#",
+        "########",
+    ],
+    "hardest_maze": [
+        "############",
+        "#RGGG#GGGGG#",
+        "#G##G#G#G#G#",
+        "#GGGGGG#GGG#",
+        "#G####G###G#",
+        "#GG#G#GGGGG#",
+        "##G#G#G#G###",
+        "#GG#GGG#GGG#",
+        "############",
+    ],
+}
+MAZE_EVAL_GOALS = {  # the far cells that the `_eval` variants restrict goals to (SPEC section 3)
+    "u_maze": [(3, 1), (3, 2), (3, 3)],
+    "u4_maze": [(4, 1), (5, 1), (5, 2), (5, 3)],
+    "u5_maze": [(4, 1), (4, 6)] + [(5, j) for j in range(1, 7)],
+    "big_maze": [(1, 5), (1, 6), (2, 5), (2, 6), (5, 3), (5, 6), (6, 2), (6, 3), (6, 5), (6, 6)],
+    # ours (the benchmark defines no split here): the 13 goal cells 13-15 cells from R along the corridors
+    "hardest_maze": [(1, 10), (2, 10), (3, 8), (3, 9), (3, 10), (4, 10), (5, 4), (5, 10), (6, 4)]
+    + [(7, 4), (7, 8), (7, 9), (7, 10)],
+}
+GOAL_MARKER = (  # a red ball with two slide joints (so brax treats it as a link) drawn at the goal in renders
+    '<body name="goal_marker"><joint type="slide" axis="1 0 0" limited="false"/>'
+    '<joint type="slide" axis="0 1 0" limited="false"/>'
+    '<geom type="sphere" size="0.5" contype="0" conaffinity="0" rgba="0.9 0.2 0.2 1"/></body>'
+)
+
+
+def maze_cells(layout, char):
+    return [(i, j) for i, row in enumerate(MAZE_LAYOUTS[layout]) for j, c in enumerate(row) if c == char]
+
+
+def maze_walls(layout, size):
+    """MJCF boxes covering the wall cells: runs of '#' in a row, stacked over the rows where the run repeats.
+
+    Each box costs one contact test per colliding robot geom per physics substep, so fewer boxes is faster:
+    6 boxes instead of one per wall cell (18) give 1.9x the env steps/s on ant_u_maze, 14 instead of 38 1.7-2.0x
+    on ant_big_maze (CPU, two runs of benchmarks/maze_contacts.py).
+    Walls are size / 2 tall, as in the benchmark. They collide with geoms whose contype has bit 1 (brax's feet)
+    or bit 2 (set by `Locomotion` on torso geoms); the floor, conaffinity 1, keeps ignoring bit-2 geoms.
+    """
+    boxes = []  # [first row, last row + 1, first column, last column + 1]
+    for i, row in enumerate(MAZE_LAYOUTS[layout]):
+        for run in re.finditer("#+", row):
+            above = [box for box in boxes if box[1] == i and box[2:] == [run.start(), run.end()]]
+            if above:
+                above[0][1] = i + 1
+            else:
+                boxes.append([i, i + 1, run.start(), run.end()])
+    return "".join(
+        f'<geom type="box" pos="{(i0 + i1 - 1) * size / 2} {(j0 + j1 - 1) * size / 2} {size / 4}" '
+        f'size="{(i1 - i0) * size / 2} {(j1 - j0) * size / 2} {size / 4}" contype="0" conaffinity="3" '
+        'rgba="0.7 0.5 0.3 1"/>'
+        for i0, i1, j0, j1 in boxes
+    )
+
+
+class PointMaze:
+    """A point mass in a maze, in pure JAX: action = velocity in [-1, 1]^2 scaled by `speed` units per step.
+
+    Walls block motion per axis: the x move is undone if it ends inside a wall cell, then the y move. State
+    = (x, y), so the point mazes cost almost nothing and a CPU can train on them in minutes.
+    """
+
+    action_dim = 2
+    state_dim = 2
+    speed = 0.5  # units per step: a 4-unit cell takes 8 steps to cross
+
+    def __init__(self, layout, goal_cells=None, size=4.0):
+        self.layout, self.size = layout, size
+        self.walls = jnp.array([[c == "#" for c in row] for row in MAZE_LAYOUTS[layout]])
+        self.start = jnp.array(maze_cells(layout, "R")[0], dtype=jnp.float32) * size
+        self.goals = jnp.array(goal_cells or maze_cells(layout, "G"), dtype=jnp.float32) * size
+
+    def in_wall(self, xy):
+        ij = jnp.round(xy / self.size).astype(jnp.int32)
+        return self.walls[ij[0], ij[1]]
+
+    def init(self, key, start=None, goals=None):
+        """start: (2,) centre of the start cell (default R); goals: (G, 2) goal-cell centres (default the layout's).
+        eval_stitching.py passes both to train on short corridor pairs."""
+        start = self.start if start is None else start
+        goals = self.goals if goals is None else goals
+        k_start, k_cell, k_jitter = jax.random.split(key, 3)
+        xy = start + jax.random.uniform(k_start, (2,), minval=-0.5, maxval=0.5)
+        cell = jax.random.randint(k_cell, (), 0, len(goals))
+        # a uniform point of the cell, not just near its centre: goals that reach the cell's edges lead agents
+        # into neighbouring cells; with goals within +-1 of the centres, CRL never entered the U-maze's far
+        # cell (eval/success stalled at 0.84 in our CPU runs) and with them it passes 0.9
+        goal = goals[cell] + jax.random.uniform(k_jitter, (2,), minval=-self.size / 2, maxval=self.size / 2)
+        return xy, goal
+
+    def step(self, xy, action):
+        move = self.speed * jnp.clip(action, -1.0, 1.0)
+        x_moved = xy.at[0].add(move[0])
+        xy = jnp.where(self.in_wall(x_moved), xy, x_moved)
+        y_moved = xy.at[1].add(move[1])
+        return jnp.where(self.in_wall(y_moved), xy, y_moved)
+
+    def state(self, xy):
+        return xy
+
+    def terminated(self, xy):
+        return jnp.zeros((), dtype=bool)
+
+    @functools.cached_property
+    def render_system(self):
+        point = GOAL_MARKER.replace("goal_marker", "point").replace("0.9 0.2 0.2", "0.2 0.4 0.9")
+        xml = f'<mujoco><worldbody><geom type="plane" size="40 40 0.1"/>{maze_walls(self.layout, self.size)}'
+        return brax_mjcf.loads(f"{xml}{point}{GOAL_MARKER}</worldbody></mujoco>")
+
+    def render_frame(self, xy, goal):
+        pos = jnp.stack([jnp.append(xy, 0.5), jnp.append(goal, 0.5)])
+        return types.SimpleNamespace(x=brax_base.Transform(pos=pos, rot=jnp.tile(jnp.array([1.0, 0, 0, 0]), (2, 1))))
+
+
+class BraxArm:
+    """A brax arm stepped by brax's own environment class with the spring backend, so the class's backend
+    settings (timestep, frames per step, actuator gears) come with it. Physics state = brax's pipeline state;
+    actions in [-1, 1] are mapped onto the actuators' control range, as brax's classes do."""
+
+    def __init__(self, name):
+        self.env = brax_envs.get_environment(name, backend="spring")
+        self.action_dim = self.env.action_size
+
+    def step(self, pipeline_state, action):
+        low, high = self.env.sys.actuator.ctrl_range.T
+        ctrl = low + (jnp.clip(action, -1.0, 1.0) + 1) * (high - low) / 2
+        return self.env.pipeline_step(pipeline_state, ctrl)
+
+    def terminated(self, pipeline_state):
+        return jnp.zeros((), dtype=bool)
+
+    @property
+    def render_system(self):
+        return self.env.sys
+
+    def render_frame(self, pipeline_state, goal):
+        return pipeline_state
+
+
+class Reacher(BraxArm):
+    """brax's two-link reacher; state = fingertip xyz and velocity, cos and sin of the joint angles (10).
+
+    brax's `Reacher` sets timestep 0.005, 4 frames and actuator gear 25 for spring. The goal is a random
+    point on the plane within reach; the target marker's slide joints are set to it so renders show it.
+    """
+
+    state_dim = 10
+    tip = brax_base.Transform.create(pos=jnp.array([0.11, 0.0, 0.0]))  # fingertip offset on link 1 (reacher.xml)
+
+    def __init__(self):
+        super().__init__("reacher")
+
+    def init(self, key):
+        k_q, k_qd, k_r, k_a = jax.random.split(key, 4)
+        sys = self.env.sys
+        radius = 0.2 * jnp.sqrt(jax.random.uniform(k_r))  # uniform on the disc of radius 0.2 (reach 0.21)
+        angle = 2 * jnp.pi * jax.random.uniform(k_a)
+        target = radius * jnp.array([jnp.cos(angle), jnp.sin(angle)])
+        q = sys.init_q + jax.random.uniform(k_q, (sys.q_size(),), minval=-0.1, maxval=0.1)
+        qd = jax.random.uniform(k_qd, (sys.qd_size(),), minval=-0.005, maxval=0.005)
+        pipeline_state = self.env.pipeline_init(q.at[2:].set(target), qd.at[2:].set(0.0))
+        tip_z = self.state(pipeline_state)[2]  # the arm is planar: the fingertip height never changes
+        return pipeline_state, jnp.append(target, tip_z)
+
+    def state(self, pipeline_state):
+        tip_pos = pipeline_state.x.take(1).do(self.tip).pos
+        tip_vel = self.tip.do(pipeline_state.xd.take(1)).vel
+        theta = pipeline_state.q[:2]
+        return jnp.concatenate([tip_pos, tip_vel, jnp.cos(theta), jnp.sin(theta)])
+
+
+class Pusher(BraxArm):
+    """brax's 7-joint pusher arm; the goal is a position of the object. State = the benchmark's 20 numbers:
+    joint angles (7), fingertip xyz, object xyz, joint velocities (7); the goal is state[10:13].
+
+    brax's `Pusher` sets timestep 0.001, 50 frames and gear 20 for spring. `goal_region` bounds the offsets
+    written to the goal marker's joints, which pusher.xml orders (slide y, slide x), as the benchmark samples
+    them. The object starts where brax's `Pusher` puts it, moved out to 0.17 from the goal if closer. The goal's
+    height is the object's (which only slides), so the 0.1 success radius is a distance on the table.
+    """
+
+    state_dim = 20
+
+    def __init__(self, goal_region):
+        super().__init__("pusher")
+        self.goal_region = jnp.array(goal_region, dtype=jnp.float32)  # [[low y, low x], [high y, high x]]
+        self.tip, self.object, self.goal = map(self.env.sys.link_names.index, ["r_wrist_flex_link", "object", "goal"])
+
+    def positions(self, pipeline_state):  # centres of mass of the links
+        return pipeline_state.x.vmap().do(brax_base.Transform.create(pos=self.env.sys.link.inertia.transform.pos)).pos
+
+    def init(self, key):
+        k_object, k_goal, k_qd = jax.random.split(key, 3)
+        sys = self.env.sys
+        goal = jax.random.uniform(k_goal, (2,), minval=self.goal_region[0], maxval=self.goal_region[1])
+        obj = jax.random.uniform(k_object, (2,), minval=jnp.array([-0.3, -0.2]), maxval=jnp.array([0.0, 0.2]))
+        gap = jnp.linalg.norm(obj - goal)
+        obj = jnp.where(gap < 0.17, goal + (obj - goal) * 0.17 / jnp.maximum(gap, 1e-6), obj)
+        q = sys.init_q.at[-4:].set(jnp.concatenate([obj, goal]))
+        qd = jax.random.uniform(k_qd, (sys.qd_size(),), minval=-0.005, maxval=0.005).at[-4:].set(0.0)
+        pipeline_state = self.env.pipeline_init(q, qd)
+        pos = self.positions(pipeline_state)
+        return pipeline_state, pos[self.goal].at[2].set(pos[self.object, 2])
+
+    def state(self, pipeline_state):
+        pos = self.positions(pipeline_state)
+        q, qd = pipeline_state.q, pipeline_state.qd
+        return jnp.concatenate([q[:7], pos[self.tip], pos[self.object], qd[:7]])
+
+
+class Locomotion:
+    """brax's Ant or Humanoid on an open floor or in a maze of box walls; the goal is a torso position.
+
+    brax's own class steps the robot, so its spring-backend settings come along: Ant timestep 0.005 and 10
+    frames per step, Humanoid timestep 0.0015, 10 frames and its gear table. The XML's own timestep is not
+    stable: ant.xml with maze walls at its 0.01 turned NaN within 30 random steps (SPEC section 3). brax's
+    class also gives the reset noise, the observation (positions kept: the ant's state is q, qd = 29 numbers,
+    torso xy first) and `done` when the torso height leaves the healthy range (Ant 0.2-1.0, Humanoid 1.0-2.0),
+    which ends the episode. Mazes add walls to brax's XML and put the start at the layout's R cell.
+    """
+
+    def __init__(self, robot, layout=None, goal_cells=None, size=4.0, wall_geoms=(), radius=(10.0, 10.0), goal_z=()):
+        self.env = brax_envs.get_environment(robot, backend="spring", exclude_current_positions_from_observation=False)
+        self.layout, self.size = layout, size
+        self.action_dim, self.radius, self.goal_z = self.env.action_size, radius, jnp.array(goal_z)
+        root = ET.parse(os.path.join(os.path.dirname(brax_envs.__file__), "assets", f"{robot}.xml")).getroot()
+        self.start, self.goals = jnp.zeros(2), None
+        if layout is not None:
+            for geom in root.iter("geom"):
+                if geom.get("name") in wall_geoms:
+                    geom.set("contype", "2")  # these collide with the walls (conaffinity 3) but not the floor
+            root.find("worldbody").extend(ET.fromstring(f"<walls>{maze_walls(layout, size)}</walls>"))
+            self.start = jnp.array(maze_cells(layout, "R")[0], dtype=jnp.float32) * size
+            self.goals = jnp.array(goal_cells or maze_cells(layout, "G"), dtype=jnp.float32) * size
+        self.xml = ET.tostring(root, encoding="unicode")
+        sys = brax_mjcf.loads(self.xml)
+        # keep what brax's class set for the backend (opt: timestep, solver; actuator: gears); start at R
+        backend = {"opt": self.env.sys.opt, "actuator": self.env.sys.actuator}
+        self.env.sys = sys.replace(**backend, init_q=sys.init_q.at[:2].set(self.start))
+
+    def init(self, key, start=None, goals=None):
+        """start: (2,) torso xy to start from (default R); goals: (G, 2) goal-cell centres (default the layout's).
+        eval_stitching.py passes both to train on short corridor pairs."""
+        goals = self.goals if goals is None else goals
+        k_reset, k_cell, k_radius, k_angle = jax.random.split(key, 4)
+        brax_state = self.env.reset(k_reset)
+        if start is not None:  # q[:2] is the torso xy and the only absolute position in brax's observation
+            shift = start - self.start
+            q, qd = brax_state.pipeline_state.q.at[:2].add(shift), brax_state.pipeline_state.qd
+            brax_state = brax_state.replace(
+                pipeline_state=self.env.pipeline_init(q, qd), obs=brax_state.obs.at[:2].add(shift)
+            )
+        if goals is not None:  # the centre of a uniformly chosen goal cell, as in the benchmark
+            xy = goals[jax.random.randint(k_cell, (), 0, len(goals))]
+        else:  # uniform angle; radius uniform in [radius[0], radius[1]]
+            angle = 2 * jnp.pi * jax.random.uniform(k_angle)
+            radius = jax.random.uniform(k_radius, minval=self.radius[0], maxval=self.radius[1])
+            xy = radius * jnp.array([jnp.cos(angle), jnp.sin(angle)])
+        return brax_state, jnp.concatenate([xy, self.goal_z])
+
+    def step(self, brax_state, action):
+        return self.env.step(brax_state, jnp.clip(action, -1.0, 1.0))
+
+    def state(self, brax_state):
+        return brax_state.obs
+
+    def terminated(self, brax_state):
+        return brax_state.done > 0
+
+    @functools.cached_property
+    def render_system(self):
+        root = ET.fromstring(self.xml)
+        for custom in root.iter("custom"):  # brax's init_qpos would miss the marker's two joints
+            for init_qpos in custom.findall("numeric[@name='init_qpos']"):
+                custom.remove(init_qpos)
+        root.find("worldbody").append(ET.fromstring(GOAL_MARKER))
+        return brax_mjcf.loads(ET.tostring(root, encoding="unicode"))
+
+    def render_frame(self, brax_state, goal):
+        x = brax_state.pipeline_state.x
+        marker = jnp.concatenate([goal, jnp.full(3 - len(goal), 0.5)])
+        pos, rot = jnp.vstack([x.pos, marker]), jnp.vstack([x.rot, jnp.array([1.0, 0, 0, 0])])
+        return types.SimpleNamespace(x=brax_base.Transform(pos=pos, rot=rot))
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvSpec:
+    make: Callable[[], Any]  # builds the physics: init(key) -> (physics, goal), step, state, terminated
+    state_dim: int
+    goal_indices: tuple  # which state entries the goal specifies
+    success_radius: float  # "near the goal" when ||state[goal_indices] - goal|| < success_radius
+    episode_length: int
+
+
+# Robot geoms that meet the walls besides the feet (which collide already: contype 1 in brax's XML). Every
+# (geom, wall box) pair is a contact test per substep: on humanoid_big_maze (128 envs, CPU) the pelvis alone
+# runs at 2.5-3.3k env steps/s, all eight trunk and leg capsules at 0.9k (benchmarks/maze_contacts.py). The
+# humanoid's walls (1 unit tall) stop below its chest, so the pelvis and the feet are what touch them.
+ANT_WALL_GEOMS = ("torso_geom",)
+HUMANOID_WALL_GEOMS = ("butt",)
+
+
+def ant_maze(layout, goal_cells=None):
+    return Locomotion("ant", layout, goal_cells, size=4.0, wall_geoms=ANT_WALL_GEOMS)
+
+
+def humanoid_maze(layout, goal_cells=None):  # the benchmark's humanoid mazes have 2-unit cells
+    return Locomotion("humanoid", layout, goal_cells, size=2.0, wall_geoms=HUMANOID_WALL_GEOMS, goal_z=(1.25,))
+
+
+# Humanoid state: brax's observation with positions kept, 246 numbers (q 24, qd 23, per-link inertia 110 and
+# velocity 66 about the centre of mass, actuator forces 23). SPEC section 3 lists 268, the benchmark's count,
+# which also holds its goal marker body (2 slide joints, one more link) inside the state; ours keeps the goal out.
+# The humanoid's goal height 1.25 is about its standing torso height (the benchmark's choice).
+ENVIRONMENTS = {
+    "reacher": EnvSpec(Reacher, 10, (0, 1, 2), 0.05, 1000),
+    "pusher_easy": EnvSpec(lambda: Pusher([[-0.55, -0.2], [-0.25, 0.2]]), 20, (10, 11, 12), 0.1, 1000),
+    "pusher_hard": EnvSpec(lambda: Pusher([[-0.65, -0.55], [0.35, 0.45]]), 20, (10, 11, 12), 0.1, 1000),
+    "point_u_maze": EnvSpec(lambda: PointMaze("u_maze"), 2, (0, 1), 0.5, 100),
+    "point_u_maze_eval": EnvSpec(lambda: PointMaze("u_maze", MAZE_EVAL_GOALS["u_maze"]), 2, (0, 1), 0.5, 100),
+    "point_big_maze": EnvSpec(lambda: PointMaze("big_maze"), 2, (0, 1), 0.5, 1000),
+    "point_big_maze_eval": EnvSpec(lambda: PointMaze("big_maze", MAZE_EVAL_GOALS["big_maze"]), 2, (0, 1), 0.5, 1000),
+    "ant": EnvSpec(lambda: Locomotion("ant"), 29, (0, 1), 0.5, 1000),
+    "ant_u_maze": EnvSpec(lambda: ant_maze("u_maze"), 29, (0, 1), 0.5, 1000),
+    "ant_u_maze_eval": EnvSpec(lambda: ant_maze("u_maze", MAZE_EVAL_GOALS["u_maze"]), 29, (0, 1), 0.5, 1000),
+    "ant_u4_maze": EnvSpec(lambda: ant_maze("u4_maze"), 29, (0, 1), 0.5, 1000),
+    "ant_u4_maze_eval": EnvSpec(lambda: ant_maze("u4_maze", MAZE_EVAL_GOALS["u4_maze"]), 29, (0, 1), 0.5, 1000),
+    "ant_u5_maze": EnvSpec(lambda: ant_maze("u5_maze"), 29, (0, 1), 0.5, 1000),
+    "ant_u5_maze_eval": EnvSpec(lambda: ant_maze("u5_maze", MAZE_EVAL_GOALS["u5_maze"]), 29, (0, 1), 0.5, 1000),
+    "ant_big_maze": EnvSpec(lambda: ant_maze("big_maze"), 29, (0, 1), 0.5, 1000),
+    "ant_big_maze_eval": EnvSpec(lambda: ant_maze("big_maze", MAZE_EVAL_GOALS["big_maze"]), 29, (0, 1), 0.5, 1000),
+    "ant_hardest_maze": EnvSpec(lambda: ant_maze("hardest_maze"), 29, (0, 1), 0.5, 1000),
+    "ant_hardest_maze_eval": EnvSpec(
+        lambda: ant_maze("hardest_maze", MAZE_EVAL_GOALS["hardest_maze"]), 29, (0, 1), 0.5, 1000
+    ),
+    "humanoid": EnvSpec(lambda: Locomotion("humanoid", radius=(1.0, 5.0), goal_z=(1.25,)), 246, (0, 1, 2), 0.5, 1000),
+    "humanoid_u_maze": EnvSpec(lambda: humanoid_maze("u_maze"), 246, (0, 1, 2), 0.5, 1000),
+    "humanoid_u_maze_eval": EnvSpec(
+        lambda: humanoid_maze("u_maze", MAZE_EVAL_GOALS["u_maze"]), 246, (0, 1, 2), 0.5, 1000
+    ),
+    "humanoid_big_maze": EnvSpec(lambda: humanoid_maze("big_maze"), 246, (0, 1, 2), 0.5, 1000),
+    "humanoid_big_maze_eval": EnvSpec(
+        lambda: humanoid_maze("big_maze", MAZE_EVAL_GOALS["big_maze"]), 246, (0, 1, 2), 0.5, 1000
+    ),
+}
+
+
+@flax.struct.dataclass
+class EnvState:
+    physics: Any  # (n, ...) physics state of each environment
+    obs: jax.Array  # (n, state_dim + goal_dim) concat(state, goal)
+    steps: jax.Array  # (n,) steps since the last reset
+    traj_id: jax.Array  # (n,) counts resets: consecutive steps with equal ids belong to one trajectory
+    done: jax.Array  # (n,) the episode ended at this step (time limit or termination); obs is already reset
+    dist_to_goal: jax.Array  # (n,) ||state[goal_indices] - goal|| after this step, before any reset
+    key: jax.Array
+
+
+class GoalEnv:
+    """Batched goal-conditioned environment with time limit and automatic reset (a fresh goal every time)."""
+
+    def __init__(self, env_id, episode_length=None):
+        spec = ENVIRONMENTS[env_id]
+        self.physics = spec.make()
+        self.state_dim, self.goal_indices = spec.state_dim, jnp.array(spec.goal_indices)
+        self.goal_dim, self.action_dim = len(spec.goal_indices), self.physics.action_dim
+        self.obs_dim = self.state_dim + self.goal_dim
+        self.success_radius = spec.success_radius
+        self.episode_length = episode_length or spec.episode_length
+
+    def _fresh(self, key, n):
+        physics, goal = jax.vmap(self.physics.init)(jax.random.split(key, n))
+        return physics, jnp.concatenate([jax.vmap(self.physics.state)(physics), goal], axis=-1)
+
+    def reset(self, key, n):
+        key, reset_key = jax.random.split(key)
+        physics, obs = self._fresh(reset_key, n)
+        zeros = jnp.zeros((n,), dtype=jnp.int32)
+        return EnvState(physics, obs, zeros, zeros, zeros.astype(bool), jnp.zeros((n,)), key)
+
+    def step(self, env_state, action):
+        physics = jax.vmap(self.physics.step)(env_state.physics, action)
+        state = jax.vmap(self.physics.state)(physics)
+        goal = env_state.obs[:, self.state_dim :]
+        dist_to_goal = jnp.linalg.norm(state[:, self.goal_indices] - goal, axis=-1)
+        steps = env_state.steps + 1
+        done = (steps >= self.episode_length) | jax.vmap(self.physics.terminated)(physics)
+        obs = jnp.concatenate([state, goal], axis=-1)
+        key, reset_key = jax.random.split(env_state.key)
+
+        def reset_done(_):  # only traced branch that samples: runs when some episode ended
+            fresh_physics, fresh_obs = self._fresh(reset_key, done.shape[0])
+            pick = lambda new, old: jnp.where(done.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)
+            return jax.tree.map(pick, (fresh_physics, fresh_obs), (physics, obs))
+
+        physics, obs = jax.lax.cond(done.any(), reset_done, lambda _: (physics, obs), None)
+        steps = jnp.where(done, 0, steps)
+        return EnvState(physics, obs, steps, env_state.traj_id + done, done, dist_to_goal, key)
+
+
+# ==== NETWORKS ====
+# Kernel init: variance scaling 1/3, fan-in, uniform; zero biases (SPEC section 4).
+dense_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+class ResidualBlock(nn.Module):
+    """4 x [Dense -> LayerNorm -> swish], identity added after the last activation (paper Fig. 2)."""
+
+    width: int
+
+    @nn.compact
+    def __call__(self, h, _):
+        x = h
+        for _ in range(4):
+            x = nn.swish(nn.LayerNorm()(nn.Dense(self.width, kernel_init=dense_init)(x)))
+        return h + x, None
+
+
+class ResidualTrunk(nn.Module):
+    """Dense -> LayerNorm -> swish, then num_blocks residual blocks, scanned so compile time is flat in depth."""
+
+    width: int
+    num_blocks: int
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.swish(nn.LayerNorm()(nn.Dense(self.width, kernel_init=dense_init)(x)))
+        block = nn.remat(ResidualBlock, prevent_cse=False) if self.remat else ResidualBlock
+        # the loop body holds at most 4 blocks: compile time stays bounded at any depth, while most of the
+        # per-iteration loop overhead goes (1.3-1.4x faster training steps at 2-4 blocks on a CPU)
+        unroll = min(self.num_blocks, 4)
+        blocks = nn.scan(
+            block, variable_axes={"params": 0}, split_rngs={"params": True}, length=self.num_blocks, unroll=unroll
+        )
+        x, _ = blocks(self.width, name="blocks")(x, None)
+        return x
+
+
+class Encoder(nn.Module):
+    """sa_encoder phi(s, a) or g_encoder psi(g): residual trunk, then Dense(repr_dim)."""
+
+    repr_dim: int
+    width: int
+    num_blocks: int
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        x = ResidualTrunk(self.width, self.num_blocks, self.remat)(x)
+        return nn.Dense(self.repr_dim, kernel_init=dense_init)(x)
+
+
+class Actor(nn.Module):
+    """pi(a | s, g): residual trunk, then Dense heads for the mean and the tanh-squashed log-std."""
+
+    action_dim: int
+    width: int
+    num_blocks: int
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, obs):
+        x = ResidualTrunk(self.width, self.num_blocks, self.remat)(obs)
+        mean = nn.Dense(self.action_dim, kernel_init=dense_init)(x)
+        log_std = jnp.tanh(nn.Dense(self.action_dim, kernel_init=dense_init)(x))
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (log_std + 1)
+        return mean, log_std
+
+
+def make_networks(args, env):
+    sa_encoder = Encoder(args.repr_dim, args.width, args.critic_num_blocks, args.remat)
+    g_encoder = Encoder(args.repr_dim, args.width, args.critic_num_blocks, args.remat)
+    actor = Actor(env.action_dim, args.width, args.actor_num_blocks, args.remat)
+    return sa_encoder, g_encoder, actor
+
+
+# ==== REPLAY BUFFER ====
+# A circular buffer of trajectories shaped (time, num_envs, .) with a trajectory id per step. Sampling takes
+# one window of `episode_length` consecutive steps per environment and relabels every step with a future
+# state of the same trajectory, j - t ~ Geometric(1 - gamma) truncated to the trajectory (SPEC section 5).
+
+
+@flax.struct.dataclass
+class ReplayBuffer:
+    obs: jax.Array  # (capacity, num_envs, obs_dim) concat(state, commanded goal)
+    action: jax.Array  # (capacity, num_envs, action_dim)
+    traj_id: jax.Array  # (capacity, num_envs)
+    insert_pos: jax.Array  # next row to write
+    size: jax.Array  # rows filled
+
+
+def buffer_init(capacity, num_envs, obs_dim, action_dim):
+    return ReplayBuffer(
+        obs=jnp.zeros((capacity, num_envs, obs_dim)),
+        action=jnp.zeros((capacity, num_envs, action_dim)),
+        traj_id=jnp.zeros((capacity, num_envs), dtype=jnp.int32),
+        insert_pos=jnp.zeros((), dtype=jnp.int32),
+        size=jnp.zeros((), dtype=jnp.int32),
+    )
+
+
+def buffer_insert(buffer, obs, action, traj_id):
+    """Append (T, num_envs, .) rows, overwriting the oldest once full."""
+    capacity = buffer.obs.shape[0]
+    rows = (buffer.insert_pos + jnp.arange(obs.shape[0])) % capacity
+    return ReplayBuffer(
+        obs=buffer.obs.at[rows].set(obs),
+        action=buffer.action.at[rows].set(action),
+        traj_id=buffer.traj_id.at[rows].set(traj_id),
+        insert_pos=(buffer.insert_pos + obs.shape[0]) % capacity,
+        size=jnp.minimum(buffer.size + obs.shape[0], capacity),
+    )
+
+
+def future_indices(traj_id, key, gamma):
+    """For each step t of each (W,) window of trajectory ids, a future step j with P(j) ∝ gamma^(j - t).
+
+    j ranges over t+1 .. last step of t's trajectory inside the window; a last step falls back to itself.
+    Inverse CDF of the geometric law truncated to K = last - t steps:
+    j - t = 1 + floor(log(1 - u (1 - gamma^K)) / log gamma).
+    """
+    window = traj_id.shape[-1]
+    t = jnp.arange(window)
+    # ids never decrease within a window, so the trajectory of t ends just before the first larger id
+    last = jax.vmap(lambda ids: jnp.searchsorted(ids, ids, side="right"))(traj_id) - 1
+    horizon = last - t  # (E, W) steps left in the trajectory
+    u = jax.random.uniform(key, traj_id.shape)
+    offset = 1 + jnp.floor(jnp.log1p(-u * (1 - gamma**horizon)) / jnp.log(gamma)).astype(jnp.int32)
+    return t + jnp.where(horizon > 0, jnp.clip(offset, 1, horizon), 0)
+
+
+def sample_transitions(buffer, key, window, gamma, state_dim, goal_indices):
+    """One window per environment, every step relabelled: flat (num_envs * window, .) transitions."""
+    k_start, k_future = jax.random.split(key)
+    capacity, num_envs = buffer.traj_id.shape
+    oldest = (buffer.insert_pos - buffer.size) % capacity
+    start = jax.random.randint(k_start, (num_envs,), 0, buffer.size - window + 1)
+    rows = (oldest + start[:, None] + jnp.arange(window)) % capacity  # (E, W)
+    envs = jnp.arange(num_envs)[:, None]
+    obs, action, traj_id = buffer.obs[rows, envs], buffer.action[rows, envs], buffer.traj_id[rows, envs]
+    future = future_indices(traj_id, k_future, gamma)  # (E, W)
+    future_state = jnp.take_along_axis(obs, future[..., None], axis=1)[..., :state_dim]
+    successor = jnp.minimum(jnp.arange(window) + 1, window - 1)  # (W,) index of s_{t+1} in the window
+    transitions = {
+        "state": obs[..., :state_dim],
+        "action": action,
+        "goal": future_state[..., goal_indices],  # the relabelled goal
+        "commanded_goal": obs[..., state_dim:],  # what the episode asked for (SAC+HER keeps it for some rows)
+        # s_{t+1} for the TD methods; after a reset (or at the window's end) the stored successor is another
+        # trajectory's first state, so such steps have no usable next state
+        "next_state": obs[:, successor, :state_dim],
+        "has_next": (traj_id[:, successor] == traj_id) & (jnp.arange(window) + 1 < window),
+    }
+    return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), transitions)
+
+
+# ==== LOSSES ====
+def l2_energy(phi, psi):
+    """(B, B) logits L_ij = f(s_i, a_i, g_j) = -||phi_i - psi_j||_2 (paper Sec. 3, SPEC section 5)."""
+    # ||phi_i||^2 + ||psi_j||^2 - 2 phi_i.psi_j is one matmul instead of a (B, B, repr_dim) tensor: 1.5x faster
+    # training steps on a CPU; the floor keeps sqrt and its gradient finite where rounding meets phi_i == psi_j
+    squared = jnp.sum(phi**2, -1)[:, None] + jnp.sum(psi**2, -1)[None, :] - 2 * phi @ psi.T
+    return -jnp.sqrt(jnp.maximum(squared, 1e-12))
+
+
+def infonce_loss(logits, logsumexp_penalty):
+    """mean_i[-L_ii + logsumexp_j L_ij] + penalty * mean_i[(logsumexp_j L_ij)^2]; row i's positive is g_i."""
+    lse = jax.nn.logsumexp(logits, axis=1)
+    return jnp.mean(-jnp.diag(logits) + lse) + logsumexp_penalty * jnp.mean(lse**2)
+
+
+def sample_tanh_gaussian(key, mean, log_std):
+    """a = tanh(u), u ~ N(mean, std); log pi(a) includes the tanh change of variables."""
+    u = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
+    log_prob = jnp.sum(-0.5 * ((u - mean) / jnp.exp(log_std)) ** 2 - log_std - 0.5 * jnp.log(2 * jnp.pi), -1)
+    log_det = jnp.sum(2 * (jnp.log(2.0) - u - jax.nn.softplus(-2 * u)), -1)  # log(1 - tanh(u)^2), stably
+    return jnp.tanh(u), log_prob - log_det
+
+
+def make_losses(args, sa_encoder, g_encoder, actor):
+    def critic_loss(critic_params, batch):
+        phi = sa_encoder.apply(critic_params["sa_encoder"], jnp.concatenate([batch["state"], batch["action"]], -1))
+        psi = g_encoder.apply(critic_params["g_encoder"], batch["goal"])
+        logits = l2_energy(phi, psi)  # (B, B)
+        loss = infonce_loss(logits, args.logsumexp_penalty)
+        accuracy = jnp.mean(jnp.argmax(logits, axis=1) == jnp.arange(logits.shape[0]))
+        return loss, {"losses/critic_accuracy": accuracy, "losses/logits_pos": jnp.mean(jnp.diag(logits))}
+
+    def actor_loss(actor_params, critic_params, log_alpha, batch, key):
+        mean, log_std = actor.apply(actor_params, jnp.concatenate([batch["state"], batch["goal"]], -1))
+        action, log_prob = sample_tanh_gaussian(key, mean, log_std)
+        phi = sa_encoder.apply(critic_params["sa_encoder"], jnp.concatenate([batch["state"], action], -1))
+        psi = g_encoder.apply(critic_params["g_encoder"], batch["goal"])
+        q = -jnp.linalg.norm(phi - psi, axis=-1)  # f(s, a, g) on the diagonal only
+        alpha = jnp.exp(log_alpha)
+        return jnp.mean(alpha * log_prob - q), log_prob
+
+    def alpha_loss(log_alpha, log_prob, target_entropy):
+        # raises alpha when the policy's entropy (-log_prob) falls below the target, lowers it above
+        return jnp.mean(-jnp.exp(log_alpha) * jax.lax.stop_gradient(log_prob + target_entropy))
+
+    return critic_loss, actor_loss, alpha_loss
+
+
+# ==== TRAINING ====
+@flax.struct.dataclass
+class TrainState:
+    actor_params: Any
+    critic_params: Any  # {"sa_encoder": ..., "g_encoder": ...}
+    log_alpha: jax.Array
+    actor_opt_state: Any
+    critic_opt_state: Any
+    alpha_opt_state: Any
+    env_state: EnvState
+    buffer: ReplayBuffer
+    key: jax.Array
+    env_steps: jax.Array
+
+
+def make_train(args, env):
+    """Returns init(key), prefill(ts) and epoch(ts) for one seed, and the actor module for evaluation."""
+    sa_encoder, g_encoder, actor = make_networks(args, env)
+    critic_loss, actor_loss, alpha_loss = make_losses(args, sa_encoder, g_encoder, actor)
+    actor_opt, critic_opt, alpha_opt = optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr)
+    target_entropy = -args.target_entropy_scale * env.action_dim
+    steps_per_epoch = training_steps_per_epoch(args)
+
+    def init(key):
+        key, k_actor, k_sa, k_g, k_env = jax.random.split(key, 5)
+        actor_params = actor.init(k_actor, jnp.zeros((1, env.obs_dim)))
+        critic_params = {
+            "sa_encoder": sa_encoder.init(k_sa, jnp.zeros((1, env.state_dim + env.action_dim))),
+            "g_encoder": g_encoder.init(k_g, jnp.zeros((1, env.goal_dim))),
+        }
+        log_alpha = jnp.zeros(())
+        return TrainState(
+            actor_params,
+            critic_params,
+            log_alpha,
+            actor_opt.init(actor_params),
+            critic_opt.init(critic_params),
+            alpha_opt.init(log_alpha),
+            env.reset(k_env, args.num_envs),
+            buffer_init(args.max_replay_size, args.num_envs, env.obs_dim, env.action_dim),
+            key,
+            jnp.zeros((), dtype=jnp.int32),
+        )
+
+    def policy(actor_params, obs, key):
+        mean, log_std = actor.apply(actor_params, obs)
+        return sample_tanh_gaussian(key, mean, log_std)[0]
+
+    def collect(ts, num_steps, act):
+        """Steps every environment num_steps times with actions act(obs, key) and stores the transitions."""
+
+        def env_step(env_state, key):
+            action = act(env_state.obs, key)
+            next_state = env.step(env_state, action)
+            return next_state, (env_state.obs, action, env_state.traj_id)
+
+        key, collect_key = jax.random.split(ts.key)
+        env_state, (obs, action, traj_id) = jax.lax.scan(
+            env_step, ts.env_state, jax.random.split(collect_key, num_steps)
+        )
+        buffer = buffer_insert(ts.buffer, obs, action, traj_id)
+        env_steps = ts.env_steps + num_steps * args.num_envs
+        return ts.replace(env_state=env_state, buffer=buffer, key=key, env_steps=env_steps)
+
+    def prefill(ts):
+        random_action = lambda obs, key: jax.random.uniform(key, (obs.shape[0], env.action_dim), minval=-1, maxval=1)
+        return collect(ts, args.min_replay_size, random_action)
+
+    def sgd_step(ts, batch):
+        key, actor_key = jax.random.split(ts.key)
+        (c_loss, c_info), c_grads = jax.value_and_grad(critic_loss, has_aux=True)(ts.critic_params, batch)
+        (a_loss, log_prob), a_grads = jax.value_and_grad(actor_loss, has_aux=True)(
+            ts.actor_params, ts.critic_params, ts.log_alpha, batch, actor_key
+        )
+        al_loss, al_grad = jax.value_and_grad(alpha_loss)(ts.log_alpha, log_prob, target_entropy)
+        c_updates, critic_opt_state = critic_opt.update(c_grads, ts.critic_opt_state)
+        a_updates, actor_opt_state = actor_opt.update(a_grads, ts.actor_opt_state)
+        al_update, alpha_opt_state = alpha_opt.update(al_grad, ts.alpha_opt_state)
+        ts = ts.replace(
+            critic_params=optax.apply_updates(ts.critic_params, c_updates),
+            actor_params=optax.apply_updates(ts.actor_params, a_updates),
+            log_alpha=optax.apply_updates(ts.log_alpha, al_update),
+            critic_opt_state=critic_opt_state,
+            actor_opt_state=actor_opt_state,
+            alpha_opt_state=alpha_opt_state,
+            key=key,
+        )
+        metrics = {
+            "losses/critic_loss": c_loss,
+            "losses/actor_loss": a_loss,
+            "losses/alpha_loss": al_loss,
+            "losses/alpha": jnp.exp(ts.log_alpha),
+            "losses/entropy": -jnp.mean(log_prob),
+            # gradient health of deep nets: vanishing shows as a norm drifting to 0, explosion as a blow-up
+            "gradients/critic_norm": optax.tree.norm(c_grads),
+            "gradients/actor_norm": optax.tree.norm(a_grads),
+            **c_info,
+        }
+        return ts, metrics
+
+    def training_step(ts, _):
+        ts = collect(ts, args.unroll_length, lambda obs, key: policy(ts.actor_params, obs, key))
+        key, sample_key, perm_key = jax.random.split(ts.key, 3)
+        transitions = sample_transitions(
+            ts.buffer, sample_key, env.episode_length, args.gamma, env.state_dim, env.goal_indices
+        )
+        # minibatches without replacement from the relabelled pool: (num_sgd_batches, batch_size, .)
+        num_used = args.num_sgd_batches_per_training_step * args.batch_size
+        pick = jax.random.permutation(perm_key, transitions["state"].shape[0])[:num_used]
+        batches = jax.tree.map(lambda x: x[pick].reshape((-1, args.batch_size) + x.shape[1:]), transitions)
+        ts, metrics = jax.lax.scan(sgd_step, ts.replace(key=key), batches)
+        return ts, jax.tree.map(jnp.mean, metrics)
+
+    def epoch(ts):
+        ts, metrics = jax.lax.scan(training_step, ts, None, length=steps_per_epoch)
+        return ts, jax.tree.map(jnp.mean, metrics)
+
+    return init, prefill, epoch, actor
+
+
+def checkpoint_params(ts):
+    """The networks written to checkpoint_best and final: what evaluation and eval_stitching.py load."""
+    return {"actor": ts.actor_params, "critic": ts.critic_params}
+
+
+def training_steps_per_epoch(args):
+    prefill = args.min_replay_size * args.num_envs
+    return (args.total_env_steps - prefill) // (args.num_epochs * args.num_envs * args.unroll_length)
+
+
+# ==== EVALUATION AND LOGGING ====
+# The experiment (paper Sec. 4.5): the U-maze corridor in path order from R; training pairs are (path[i],
+# path[i + k]) for k = 1 .. max_train_gap, evaluation goes from R to path[max_train_gap + 1:], pairs no training
+# episode ever had (SPEC section 3).
+
+
+def corridor_path(layout):
+    """The free cells of a corridor maze in path order from R (each cell has at most two free neighbours)."""
+    free = set(maze_cells(layout, "R") + maze_cells(layout, "G") + maze_cells(layout, "."))
+    path = maze_cells(layout, "R")
+    while True:
+        i, j = path[-1]
+        ahead = [c for c in [(i + 1, j), (i - 1, j), (i, j + 1), (i, j - 1)] if c in free and c not in path]
+        if not ahead:
+            return path
+        assert len(ahead) == 1, f"{layout} branches at {path[-1]}: not a corridor"
+        path.append(ahead[0])
+
+
+def stitching_pairs(path, max_train_gap):
+    """Training (start, goal) cell pairs at most max_train_gap cells apart, and the held-out goals from R."""
+    train = [(path[i], path[i + k]) for k in range(1, max_train_gap + 1) for i in range(len(path) - k)]
+    return train, path[max_train_gap + 1 :]
+
+
+class CellPairs:
+    """A maze whose every reset draws a (start cell, goal cell) pair uniformly from `pairs`."""
+
+    def __init__(self, maze, pairs):
+        self.maze = maze
+        self.pairs = jnp.array(pairs, dtype=jnp.float32) * maze.size  # (P, 2, 2) cell centres
+
+    def __getattr__(self, name):  # everything else (step, state, rendering) is the maze's own
+        return getattr(self.maze, name)
+
+    def init(self, key):
+        k_pair, k_init = jax.random.split(key)
+        start, goal = self.pairs[jax.random.randint(k_pair, (), 0, len(self.pairs))]
+        return self.maze.init(k_init, start, goal[None])
+
+
+def pairs_env(args, pairs):
+    env = GoalEnv(args.env_id, args.episode_length)
+    env.physics = CellPairs(env.physics, pairs)
+    return env
+
+
+def heldout_envs(args, path, held_out):
+    """One evaluation environment per held-out goal cell, each starting at R."""
+    return [pairs_env(args, [(path[0], goal)]) for goal in held_out]
+
+
+def make_heldout_evaluate(args, actor, path, held_out):
+    """evaluate(actor_params, key) -> {metric: (G,)}: make_evaluate's metrics from R to each held-out goal."""
+    evaluates = [make_evaluate(args, env, actor) for env in heldout_envs(args, path, held_out)]
+
+    def evaluate(actor_params, key):
+        per_goal = [ev(actor_params, jax.random.fold_in(key, g)) for g, ev in enumerate(evaluates)]
+        return jax.tree.map(lambda *m: jnp.stack(m), *per_goal)
+
+    return evaluate
+
+
+def value_map_grid(layout, size, per_cell):
+    """(H, W, 2) xy at pixel centres over the whole layout; pixel (r, c) lies in cell (r // per_cell, c // per_cell),
+    whose centre is (i * size, j * size): rows of the layout run along x, columns along y."""
+    offsets = (np.arange(per_cell) + 0.5) / per_cell * size - size / 2
+    rows, cols = len(MAZE_LAYOUTS[layout]), len(MAZE_LAYOUTS[layout][0])
+    x = (np.arange(rows)[:, None] * size + offsets).reshape(-1)
+    y = (np.arange(cols)[:, None] * size + offsets).reshape(-1)
+    return np.stack(np.meshgrid(x, y, indexing="ij"), -1).astype(np.float32)
+
+
+def make_value_map(args, env):
+    """f(s, pi(s, g), g) = -||phi(s, a) - psi(g)|| with a = tanh(mean) at every grid position (paper Fig. 5).
+
+    s is a start state with its first two numbers, the xy of the point or torso, moved to the grid position."""
+    sa_encoder, g_encoder, actor = make_networks(args, env)
+
+    def value_map(params, state, goal, grid):
+        states = jnp.broadcast_to(state, grid.shape[:2] + state.shape).at[..., :2].set(grid).reshape(-1, len(state))
+        goals = jnp.broadcast_to(goal, (states.shape[0], len(goal)))
+        mean, _ = actor.apply(params["actor"], jnp.concatenate([states, goals], -1))
+        phi = sa_encoder.apply(params["critic"]["sa_encoder"], jnp.concatenate([states, jnp.tanh(mean)], -1))
+        psi = g_encoder.apply(params["critic"]["g_encoder"], goal[None])
+        return -jnp.linalg.norm(phi - psi, axis=-1).reshape(grid.shape[:2])
+
+    return jax.jit(value_map)
+
+
+def plot_value_map(values, layout, size, per_cell, start, goal, title, path):
+    walls = np.kron(np.array([[c == "#" for c in row] for row in MAZE_LAYOUTS[layout]]), np.ones((per_cell, per_cell)))
+    extent = (-size / 2, (walls.shape[1] / per_cell - 0.5) * size, (walls.shape[0] / per_cell - 0.5) * size, -size / 2)
+    fig, ax = plt.subplots(figsize=(5, 4.4))
+    image = ax.imshow(np.where(walls, np.nan, values), extent=extent, cmap="viridis")
+    ax.imshow(np.where(walls, 1.0, np.nan), extent=extent, cmap="Greys", vmin=0, vmax=1.5)
+    ax.plot(start[1], start[0], "o", ms=12, mfc="white", mec="black", label="start")
+    ax.plot(goal[1], goal[0], "*", ms=18, mfc="red", mec="black", label="goal")
+    ax.set(title=title, xlabel="y", ylabel="x")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.colorbar(image, ax=ax, label="f(s, π(s, g), g)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_stitching(results, path):
+    """Grouped bars: held-out goal x depth, mean over seeds with their standard deviation."""
+    depths = list(results["depths"])
+    goals = results["held_out_goals"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    width = 0.8 / len(depths)
+    for ax, metric, label in [(axes[0], "success", "success rate"), (axes[1], "time_near_goal", "time near goal")]:
+        for d, depth in enumerate(depths):
+            per_goal = results["depths"][depth]["goals"]
+            mean = [np.mean(per_goal[g["name"]][metric]) for g in goals]
+            std = [np.std(per_goal[g["name"]][metric]) for g in goals]
+            ax.bar(
+                np.arange(len(goals)) + (d - (len(depths) - 1) / 2) * width,
+                mean,
+                width,
+                yerr=std,
+                capsize=3,
+                label=f"depth {depth}",
+            )
+        ax.set_xticks(np.arange(len(goals)), [f"{g['name']}\n{g['cells_from_start']} cells from R" for g in goals])
+        ax.set(ylabel=label, xlabel="held-out goal cell")
+    axes[0].set_ylim(0, 1.05)
+    axes[1].set_ylim(0, results["episode_length"])
+    axes[0].legend()
+    seeds = sorted({len(v["seeds"]) for v in results["depths"].values()})
+    fig.suptitle(
+        f"{results['env_id']}: trained on pairs <= {results['max_train_gap']} cells apart; "
+        f"error bars: std over {'/'.join(map(str, seeds))} seeds"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def make_evaluate(args, env, actor):
+    """Deterministic policy tanh(mean) for one episode in num_eval_envs environments (SPEC section 3)."""
+
+    def evaluate(actor_params, key):
+        def step(env_state, _):
+            mean, _ = actor.apply(actor_params, env_state.obs)
+            env_state = env.step(env_state, jnp.tanh(mean))
+            return env_state, (env_state.dist_to_goal, env_state.done)
+
+        _, (dist, done) = jax.lax.scan(step, env.reset(key, args.num_eval_envs), None, length=env.episode_length)
+        alive = (jnp.cumsum(done, axis=0) - done) == 0  # (T, n) steps up to and including the episode's end
+        near = (dist < env.success_radius) & alive
+        final_dist = jnp.sum(dist * (done & alive), axis=0)
+        time_near_goal = jnp.mean(jnp.sum(near, axis=0))
+        return {
+            "eval/time_near_goal": time_near_goal,
+            "eval/time_near_goal_fraction": time_near_goal / env.episode_length,
+            "eval/success": jnp.mean(jnp.any(near, axis=0)),
+            "eval/dist_to_goal": jnp.mean(final_dist),
+        }
+
+    return evaluate
+
+
+def fail(message, status=2):
+    """A one-line error, no traceback: status 2 for bad input (like argparse), 1 for a run that had to stop."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
+def check_args(args):
+    """Every inconsistency in the flags is a one-line error here, before anything is compiled."""
+    if args.env_id not in PRESETS:
+        fail(
+            f"--env-id {args.env_id!r} has no stitching experiment (it needs a U-maze); choose one of: {', '.join(PRESETS)}"
+        )
+    for run in args.from_runs:
+        if not os.path.isfile(os.path.join(run, "args.json")):
+            fail(f"--from-runs {run} is not a run directory of crl_resnet.py (no args.json); give runs/NAME")
+        if not any(os.path.isfile(os.path.join(run, f)) for f in ["final.msgpack", "checkpoint_best.msgpack"]):
+            fail(f"--from-runs {run} has no final.msgpack or checkpoint_best.msgpack: it saved no parameters")
+        saved = json.loads(pathlib.Path(run, "args.json").read_text())
+        if saved.get("env_id") not in PRESETS or "critic_num_blocks" not in saved:
+            fail(
+                f"--from-runs {run} is a run on {saved.get('env_id')!r}; choose runs of crl_resnet.py on one of: "
+                f"{', '.join(PRESETS)}"
+            )
+    if not args.from_runs and not args.depths:
+        fail("--depths is empty; give depths to train, e.g. --depths 4 16 64, or --from-runs runs/A runs/B")
+    for depth in args.depths:
+        if depth < 4 or depth % 4:
+            fail(
+                f"--depths {depth} is not a positive multiple of 4 (depth = 4 x residual blocks); e.g. --depths 4 16 64"
+            )
+    cells = len(corridor_path("u_maze"))
+    if not 1 <= args.max_train_gap <= cells - 2:
+        fail(
+            f"--max-train-gap must be in [1, {cells - 2}] on the U-maze ({cells} corridor cells), got {args.max_train_gap}"
+        )
+    episode_length = args.episode_length or ENVIRONMENTS[args.env_id].episode_length
+    positive = ["num_seeds", "num_envs", "num_eval_envs", "num_epochs", "unroll_length", "batch_size"]
+    positive += ["num_sgd_batches_per_training_step", "max_replay_size", "min_replay_size", "repr_dim", "width"]
+    for name in positive:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            fail(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.episode_length is not None and args.episode_length < 2:
+        fail(f"--episode-length must be >= 2, got {args.episode_length}")
+    if not 0 < args.gamma < 1:
+        fail(f"--gamma must be in (0, 1), got {args.gamma}")
+    for name in ["actor_lr", "critic_lr", "alpha_lr"]:
+        if getattr(args, name) <= 0:
+            fail(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    for name in ["logsumexp_penalty", "target_entropy_scale"]:
+        if getattr(args, name) < 0:
+            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.min_replay_size > args.max_replay_size:
+        fail(f"--min-replay-size {args.min_replay_size} exceeds --max-replay-size {args.max_replay_size}")
+    if args.min_replay_size < episode_length:
+        fail(
+            f"--min-replay-size {args.min_replay_size} is shorter than the episode ({episode_length} steps, "
+            "--episode-length): sampling needs one full episode window per environment"
+        )
+    if args.unroll_length > args.max_replay_size:
+        fail(f"--unroll-length {args.unroll_length} exceeds --max-replay-size {args.max_replay_size}")
+    pool = args.num_envs * episode_length  # relabelled transitions sampled per training step
+    if args.batch_size > pool:
+        fail(
+            f"--batch-size {args.batch_size} is larger than the {pool} transitions sampled per training step "
+            "(--num-envs x --episode-length)"
+        )
+    if args.batch_size * args.num_sgd_batches_per_training_step > pool:
+        fail(
+            f"--num-sgd-batches-per-training-step {args.num_sgd_batches_per_training_step} x --batch-size "
+            f"{args.batch_size} needs more than the {pool} transitions sampled per training step "
+            f"(--num-envs x --episode-length); at most {pool // args.batch_size} batches fit"
+        )
+    if training_steps_per_epoch(args) < 1:
+        need = args.min_replay_size * args.num_envs + args.num_epochs * args.num_envs * args.unroll_length
+        fail(
+            f"--total-env-steps {args.total_env_steps} is too small for one training step per epoch: need at "
+            f"least {need} (prefill --min-replay-size x --num-envs + --num-epochs x --num-envs x --unroll-length)"
+        )
+    if args.track and args.wandb_mode == "online":
+        host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("//")[-1].split("/")[0]
+        try:
+            socket.create_connection((host.split(":")[0], 443), timeout=3).close()
+        except OSError:
+            fail(f"--track with --wandb-mode online cannot reach {host}; use --wandb-mode offline (sync later)")
+
+
+STATE_FLAGS_EXEMPT = {"track", "wandb_project_name", "wandb_entity", "wandb_mode", "render", "resume"}
+
+
+def parse_args():
+    """tyro.cli with the environment's PRESETS as defaults; --resume runs/NAME loads that run's flags instead."""
+    given = {}
+    for i, arg in enumerate(sys.argv):
+        for flag in ["--resume", "--env-id"]:
+            if arg == flag and i + 1 < len(sys.argv):
+                given[flag] = sys.argv[i + 1]
+            elif arg.startswith(flag + "="):
+                given[flag] = arg.split("=", 1)[1]
+    resume = given.get("--resume")
+    if resume is None:
+        return tyro.cli(Args, default=Args(**PRESETS.get(given.get("--env-id", Args.env_id), {}))), None
+    saved_path = os.path.join(resume, "args.json")
+    if not os.path.isfile(saved_path):
+        fail(f"--resume {resume} is not a run directory (no args.json); give runs/NAME of an earlier run")
+    if not os.path.isfile(os.path.join(resume, "checkpoint_last.msgpack")):
+        fail(f"--resume {resume} has no checkpoint_last.msgpack: it stopped before its first epoch; start it anew")
+    with open(saved_path) as f:
+        saved = json.load(f)
+    args = tyro.cli(Args, default=Args(**{k: v for k, v in saved.items() if k in Args.__dataclass_fields__}))
+    for name, value in saved.items():
+        if name not in STATE_FLAGS_EXEMPT and getattr(args, name, value) != value:
+            fail(
+                f"--{name.replace('_', '-')} {getattr(args, name)} differs from the run in {resume} ({value}); "
+                "a resumed run keeps the flags it was started with"
+            )
+    return args, resume
+
+
+def write_atomic(path, data):
+    """Write-then-rename: a killed process leaves either the old file or the new one, never half of one."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def log_line(metrics):
+    return ", ".join(f"{k.split('/')[-1]} {v:.3g}" for k, v in metrics.items() if isinstance(v, float))
+
+
+def render_episodes(args, env, actor, actor_params, path, num_episodes=3):
+    """Rolls out the deterministic policy of seed 0 in one environment and writes the brax HTML viewer."""
+
+    @jax.jit
+    def rollout(key):
+        def step(env_state, _):
+            mean, _ = actor.apply(actor_params, env_state.obs)
+            frame = (jax.tree.map(lambda x: x[0], env_state.physics), env_state.obs[0, env.state_dim :])
+            return env.step(env_state, jnp.tanh(mean)), frame
+
+        return jax.lax.scan(step, env.reset(key, 1), None, length=num_episodes * env.episode_length)[1]
+
+    physics, goals = jax.device_get(rollout(jax.random.PRNGKey(args.seed)))
+    frames = [
+        env.physics.render_frame(jax.tree.map(operator.itemgetter(t), physics), goals[t]) for t in range(len(goals))
+    ]
+    write_atomic(path, brax_html.render(env.physics.render_system, frames).encode())
+
+
+# ==== MAIN ====
+def train_depth(args, depth_dir, path, train_pairs, held_out):
+    """crl_resnet.py's run for one depth, on the training pairs, evaluated on the held-out goals after every epoch.
+
+    depth_dir holds what a crl_resnet.py run writes (args.json, metrics.jsonl, checkpoints, final.msgpack), so a
+    killed sweep resumes where it stopped and --from-runs can read it. Returns the final parameters (all seeds)."""
+    final_path = os.path.join(depth_dir, "final.msgpack")
+    if os.path.isfile(final_path):  # trained before this sweep was resumed
+        return flax.serialization.msgpack_restore(pathlib.Path(final_path).read_bytes())
+    env = pairs_env(args, train_pairs)
+    steps_per_epoch = training_steps_per_epoch(args)
+    planned_steps = (
+        args.min_replay_size * args.num_envs + args.num_epochs * steps_per_epoch * args.num_envs * args.unroll_length
+    )
+    os.makedirs(depth_dir, exist_ok=True)
+    with open(os.path.join(depth_dir, "args.json"), "w") as f:
+        json.dump(dataclasses.asdict(args) | {"num_blocks": args.critic_num_blocks}, f, indent=2)
+
+    init, prefill, epoch, actor = make_train(args, env)
+    evaluate = make_heldout_evaluate(args, actor, path, held_out)
+    seeds = jnp.arange(args.num_seeds) + args.seed
+    ts = jax.vmap(lambda s: init(jax.random.PRNGKey(s)))(seeds)
+    eval_keys = jax.vmap(jax.random.PRNGKey)(seeds)
+    compile_start = time.time()
+    prefill_fn = jax.jit(jax.vmap(prefill), donate_argnums=0).lower(ts).compile()
+    epoch_fn = jax.jit(jax.vmap(epoch), donate_argnums=0).lower(ts).compile()
+    evaluate_fn = jax.jit(jax.vmap(evaluate)).lower(ts.actor_params, eval_keys).compile()
+    print(f"depth {4 * args.critic_num_blocks}: compiled in {time.time() - compile_start:.1f} s")
+
+    first_epoch, best_score = 0, -math.inf
+    ckpt_last = os.path.join(depth_dir, "checkpoint_last.msgpack")
+    if os.path.isfile(ckpt_last):
+        restored = flax.serialization.from_bytes(
+            {"train_state": ts, "epoch": 0, "best_score": 0.0}, pathlib.Path(ckpt_last).read_bytes()
+        )
+        ts, first_epoch, best_score = restored["train_state"], int(restored["epoch"]), float(restored["best_score"])
+        metrics_lines = pathlib.Path(depth_dir, "metrics.jsonl").read_text().splitlines()
+        kept = [line for line in metrics_lines if json.loads(line)["epoch"] <= first_epoch]
+        write_atomic(os.path.join(depth_dir, "metrics.jsonl"), "".join(line + "\n" for line in kept).encode())
+        print(f"resumed {depth_dir} after epoch {first_epoch} ({int(ts.env_steps[0])} env steps)")
+    else:
+        ts = prefill_fn(ts)
+
+    if args.track:
+        import wandb
+
+        name = f"{os.path.basename(os.path.normpath(os.path.dirname(depth_dir)))}__{os.path.basename(depth_dir)}"
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            mode=args.wandb_mode,
+            name=name,
+            id=name,
+            resume="allow",
+            dir=depth_dir,
+            config=dataclasses.asdict(args),
+        )
+
+    start_time, start_steps = time.time(), int(ts.env_steps[0])
+    progress = tqdm.tqdm(total=planned_steps, initial=start_steps, unit="step", unit_scale=True, dynamic_ncols=True)
+    for epoch_index in range(first_epoch + 1, args.num_epochs + 1):
+        ts, train_metrics = epoch_fn(ts)
+        eval_metrics = evaluate_fn(
+            ts.actor_params, jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_keys, epoch_index)
+        )
+        per_seed = jax.device_get(train_metrics)
+        env_steps = int(ts.env_steps[0])
+        elapsed = time.time() - start_time
+        metrics = {k: float(np.mean(v)) for k, v in per_seed.items()}
+        metrics |= {k: float(np.mean(v)) for k, v in jax.device_get(eval_metrics).items()}  # over seeds and goals
+        for g, goal in enumerate(held_out):  # (seeds, goals) -> one key per held-out goal
+            metrics |= {f"{k}_{goal[0]}_{goal[1]}": float(np.mean(v[:, g])) for k, v in eval_metrics.items()}
+        metrics |= {
+            "epoch": epoch_index,
+            "training/env_steps": env_steps,
+            "training/sps": (env_steps - start_steps) / elapsed,
+            "training/walltime": elapsed,
+        }
+        bad = [k for k, v in per_seed.items() if k.startswith("losses/") and not np.all(np.isfinite(v))]
+        if bad:
+            progress.close()
+            kept = f"the last good checkpoint (epoch {epoch_index - 1}) is kept in {ckpt_last}"
+            if not (args.save_model and epoch_index > 1):
+                kept = "no checkpoint had been written yet"
+            fail(f"{bad[0]} is not finite in epoch {epoch_index}; run stopped, {kept}", status=1)
+        with open(os.path.join(depth_dir, "metrics.jsonl"), "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        if args.track:
+            wandb.log(metrics, step=env_steps)
+        if args.save_model:
+            score = metrics["eval/time_near_goal"]
+            if score > best_score:
+                best_score = score
+                params = flax.serialization.to_bytes(checkpoint_params(ts))
+                write_atomic(os.path.join(depth_dir, "checkpoint_best.msgpack"), params)
+            state = {"train_state": ts, "epoch": epoch_index, "best_score": best_score}
+            write_atomic(ckpt_last, flax.serialization.to_bytes(state))
+        progress.update(env_steps - progress.n)
+        progress.set_postfix(
+            sps=f"{metrics['training/sps']:.0f}",
+            heldout_success=f"{metrics['eval/success']:.2f}",
+        )
+        progress.write(f"depth {4 * args.critic_num_blocks}, epoch {epoch_index}: {log_line(metrics)}")
+    progress.close()
+    if args.track:
+        wandb.finish()
+    params = jax.device_get(checkpoint_params(ts))
+    write_atomic(final_path, flax.serialization.to_bytes(params))  # always: it marks the depth as done
+    return flax.serialization.msgpack_restore(flax.serialization.to_bytes(params))
+
+
+def saved_agents(args):
+    """--from-runs: {depth: [(run args, parameters with a leading seed axis), ...]} of crl_resnet.py runs."""
+    agents = {}
+    for run in args.from_runs:
+        saved = json.loads(pathlib.Path(run, "args.json").read_text())
+        name = "final.msgpack" if os.path.isfile(os.path.join(run, "final.msgpack")) else "checkpoint_best.msgpack"
+        params = flax.serialization.msgpack_restore(pathlib.Path(run, name).read_bytes())
+        fields = ["width", "repr_dim", "actor_num_blocks", "critic_num_blocks", "remat", "seed", "num_seeds"]
+        run_args = dataclasses.replace(args, **{k: saved[k] for k in fields})
+        agents.setdefault(4 * saved["critic_num_blocks"], []).append((run_args, params))
+    return dict(sorted(agents.items()))
+
+
+if __name__ == "__main__":
+    args, resume = parse_args()
+    check_args(args)
+    if args.from_runs:  # the runs say which maze and episode length they were made on
+        saved = [json.loads(pathlib.Path(run, "args.json").read_text()) for run in args.from_runs]
+        if len({(s["env_id"], s["episode_length"]) for s in saved}) > 1:
+            fail("--from-runs mixes environments or episode lengths; give runs of one environment")
+        args.env_id, args.episode_length = saved[0]["env_id"], saved[0]["episode_length"]
+    maze = ENVIRONMENTS[args.env_id].make()
+    args.episode_length = args.episode_length or ENVIRONMENTS[args.env_id].episode_length
+    path = corridor_path(maze.layout)
+    train_pairs, held_out = stitching_pairs(path, args.max_train_gap)
+
+    run_dir = resume or f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    os.makedirs(run_dir, exist_ok=True)
+    if resume is None:
+        with open(os.path.join(run_dir, "args.json"), "w") as f:
+            json.dump(dataclasses.asdict(args), f, indent=2)
+    print(
+        f"{run_dir}: {args.env_id}, corridor {path}\n"
+        f"training pairs: {len(train_pairs)} (start, goal) cell pairs 1 to {args.max_train_gap} cells apart; "
+        f"held-out goals from R {path[0]}: {held_out}"
+    )
+    if args.from_runs:
+        agents = saved_agents(args)
+    else:
+        agents = {}
+        for depth in args.depths:
+            depth_args = dataclasses.replace(args, actor_num_blocks=depth // 4, critic_num_blocks=depth // 4)
+            params = train_depth(depth_args, os.path.join(run_dir, f"depth{depth}"), path, train_pairs, held_out)
+            agents[depth] = [(depth_args, params)]
+
+    # final evaluation of every agent on the held-out goals, a fresh key, then the figures
+    results = {
+        "env_id": args.env_id,
+        "max_train_gap": args.max_train_gap,
+        "episode_length": args.episode_length,
+        "corridor": path,
+        "train_pairs": train_pairs,
+        "held_out_goals": [
+            {"name": f"({i}, {j})", "cell": [i, j], "cells_from_start": path.index((i, j))} for i, j in held_out
+        ],
+        "depths": {},
+    }
+    grid = value_map_grid(maze.layout, maze.size, per_cell=12)
+    start_env = pairs_env(args, [(path[0], path[-1])])  # the value maps' start state and goal: R and the far end
+    start_obs = start_env.reset(jax.random.PRNGKey(args.seed), 1).obs[0]
+    state, goal = start_obs[: start_env.state_dim], start_obs[start_env.state_dim :]
+    goal = goal.at[:2].set(jnp.array(path[-1], dtype=jnp.float32) * maze.size)
+    for depth, runs in agents.items():
+        entry = {"source": list(args.from_runs) or [os.path.join(run_dir, f"depth{depth}")], "seeds": [], "goals": {}}
+        for run_args, params in runs:
+            actor = make_networks(run_args, start_env)[2]
+            evaluate = jax.jit(jax.vmap(make_heldout_evaluate(run_args, actor, path, held_out)))
+            seeds = jnp.arange(run_args.num_seeds) + run_args.seed
+            metrics = jax.device_get(evaluate(params["actor"], jax.vmap(jax.random.PRNGKey)(seeds + 10_000)))
+            entry["seeds"] += seeds.tolist()
+            for g, name in enumerate(h["name"] for h in results["held_out_goals"]):
+                goal_entry = entry["goals"].setdefault(name, {"success": [], "time_near_goal": []})
+                goal_entry["success"] += metrics["eval/success"][:, g].tolist()
+                goal_entry["time_near_goal"] += metrics["eval/time_near_goal"][:, g].tolist()
+        results["depths"][str(depth)] = entry
+        run_args, params = runs[0]
+        first_seed = jax.tree.map(lambda x: x[0], params)
+        values = np.asarray(make_value_map(run_args, start_env)(first_seed, state, goal, grid))
+        title = f"{args.env_id}, depth {depth}, seed {run_args.seed}"
+        figure = os.path.join(run_dir, f"value_map_depth{depth}.png")
+        plot_value_map(values, maze.layout, maze.size, 12, np.asarray(state[:2]), np.asarray(goal[:2]), title, figure)
+        summary = ", ".join(f"{name} {np.mean(v['success']):.2f}" for name, v in entry["goals"].items())
+        print(f"depth {depth}: held-out success per goal (mean of {len(entry['seeds'])} seeds): {summary}")
+    write_atomic(os.path.join(run_dir, "stitching.json"), json.dumps(results, indent=2).encode())
+    plot_stitching(results, os.path.join(run_dir, "stitching.png"))
+    print(f"wrote {run_dir}/stitching.json, stitching.png, value_map_depth{{{','.join(map(str, agents))}}}.png")

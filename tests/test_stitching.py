@@ -1,0 +1,177 @@
+"""eval_stitching.py: corridor pairs, held-out goals, the value-map grid, bad input, and a tiny sweep end to end."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import matplotlib.image
+import numpy as np
+import pytest
+from conftest import ROOT
+
+import eval_stitching as st
+
+U_PATH = [(1, 1), (1, 2), (1, 3), (2, 3), (3, 3), (3, 2), (3, 1)]
+
+
+def test_the_u_maze_corridor_runs_from_r_around_the_wall():
+    assert st.corridor_path("u_maze") == U_PATH
+
+
+@pytest.mark.parametrize("gap", [1, 2, 3, 5])
+def test_training_pairs_are_within_the_gap_and_never_pair_r_with_a_held_out_goal(gap):
+    train, held_out = st.stitching_pairs(U_PATH, gap)
+    assert held_out == U_PATH[gap + 1 :]
+    assert {U_PATH.index(g) - U_PATH.index(s) for s, g in train} == set(range(1, gap + 1))
+    assert not any(s == U_PATH[0] and g in held_out for s, g in train)
+    assert {c for pair in train for c in pair} == set(U_PATH), "every cell is visited in training"
+    if gap == 3:  # the paper's setting: the held-out goals are the benchmark's far cells
+        assert sorted(held_out) == sorted(st.MAZE_EVAL_GOALS["u_maze"])
+
+
+def cells(xy, size=4.0):
+    return [tuple(c) for c in np.round(np.asarray(xy) / size).astype(int).tolist()]
+
+
+def test_the_training_sampler_draws_every_pair_within_the_gap_and_nothing_else():
+    args = st.Args(env_id="point_u_maze")
+    train, _ = st.stitching_pairs(U_PATH, 3)
+    env = st.pairs_env(args, train)
+    n = 20_000
+    obs = env.reset(jax.random.PRNGKey(0), n).obs
+    drawn = list(zip(cells(obs[:, :2]), cells(obs[:, 2:]), strict=True))
+    assert set(drawn) == set(train), "all 15 pairs, and only those"
+    counts = np.array([drawn.count(pair) for pair in train])
+    assert counts.min() > 0.8 * n / len(train) and counts.max() < 1.2 * n / len(train), "uniform over the pairs"
+
+    # automatic resets during training draw from the same pairs
+    @jax.jit
+    def rollout(key):
+        def step(state, key):
+            state = env.step(state, jax.random.uniform(key, (256, 2), minval=-1, maxval=1))
+            return state, (state.obs, state.done)
+
+        return jax.lax.scan(step, env.reset(key, 256), jax.random.split(key, 300))[1]
+
+    obs, done = jax.device_get(rollout(jax.random.PRNGKey(1)))
+    fresh = obs[done]  # observations right after an automatic reset
+    assert len(fresh) == 3 * 256  # 300 steps of 100-step episodes
+    assert set(zip(cells(fresh[:, :2]), cells(fresh[:, 2:]), strict=True)) <= set(train)
+
+
+def test_held_out_evaluation_starts_at_r_and_targets_only_its_far_goal():
+    args = st.Args(env_id="point_u_maze")
+    _, held_out = st.stitching_pairs(U_PATH, 3)
+    envs = st.heldout_envs(args, U_PATH, held_out)
+    assert len(envs) == len(held_out)
+    for env, goal in zip(envs, held_out, strict=True):
+        obs = env.reset(jax.random.PRNGKey(0), 2000).obs
+        assert set(cells(obs[:, :2])) == {U_PATH[0]} and set(cells(obs[:, 2:])) == {goal}
+
+
+def test_value_map_grid_maps_pixels_to_their_cells():
+    per_cell, size = 6, 4.0
+    grid = st.value_map_grid("u_maze", size, per_cell)
+    assert grid.shape == (5 * per_cell, 5 * per_cell, 2)
+    rows, cols = np.meshgrid(np.arange(grid.shape[0]), np.arange(grid.shape[1]), indexing="ij")
+    np.testing.assert_array_equal(np.round(grid[..., 0] / size), rows // per_cell)
+    np.testing.assert_array_equal(np.round(grid[..., 1] / size), cols // per_cell)
+    # pixel centres stay strictly inside their cell, spread evenly over it
+    offsets = grid - np.stack([rows // per_cell, cols // per_cell], -1) * size
+    levels = np.unique(np.round(offsets, 5))
+    assert np.abs(offsets).max() < size / 2 and len(levels) == per_cell and np.allclose(levels, -levels[::-1])
+    np.testing.assert_allclose(
+        grid[per_cell * 3 + per_cell // 2, per_cell * 1 + per_cell // 2], [12 + size / 12, 4 + size / 12]
+    )
+
+
+def one_line_error(*flags):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "eval_stitching.py"), *flags], check=False, capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    return line
+
+
+@pytest.mark.parametrize(
+    "flags,phrase",
+    [
+        (["--max-train-gap", "0"], "--max-train-gap must be in [1, 5]"),
+        (["--max-train-gap", "6"], "--max-train-gap must be in [1, 5]"),
+        (["--depths", "4", "6"], "--depths 6 is not a positive multiple of 4"),
+        (["--depths", "0"], "--depths 0 is not a positive multiple of 4"),
+        (["--env-id", "ant_big_maze"], "choose one of: point_u_maze, ant_u_maze, humanoid_u_maze"),
+        (["--env-id", "nope"], "--env-id 'nope' has no stitching experiment"),
+        (["--from-runs", "runs/missing"], "--from-runs runs/missing is not a run directory"),
+    ],
+)
+def test_bad_input_is_a_one_line_error(flags, phrase):
+    assert phrase in one_line_error("--env-id", "point_u_maze", *flags)
+
+
+TINY = ["--num-envs", "16", "--num-eval-envs", "16", "--total-env-steps", "24000", "--num-epochs", "2"]
+TINY += ["--unroll-length", "50", "--batch-size", "64", "--num-sgd-batches-per-training-step", "4"]
+TINY += ["--max-replay-size", "400", "--min-replay-size", "100", "--width", "32"]
+
+
+def run(script, *flags, cwd):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, script), *flags], check=False, cwd=cwd, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def check_outputs(run_dir, depths, seeds):
+    results = json.loads((run_dir / "stitching.json").read_text())
+    assert [g["cell"] for g in results["held_out_goals"]] == [[3, 3], [3, 2], [3, 1]]
+    assert list(results["depths"]) == [str(d) for d in depths]
+    for entry in results["depths"].values():
+        assert len(entry["seeds"]) == seeds
+        for goal in entry["goals"].values():
+            assert len(goal["success"]) == seeds and all(0 <= v <= 1 for v in goal["success"])
+            assert all(0 <= v <= results["episode_length"] for v in goal["time_near_goal"])
+    image = matplotlib.image.imread(run_dir / "stitching.png")
+    assert image.shape[:2] == (400, 1000) and image.std() > 0
+    for depth in depths:
+        image = matplotlib.image.imread(run_dir / f"value_map_depth{depth}.png")
+        assert image.shape[:2] == (440, 500) and image.std() > 0
+
+
+def test_tiny_sweep_writes_the_json_and_figures_resumes_and_reads_crl_resnet_runs(tmp_path):
+    out = run(
+        "eval_stitching.py", "--env-id", "point_u_maze", "--depths", "4", "8", "--num-seeds", "2", *TINY, cwd=tmp_path
+    )
+    [run_dir] = list((tmp_path / "runs").iterdir())
+    check_outputs(run_dir, [4, 8], seeds=2)
+    for depth in [4, 8]:  # each depth is a crl_resnet.py-style run
+        logged = [json.loads(x) for x in (run_dir / f"depth{depth}" / "metrics.jsonl").read_text().splitlines()]
+        assert [m["epoch"] for m in logged] == [1, 2] and "eval/success_3_1" in logged[-1]
+    assert "held-out goals from R (1, 1): [(3, 3), (3, 2), (3, 1)]" in out
+
+    # a finished sweep resumed: nothing is trained again, the figures are rewritten
+    (run_dir / "stitching.png").unlink()
+    out = run("eval_stitching.py", "--resume", str(run_dir), cwd=tmp_path)
+    assert "compiled" not in out
+    check_outputs(run_dir, [4, 8], seeds=2)
+
+    # checkpoints of a crl_resnet.py run and of this sweep, analysed together
+    run("crl_resnet.py", "--env-id", "point_u_maze", *TINY, "--num-blocks", "3", "--exp-name", "plain", cwd=tmp_path)
+    [crl_run] = [p for p in (tmp_path / "runs").iterdir() if "plain" in p.name]
+    out = run(
+        "eval_stitching.py",
+        "--from-runs",
+        str(crl_run),
+        str(run_dir / "depth4"),
+        "--exp-name",
+        "analysis",
+        cwd=tmp_path,
+    )
+    [analysis] = [p for p in (tmp_path / "runs").iterdir() if "analysis" in p.name]
+    results = json.loads((analysis / "stitching.json").read_text())
+    assert list(results["depths"]) == ["4", "12"] and results["env_id"] == "point_u_maze"
+    assert len(results["depths"]["4"]["seeds"]) == 2 and len(results["depths"]["12"]["seeds"]) == 1
+    assert (analysis / "value_map_depth12.png").stat().st_size > 0 and (analysis / "stitching.png").stat().st_size > 0
