@@ -1188,8 +1188,10 @@ def parse_args():
     saved_path = os.path.join(resume, "args.json")
     if not os.path.isfile(saved_path):
         fail(f"--resume {resume} is not a run directory (no args.json); give runs/NAME of an earlier run")
-    if not os.path.isfile(os.path.join(resume, "checkpoint_last.msgpack")):
-        fail(f"--resume {resume} has no checkpoint_last.msgpack: it stopped before its first epoch; start it anew")
+    if not list(pathlib.Path(resume).glob("depth*/checkpoint_last.msgpack")):
+        fail(
+            f"--resume {resume} has no depth*/checkpoint_last.msgpack: it stopped before its first epoch; start it anew"
+        )
     with open(saved_path) as f:
         saved = json.load(f)
     args = tyro.cli(Args, default=Args(**{k: v for k, v in saved.items() if k in Args.__dataclass_fields__}))

@@ -42,24 +42,19 @@ def test_critic_loss_matches_a_plain_reference_and_ignores_steps_without_a_succe
     log_alpha, key = jnp.log(0.2), jax.random.PRNGKey(4)
     loss, _ = critic_loss(critic, target, actor_params, log_alpha, batch, key)
 
-    # reference, row by row: a' ~ pi(s', g) with the same noise, y = r + gamma (min Q'(s', a', g) - alpha log pi)
+    # reference: a' ~ pi(s', g) with the same noise, y = r + gamma (min_k Q'_k(s', a', g) - alpha log pi), each
+    # Q-network applied on its own (no vmap over the pair), squared errors summed over the two, averaged over rows
     mean, log_std = actor.apply(actor_params, jnp.concatenate([batch["next_state"], batch["goal"]], -1))
     next_action, next_log_prob = sac.sample_tanh_gaussian(key, mean, log_std)
-    errors = []
-    for i in np.flatnonzero(np.asarray(batch["has_next"])):
-        q_next = [
-            float(
-                q_network.apply(
-                    jax.tree.map(lambda p, k=k: p[k], target),
-                    jnp.concatenate([batch["next_state"][i], next_action[i], batch["goal"][i]]),
-                )
-            )
-            for k in range(2)
-        ]
-        y = float(batch["reward"][i]) + 0.95 * (min(q_next) - 0.2 * float(next_log_prob[i]))
-        sag = jnp.concatenate([batch["state"][i], batch["action"][i], batch["goal"][i]])
-        errors += [(float(q_network.apply(jax.tree.map(lambda p, k=k: p[k], critic), sag)) - y) ** 2 for k in range(2)]
-    np.testing.assert_allclose(loss, sum(errors) / batch["has_next"].sum(), rtol=1e-4)
+    first, second = (jax.tree.map(lambda p, k=k: p[k], target) for k in range(2))
+    next_sag = jnp.concatenate([batch["next_state"], next_action, batch["goal"]], -1)
+    q_next = np.minimum(q_network.apply(first, next_sag), q_network.apply(second, next_sag))
+    y = np.asarray(batch["reward"]) + 0.95 * (q_next - 0.2 * np.asarray(next_log_prob))
+    sag = jnp.concatenate([batch["state"], batch["action"], batch["goal"]], -1)
+    q = [np.asarray(q_network.apply(jax.tree.map(lambda p, k=k: p[k], critic), sag)) for k in range(2)]
+    valid = np.asarray(batch["has_next"])
+    expected = sum(np.sum((q[k][valid] - y[valid]) ** 2) for k in range(2)) / valid.sum()
+    np.testing.assert_allclose(loss, expected, rtol=1e-4)
 
     # rows without a successor carry no TD error: changing their next state or reward changes nothing
     no_next = ~batch["has_next"]

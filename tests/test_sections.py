@@ -91,3 +91,9 @@ def test_baselines_share_evaluation_and_main_with_crl_resnet():
         assert changed_lines(resnet["LOSSES"], theirs["LOSSES"]) and changed_lines(
             resnet["TRAINING"], theirs["TRAINING"]
         )
+
+
+def test_eval_stitching_trains_exactly_what_crl_resnet_trains():
+    resnet, stitching = sections("crl_resnet.py"), sections("eval_stitching.py")
+    for name in ["NETWORKS", "LOSSES", "TRAINING"]:
+        assert stitching[name] == resnet[name], name

@@ -61,7 +61,7 @@ def test_bad_input_is_a_one_line_error(script):
         assert phrase in line, line
 
 
-@pytest.mark.parametrize("script", SIBLINGS)
+@pytest.mark.parametrize("script", ["sac_her.py", pytest.param("gcbc.py", marks=pytest.mark.slow)])
 def test_tiny_run_renders_logs_offline_and_a_killed_run_resumes_to_the_same_parameters(script, tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -125,3 +125,13 @@ def test_baseline_learns_point_u_maze_above_random(script, budget, target, tmp_p
         f"\n{script} point_u_maze eval/success: random {random:.3f}, curve {[round(m['eval/success'], 2) for m in metrics]}"
     )
     assert trained >= target and trained > random + 0.2
+
+
+def test_gcbc_tiny_run_logs_finite_losses_and_saves_only_the_policy(tmp_path):
+    """The default suite's gcbc.py run (render, offline tracking and resume are in the slow test above)."""
+    assert start("gcbc.py", *TINY, cwd=tmp_path).wait(timeout=600) == 0
+    [run] = list((tmp_path / "runs").iterdir())
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in logged] == [1, 2, 3]
+    assert all(np.isfinite(m["losses/actor_loss"]) and np.isfinite(m["eval/success"]) for m in logged)
+    assert set(flax.serialization.msgpack_restore((run / "final.msgpack").read_bytes())) == {"actor"}
