@@ -1095,6 +1095,7 @@ def check_args(args):
         fail(
             f"--env-id {args.env_id!r} has no stitching experiment (it needs a U-maze); choose one of: {', '.join(PRESETS)}"
         )
+    made_on = set()
     for run in args.from_runs:
         if not os.path.isfile(os.path.join(run, "args.json")):
             fail(f"--from-runs {run} is not a run directory of crl_resnet.py (no args.json); give runs/NAME")
@@ -1106,6 +1107,9 @@ def check_args(args):
                 f"--from-runs {run} is a run on {saved.get('env_id')!r}; choose runs of crl_resnet.py on one of: "
                 f"{', '.join(PRESETS)}"
             )
+        made_on.add((saved["env_id"], saved["episode_length"]))
+    if len(made_on) > 1:
+        fail(f"--from-runs mixes environments or episode lengths {sorted(made_on)}; give runs of one environment")
     if not args.from_runs and not args.depths:
         fail("--depths is empty; give depths to train, e.g. --depths 4 16 64, or --from-runs runs/A runs/B")
     for depth in args.depths:
@@ -1306,8 +1310,9 @@ def train_depth(args, depth_dir, path, train_pairs, held_out):
         env_steps = int(ts.env_steps[0])
         elapsed = time.time() - start_time
         metrics = {k: float(np.mean(v)) for k, v in per_seed.items()}
-        metrics |= {k: float(np.mean(v)) for k, v in jax.device_get(eval_metrics).items()}  # over seeds and goals
-        for g, goal in enumerate(held_out):  # (seeds, goals) -> one key per held-out goal
+        eval_metrics = jax.device_get(eval_metrics)  # {metric: (seeds, goals)}, fetched once
+        metrics |= {k: float(np.mean(v)) for k, v in eval_metrics.items()}  # over seeds and goals
+        for g, goal in enumerate(held_out):  # one key per held-out goal
             metrics |= {f"{k}_{goal[0]}_{goal[1]}": float(np.mean(v[:, g])) for k, v in eval_metrics.items()}
         metrics |= {
             "epoch": epoch_index,
@@ -1345,7 +1350,7 @@ def train_depth(args, depth_dir, path, train_pairs, held_out):
         wandb.finish()
     params = jax.device_get(checkpoint_params(ts))
     write_atomic(final_path, flax.serialization.to_bytes(params))  # always: it marks the depth as done
-    return flax.serialization.msgpack_restore(flax.serialization.to_bytes(params))
+    return params
 
 
 def saved_agents(args):
@@ -1364,11 +1369,9 @@ def saved_agents(args):
 if __name__ == "__main__":
     args, resume = parse_args()
     check_args(args)
-    if args.from_runs:  # the runs say which maze and episode length they were made on
-        saved = [json.loads(pathlib.Path(run, "args.json").read_text()) for run in args.from_runs]
-        if len({(s["env_id"], s["episode_length"]) for s in saved}) > 1:
-            fail("--from-runs mixes environments or episode lengths; give runs of one environment")
-        args.env_id, args.episode_length = saved[0]["env_id"], saved[0]["episode_length"]
+    if args.from_runs:  # the runs say which maze and episode length they were made on (one of each: checked)
+        saved = json.loads(pathlib.Path(args.from_runs[0], "args.json").read_text())
+        args.env_id, args.episode_length = saved["env_id"], saved["episode_length"]
     maze = ENVIRONMENTS[args.env_id].make()
     args.episode_length = args.episode_length or ENVIRONMENTS[args.env_id].episode_length
     path = corridor_path(maze.layout)

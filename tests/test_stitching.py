@@ -172,3 +172,13 @@ def test_tiny_sweep_writes_the_json_and_figures_resumes_and_reads_crl_resnet_run
     assert list(results["depths"]) == ["4", "12"] and results["env_id"] == "point_u_maze"
     assert len(results["depths"]["4"]["seeds"]) == 2 and len(results["depths"]["12"]["seeds"]) == 1
     assert (analysis / "value_map_depth12.png").stat().st_size > 0 and (analysis / "stitching.png").stat().st_size > 0
+
+
+def test_from_runs_of_different_mazes_is_a_one_line_error(tmp_path):
+    for name, env_id in [("a", "point_u_maze"), ("b", "ant_u_maze")]:
+        (tmp_path / name).mkdir()
+        saved = {"env_id": env_id, "episode_length": 100, "critic_num_blocks": 1}
+        (tmp_path / name / "args.json").write_text(json.dumps(saved))
+        (tmp_path / name / "final.msgpack").write_bytes(b"")
+    line = one_line_error("--from-runs", str(tmp_path / "a"), str(tmp_path / "b"))
+    assert "--from-runs mixes environments or episode lengths" in line
