@@ -123,6 +123,10 @@ class Args:
     """target entropy = -scale * action_dim"""
     remat: bool = False
     """recompute each residual block in the backward pass: activation memory O(1) in depth, ~1.3x compute"""
+    scan_unroll: int = 1
+    """scan steps over depth unrolled into one loop iteration: 2-4 speed up narrow nets on a CPU, not wide ones"""
+    compute_dtype: Literal["float32", "bfloat16"] = "float32"
+    """dtype of the matmuls; parameters, LayerNorm, the residual stream and the losses stay float32"""
 
 
 # ==== ENVIRONMENTS ====
@@ -552,16 +556,23 @@ dense_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 
+def dense_layernorm_swish(x, width, dtype):
+    """One layer (called inside a module): the matmul in `dtype`, LayerNorm and swish in float32."""
+    x = nn.Dense(width, kernel_init=dense_init, dtype=dtype)(x).astype(jnp.float32)
+    return nn.swish(nn.LayerNorm()(x))
+
+
 class ResidualBlock(nn.Module):
     """4 x [Dense -> LayerNorm -> swish], identity added after the last activation (paper Fig. 2)."""
 
     width: int
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, h, _):
         x = h
         for _ in range(4):
-            x = nn.swish(nn.LayerNorm()(nn.Dense(self.width, kernel_init=dense_init)(x)))
+            x = dense_layernorm_swish(x, self.width, self.dtype)
         return h + x, None
 
 
@@ -571,18 +582,24 @@ class ResidualTrunk(nn.Module):
     width: int
     num_blocks: int
     remat: bool = False
+    scan_unroll: int = 1
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
-        x = nn.swish(nn.LayerNorm()(nn.Dense(self.width, kernel_init=dense_init)(x)))
-        block = nn.remat(ResidualBlock, prevent_cse=False) if self.remat else ResidualBlock
-        # the loop body holds at most 4 blocks: compile time stays bounded at any depth, while most of the
-        # per-iteration loop overhead goes (1.3-1.4x faster training steps at 2-4 blocks on a CPU)
-        unroll = min(self.num_blocks, 4)
+        x = dense_layernorm_swish(x, self.width, self.dtype)
+        # backward pass: keep each Dense output, recompute LayerNorm and swish (cheaper than storing them: 1.3x
+        # faster updates on a CPU, benchmarks/throughput.py); --remat keeps only each block's input
+        saved = jax.checkpoint_policies.nothing_saveable if self.remat else jax.checkpoint_policies.dots_saveable
+        block = nn.remat(ResidualBlock, prevent_cse=False, policy=saved)
         blocks = nn.scan(
-            block, variable_axes={"params": 0}, split_rngs={"params": True}, length=self.num_blocks, unroll=unroll
+            block,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            length=self.num_blocks,
+            unroll=min(self.scan_unroll, self.num_blocks),
         )
-        x, _ = blocks(self.width, name="blocks")(x, None)
+        x, _ = blocks(self.width, self.dtype, name="blocks")(x, None)
         return x
 
 
@@ -593,11 +610,13 @@ class Encoder(nn.Module):
     width: int
     num_blocks: int
     remat: bool = False
+    scan_unroll: int = 1
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
-        x = ResidualTrunk(self.width, self.num_blocks, self.remat)(x)
-        return nn.Dense(self.repr_dim, kernel_init=dense_init)(x)
+        x = ResidualTrunk(self.width, self.num_blocks, self.remat, self.scan_unroll, self.dtype)(x)
+        return nn.Dense(self.repr_dim, kernel_init=dense_init, dtype=self.dtype)(x).astype(jnp.float32)
 
 
 class Actor(nn.Module):
@@ -607,20 +626,24 @@ class Actor(nn.Module):
     width: int
     num_blocks: int
     remat: bool = False
+    scan_unroll: int = 1
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, obs):
-        x = ResidualTrunk(self.width, self.num_blocks, self.remat)(obs)
-        mean = nn.Dense(self.action_dim, kernel_init=dense_init)(x)
-        log_std = jnp.tanh(nn.Dense(self.action_dim, kernel_init=dense_init)(x))
-        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (log_std + 1)
+        x = ResidualTrunk(self.width, self.num_blocks, self.remat, self.scan_unroll, self.dtype)(obs)
+        mean = nn.Dense(self.action_dim, kernel_init=dense_init, dtype=self.dtype)(x).astype(jnp.float32)
+        log_std = nn.Dense(self.action_dim, kernel_init=dense_init, dtype=self.dtype)(x).astype(jnp.float32)
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(log_std) + 1)
         return mean, log_std
 
 
 def make_networks(args, env):
-    sa_encoder = Encoder(args.repr_dim, args.width, args.critic_num_blocks, args.remat)
-    g_encoder = Encoder(args.repr_dim, args.width, args.critic_num_blocks, args.remat)
-    actor = Actor(env.action_dim, args.width, args.actor_num_blocks, args.remat)
+    dtype = jnp.dtype(args.compute_dtype)
+    trunk = (args.width, args.critic_num_blocks, args.remat, args.scan_unroll, dtype)
+    sa_encoder = Encoder(args.repr_dim, *trunk)
+    g_encoder = Encoder(args.repr_dim, *trunk)
+    actor = Actor(env.action_dim, args.width, args.actor_num_blocks, *trunk[2:])
     return sa_encoder, g_encoder, actor
 
 
@@ -734,13 +757,14 @@ def make_losses(args, sa_encoder, g_encoder, actor):
         logits = l2_energy(phi, psi)  # (B, B)
         loss = infonce_loss(logits, args.logsumexp_penalty)
         accuracy = jnp.mean(jnp.argmax(logits, axis=1) == jnp.arange(logits.shape[0]))
-        return loss, {"losses/critic_accuracy": accuracy, "losses/logits_pos": jnp.mean(jnp.diag(logits))}
+        info = {"losses/critic_accuracy": accuracy, "losses/logits_pos": jnp.mean(jnp.diag(logits))}
+        return loss, (info, psi)
 
-    def actor_loss(actor_params, critic_params, log_alpha, batch, key):
+    def actor_loss(actor_params, critic_params, log_alpha, batch, psi, key):
+        """psi = g_encoder(goal) from critic_loss: the actor's gradient does not flow into it, so reuse it."""
         mean, log_std = actor.apply(actor_params, jnp.concatenate([batch["state"], batch["goal"]], -1))
         action, log_prob = sample_tanh_gaussian(key, mean, log_std)
         phi = sa_encoder.apply(critic_params["sa_encoder"], jnp.concatenate([batch["state"], action], -1))
-        psi = g_encoder.apply(critic_params["g_encoder"], batch["goal"])
         q = -jnp.linalg.norm(phi - psi, axis=-1)  # f(s, a, g) on the diagonal only
         alpha = jnp.exp(log_alpha)
         return jnp.mean(alpha * log_prob - q), log_prob
@@ -765,6 +789,14 @@ class TrainState:
     buffer: ReplayBuffer
     key: jax.Array
     env_steps: jax.Array
+
+
+def split_over_devices(tree, axis):
+    """Splits `axis` of every array over the devices of the mesh that MAIN sets (jax.set_mesh); no-op without one."""
+    if "devices" not in jax.sharding.get_abstract_mesh().axis_names:
+        return tree
+    spec = jax.sharding.PartitionSpec(*[None] * axis, "devices")
+    return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, spec), tree)
 
 
 def make_train(args, env):
@@ -822,9 +854,9 @@ def make_train(args, env):
 
     def sgd_step(ts, batch):
         key, actor_key = jax.random.split(ts.key)
-        (c_loss, c_info), c_grads = jax.value_and_grad(critic_loss, has_aux=True)(ts.critic_params, batch)
+        (c_loss, (c_info, psi)), c_grads = jax.value_and_grad(critic_loss, has_aux=True)(ts.critic_params, batch)
         (a_loss, log_prob), a_grads = jax.value_and_grad(actor_loss, has_aux=True)(
-            ts.actor_params, ts.critic_params, ts.log_alpha, batch, actor_key
+            ts.actor_params, ts.critic_params, ts.log_alpha, batch, psi, actor_key
         )
         al_loss, al_grad = jax.value_and_grad(alpha_loss)(ts.log_alpha, log_prob, target_entropy)
         c_updates, critic_opt_state = critic_opt.update(c_grads, ts.critic_opt_state)
@@ -862,7 +894,7 @@ def make_train(args, env):
         num_used = args.num_sgd_batches_per_training_step * args.batch_size
         pick = jax.random.permutation(perm_key, transitions["state"].shape[0])[:num_used]
         batches = jax.tree.map(lambda x: x[pick].reshape((-1, args.batch_size) + x.shape[1:]), transitions)
-        ts, metrics = jax.lax.scan(sgd_step, ts.replace(key=key), batches)
+        ts, metrics = jax.lax.scan(sgd_step, ts.replace(key=key), split_over_devices(batches, axis=1))
         return ts, jax.tree.map(jnp.mean, metrics)
 
     def epoch(ts):
@@ -905,6 +937,18 @@ def make_evaluate(args, env, actor):
         }
 
     return evaluate
+
+
+def data_parallel(ts, mesh):
+    """Shardings of a (seeds, ...) TrainState: each device steps its share of the environments and holds their
+    part of the replay buffer; parameters, optimiser states and keys are replicated. XLA's partitioner adds the
+    all-reduce of the gradients (TRAINING splits each minibatch with split_over_devices)."""
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    split = lambda axis: jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*[None] * axis, "devices"))
+    env_state = jax.tree.map(lambda x: split(1) if x.ndim >= 2 else replicated, ts.env_state)  # (seeds, envs, .)
+    buffer = jax.tree.map(lambda x: split(2) if x.ndim >= 3 else replicated, ts.buffer)  # (seeds, time, envs, .)
+    shardings = jax.tree.map(lambda _: replicated, ts)
+    return shardings.replace(env_state=env_state.replace(key=replicated), buffer=buffer), replicated
 
 
 def fail(message, status=2):
@@ -956,6 +1000,13 @@ def check_args(args):
             f"{args.batch_size} needs more than the {pool} transitions sampled per training step "
             f"(--num-envs x --episode-length); at most {pool // args.batch_size} batches fit"
         )
+    for name in ["num_envs", "batch_size"]:  # data parallelism splits both over the devices
+        if getattr(args, name) % jax.device_count():
+            fail(
+                f"--{name.replace('_', '-')} {getattr(args, name)} is not a multiple of the {jax.device_count()} "
+                f"devices it is split over ({jax.devices()[0].platform}); pick a multiple, or hide devices "
+                "(CUDA_VISIBLE_DEVICES)"
+            )
     if training_steps_per_epoch(args) < 1:
         need = args.min_replay_size * args.num_envs + args.num_epochs * args.num_envs * args.unroll_length
         fail(
@@ -1011,7 +1062,9 @@ def write_atomic(path, data):
 
 
 def log_line(metrics):
-    return ", ".join(f"{k.split('/')[-1]} {v:.3g}" for k, v in metrics.items() if isinstance(v, float))
+    return ", ".join(
+        f"{k.split('/')[-1]} {v:.3g}" for k, v in metrics.items() if isinstance(v, float) and not k.endswith("_std")
+    )
 
 
 def render_episodes(args, env, actor, actor_params, path, num_episodes=3):
@@ -1055,7 +1108,8 @@ if __name__ == "__main__":
     utd = args.num_sgd_batches_per_training_step / (args.num_envs * args.unroll_length)
     print(
         f"{run_dir}: {args.env_id}, actor depth {4 * args.actor_num_blocks}, critic depth {4 * args.critic_num_blocks}"
-        f" (Dense layers in the residual trunk), width {args.width}, {args.num_seeds} seed(s)\n"
+        f" (Dense layers in the residual trunk), width {args.width}, {args.num_seeds} seed(s), "
+        f"{jax.device_count()} {jax.devices()[0].platform} device(s)\n"
         f"epoch = {steps_per_epoch} training steps x {args.num_envs} envs x {args.unroll_length} steps = "
         f"{env_steps_per_epoch} env steps; {args.num_epochs} epochs + {prefill_steps} prefill = {planned_steps}\n"
         f"update-to-data ratio: {args.num_sgd_batches_per_training_step} SGD steps of {args.batch_size} per "
@@ -1067,10 +1121,14 @@ if __name__ == "__main__":
     seeds = jnp.arange(args.num_seeds) + args.seed
     ts = jax.vmap(lambda s: init(jax.random.PRNGKey(s)))(seeds)
     eval_keys = jax.vmap(jax.random.PRNGKey)(seeds)
+    mesh = jax.make_mesh((jax.device_count(),), ("devices",), axis_types=(jax.sharding.AxisType.Auto,))
+    jax.set_mesh(mesh)
+    shardings, replicated = data_parallel(ts, mesh)
+    ts = jax.device_put(ts, shardings)
     compile_times = [time.time()]
-    prefill_fn = jax.jit(jax.vmap(prefill), donate_argnums=0).lower(ts).compile()
+    prefill_fn = jax.jit(jax.vmap(prefill), donate_argnums=0, out_shardings=shardings).lower(ts).compile()
     compile_times.append(time.time())
-    epoch_fn = jax.jit(jax.vmap(epoch), donate_argnums=0).lower(ts).compile()
+    epoch_fn = jax.jit(jax.vmap(epoch), donate_argnums=0, out_shardings=(shardings, replicated)).lower(ts).compile()
     compile_times.append(time.time())
     evaluate_fn = jax.jit(jax.vmap(evaluate)).lower(ts.actor_params, eval_keys).compile()
     compile_times.append(time.time())
@@ -1087,6 +1145,7 @@ if __name__ == "__main__":
             {"train_state": ts, "epoch": 0, "best_score": 0.0}, pathlib.Path(ckpt_last).read_bytes()
         )
         ts, first_epoch, best_score = restored["train_state"], int(restored["epoch"]), float(restored["best_score"])
+        ts = jax.device_put(ts, shardings)
         metrics_lines = pathlib.Path(run_dir, "metrics.jsonl").read_text().splitlines()
         kept = [line for line in metrics_lines if json.loads(line)["epoch"] <= first_epoch]
         write_atomic(os.path.join(run_dir, "metrics.jsonl"), "".join(line + "\n" for line in kept).encode())
@@ -1126,7 +1185,8 @@ if __name__ == "__main__":
             "training/walltime": elapsed,
         }
         if args.num_seeds > 1:
-            metrics |= {f"{k}_per_seed": v.tolist() for k, v in per_seed.items() if k.startswith("eval/")}
+            metrics |= {f"{k}_std": float(np.std(v)) for k, v in per_seed.items()}
+            metrics |= {f"{k}_per_seed": v.tolist() for k, v in per_seed.items()}
         bad = [k for k, v in per_seed.items() if k.startswith("losses/") and not np.all(np.isfinite(v))]
         if bad:
             progress.close()

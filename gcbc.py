@@ -109,6 +109,10 @@ class Args:
     """residual blocks of the policy; depth = 4 * num_blocks Dense layers (64 blocks = 256 layers)"""
     remat: bool = False
     """recompute each residual block in the backward pass: activation memory O(1) in depth, ~1.3x compute"""
+    scan_unroll: int = 1
+    """scan steps over depth unrolled into one loop iteration: 2-4 speed up narrow nets on a CPU, not wide ones"""
+    compute_dtype: Literal["float32", "bfloat16"] = "float32"
+    """dtype of the matmuls; parameters, LayerNorm, the residual stream and the losses stay float32"""
 
 
 # ==== ENVIRONMENTS ====
@@ -538,16 +542,23 @@ dense_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 
+def dense_layernorm_swish(x, width, dtype):
+    """One layer (called inside a module): the matmul in `dtype`, LayerNorm and swish in float32."""
+    x = nn.Dense(width, kernel_init=dense_init, dtype=dtype)(x).astype(jnp.float32)
+    return nn.swish(nn.LayerNorm()(x))
+
+
 class ResidualBlock(nn.Module):
     """4 x [Dense -> LayerNorm -> swish], identity added after the last activation (paper Fig. 2)."""
 
     width: int
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, h, _):
         x = h
         for _ in range(4):
-            x = nn.swish(nn.LayerNorm()(nn.Dense(self.width, kernel_init=dense_init)(x)))
+            x = dense_layernorm_swish(x, self.width, self.dtype)
         return h + x, None
 
 
@@ -557,18 +568,24 @@ class ResidualTrunk(nn.Module):
     width: int
     num_blocks: int
     remat: bool = False
+    scan_unroll: int = 1
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
-        x = nn.swish(nn.LayerNorm()(nn.Dense(self.width, kernel_init=dense_init)(x)))
-        block = nn.remat(ResidualBlock, prevent_cse=False) if self.remat else ResidualBlock
-        # the loop body holds at most 4 blocks: compile time stays bounded at any depth, while most of the
-        # per-iteration loop overhead goes (1.3-1.4x faster training steps at 2-4 blocks on a CPU)
-        unroll = min(self.num_blocks, 4)
+        x = dense_layernorm_swish(x, self.width, self.dtype)
+        # backward pass: keep each Dense output, recompute LayerNorm and swish (cheaper than storing them: 1.3x
+        # faster updates on a CPU, benchmarks/throughput.py); --remat keeps only each block's input
+        saved = jax.checkpoint_policies.nothing_saveable if self.remat else jax.checkpoint_policies.dots_saveable
+        block = nn.remat(ResidualBlock, prevent_cse=False, policy=saved)
         blocks = nn.scan(
-            block, variable_axes={"params": 0}, split_rngs={"params": True}, length=self.num_blocks, unroll=unroll
+            block,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            length=self.num_blocks,
+            unroll=min(self.scan_unroll, self.num_blocks),
         )
-        x, _ = blocks(self.width, name="blocks")(x, None)
+        x, _ = blocks(self.width, self.dtype, name="blocks")(x, None)
         return x
 
 
@@ -579,18 +596,21 @@ class Actor(nn.Module):
     width: int
     num_blocks: int
     remat: bool = False
+    scan_unroll: int = 1
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, obs):
-        x = ResidualTrunk(self.width, self.num_blocks, self.remat)(obs)
-        mean = nn.Dense(self.action_dim, kernel_init=dense_init)(x)
-        log_std = jnp.tanh(nn.Dense(self.action_dim, kernel_init=dense_init)(x))
-        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (log_std + 1)
+        x = ResidualTrunk(self.width, self.num_blocks, self.remat, self.scan_unroll, self.dtype)(obs)
+        mean = nn.Dense(self.action_dim, kernel_init=dense_init, dtype=self.dtype)(x).astype(jnp.float32)
+        log_std = nn.Dense(self.action_dim, kernel_init=dense_init, dtype=self.dtype)(x).astype(jnp.float32)
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(log_std) + 1)
         return mean, log_std
 
 
 def make_networks(args, env):
-    return Actor(env.action_dim, args.width, args.num_blocks, args.remat)
+    dtype = jnp.dtype(args.compute_dtype)
+    return Actor(env.action_dim, args.width, args.num_blocks, args.remat, args.scan_unroll, dtype)
 
 
 # ==== REPLAY BUFFER ====
@@ -713,6 +733,14 @@ class TrainState:
     env_steps: jax.Array
 
 
+def split_over_devices(tree, axis):
+    """Splits `axis` of every array over the devices of the mesh that MAIN sets (jax.set_mesh); no-op without one."""
+    if "devices" not in jax.sharding.get_abstract_mesh().axis_names:
+        return tree
+    spec = jax.sharding.PartitionSpec(*[None] * axis, "devices")
+    return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, spec), tree)
+
+
 def make_train(args, env):
     """Returns init(key), prefill(ts) and epoch(ts) for one seed, and the actor module for evaluation."""
     actor = make_networks(args, env)
@@ -772,7 +800,7 @@ def make_train(args, env):
         num_used = args.num_sgd_batches_per_training_step * args.batch_size
         pick = jax.random.permutation(perm_key, transitions["state"].shape[0])[:num_used]
         batches = jax.tree.map(lambda x: x[pick].reshape((-1, args.batch_size) + x.shape[1:]), transitions)
-        ts, metrics = jax.lax.scan(sgd_step, ts.replace(key=key), batches)
+        ts, metrics = jax.lax.scan(sgd_step, ts.replace(key=key), split_over_devices(batches, axis=1))
         return ts, jax.tree.map(jnp.mean, metrics)
 
     def epoch(ts):
@@ -815,6 +843,18 @@ def make_evaluate(args, env, actor):
         }
 
     return evaluate
+
+
+def data_parallel(ts, mesh):
+    """Shardings of a (seeds, ...) TrainState: each device steps its share of the environments and holds their
+    part of the replay buffer; parameters, optimiser states and keys are replicated. XLA's partitioner adds the
+    all-reduce of the gradients (TRAINING splits each minibatch with split_over_devices)."""
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    split = lambda axis: jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*[None] * axis, "devices"))
+    env_state = jax.tree.map(lambda x: split(1) if x.ndim >= 2 else replicated, ts.env_state)  # (seeds, envs, .)
+    buffer = jax.tree.map(lambda x: split(2) if x.ndim >= 3 else replicated, ts.buffer)  # (seeds, time, envs, .)
+    shardings = jax.tree.map(lambda _: replicated, ts)
+    return shardings.replace(env_state=env_state.replace(key=replicated), buffer=buffer), replicated
 
 
 def fail(message, status=2):
@@ -861,6 +901,13 @@ def check_args(args):
             f"{args.batch_size} needs more than the {pool} transitions sampled per training step "
             f"(--num-envs x --episode-length); at most {pool // args.batch_size} batches fit"
         )
+    for name in ["num_envs", "batch_size"]:  # data parallelism splits both over the devices
+        if getattr(args, name) % jax.device_count():
+            fail(
+                f"--{name.replace('_', '-')} {getattr(args, name)} is not a multiple of the {jax.device_count()} "
+                f"devices it is split over ({jax.devices()[0].platform}); pick a multiple, or hide devices "
+                "(CUDA_VISIBLE_DEVICES)"
+            )
     if training_steps_per_epoch(args) < 1:
         need = args.min_replay_size * args.num_envs + args.num_epochs * args.num_envs * args.unroll_length
         fail(
@@ -916,7 +963,9 @@ def write_atomic(path, data):
 
 
 def log_line(metrics):
-    return ", ".join(f"{k.split('/')[-1]} {v:.3g}" for k, v in metrics.items() if isinstance(v, float))
+    return ", ".join(
+        f"{k.split('/')[-1]} {v:.3g}" for k, v in metrics.items() if isinstance(v, float) and not k.endswith("_std")
+    )
 
 
 def render_episodes(args, env, actor, actor_params, path, num_episodes=3):
@@ -958,7 +1007,8 @@ if __name__ == "__main__":
     utd = args.num_sgd_batches_per_training_step / (args.num_envs * args.unroll_length)
     print(
         f"{run_dir}: {args.env_id}, policy depth {4 * args.num_blocks} (Dense layers in the residual trunk), no "
-        f"critic, width {args.width}, {args.num_seeds} seed(s)\n"
+        f"critic, width {args.width}, {args.num_seeds} seed(s), "
+        f"{jax.device_count()} {jax.devices()[0].platform} device(s)\n"
         f"epoch = {steps_per_epoch} training steps x {args.num_envs} envs x {args.unroll_length} steps = "
         f"{env_steps_per_epoch} env steps; {args.num_epochs} epochs + {prefill_steps} prefill = {planned_steps}\n"
         f"update-to-data ratio: {args.num_sgd_batches_per_training_step} SGD steps of {args.batch_size} per "
@@ -970,10 +1020,14 @@ if __name__ == "__main__":
     seeds = jnp.arange(args.num_seeds) + args.seed
     ts = jax.vmap(lambda s: init(jax.random.PRNGKey(s)))(seeds)
     eval_keys = jax.vmap(jax.random.PRNGKey)(seeds)
+    mesh = jax.make_mesh((jax.device_count(),), ("devices",), axis_types=(jax.sharding.AxisType.Auto,))
+    jax.set_mesh(mesh)
+    shardings, replicated = data_parallel(ts, mesh)
+    ts = jax.device_put(ts, shardings)
     compile_times = [time.time()]
-    prefill_fn = jax.jit(jax.vmap(prefill), donate_argnums=0).lower(ts).compile()
+    prefill_fn = jax.jit(jax.vmap(prefill), donate_argnums=0, out_shardings=shardings).lower(ts).compile()
     compile_times.append(time.time())
-    epoch_fn = jax.jit(jax.vmap(epoch), donate_argnums=0).lower(ts).compile()
+    epoch_fn = jax.jit(jax.vmap(epoch), donate_argnums=0, out_shardings=(shardings, replicated)).lower(ts).compile()
     compile_times.append(time.time())
     evaluate_fn = jax.jit(jax.vmap(evaluate)).lower(ts.actor_params, eval_keys).compile()
     compile_times.append(time.time())
@@ -990,6 +1044,7 @@ if __name__ == "__main__":
             {"train_state": ts, "epoch": 0, "best_score": 0.0}, pathlib.Path(ckpt_last).read_bytes()
         )
         ts, first_epoch, best_score = restored["train_state"], int(restored["epoch"]), float(restored["best_score"])
+        ts = jax.device_put(ts, shardings)
         metrics_lines = pathlib.Path(run_dir, "metrics.jsonl").read_text().splitlines()
         kept = [line for line in metrics_lines if json.loads(line)["epoch"] <= first_epoch]
         write_atomic(os.path.join(run_dir, "metrics.jsonl"), "".join(line + "\n" for line in kept).encode())
@@ -1029,7 +1084,8 @@ if __name__ == "__main__":
             "training/walltime": elapsed,
         }
         if args.num_seeds > 1:
-            metrics |= {f"{k}_per_seed": v.tolist() for k, v in per_seed.items() if k.startswith("eval/")}
+            metrics |= {f"{k}_std": float(np.std(v)) for k, v in per_seed.items()}
+            metrics |= {f"{k}_per_seed": v.tolist() for k, v in per_seed.items()}
         bad = [k for k, v in per_seed.items() if k.startswith("losses/") and not np.all(np.isfinite(v))]
         if bad:
             progress.close()

@@ -153,6 +153,7 @@ ANT_TINY = [
 ]
 
 
+@pytest.mark.slow  # 80 s; the default suite steps ant mazes in test_envs.py and renders in test_siblings.py
 def test_crl_runs_on_ant_u_maze_with_finite_losses_and_renders_the_goal(tmp_path):
     result, run_dir, logged = run_to_end(*ANT_TINY, "--render", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
