@@ -49,7 +49,7 @@ env = crl.GoalEnv(args.env_id)
 init, _, epoch, _ = crl.make_train(args, env)
 ts = jax.eval_shape(jax.vmap(init), jax.vmap(jax.random.PRNGKey)(jax.numpy.arange(1)))  # shapes only
 start = time.perf_counter()
-lowered = jax.jit(jax.vmap(epoch), donate_argnums=0).lower(ts)
+lowered = jax.jit(crl.over_seeds(epoch, 1), donate_argnums=0).lower(ts)
 lowered_at = time.perf_counter()
 lowered.compile()
 print(json.dumps({"lower": lowered_at - start, "compile": time.perf_counter() - lowered_at}))

@@ -3,8 +3,8 @@
     python benchmarks/num_seeds.py                        # the README quick-start's sizes, N = 1, 2, 4, 8
     python benchmarks/num_seeds.py --num-seeds 1 4 --width 256 --num-blocks 4
 
-Times crl_resnet.py's epoch program (collection, relabelling, SGD) after compilation, jit(vmap(epoch)) over N
-seeds exactly as MAIN runs it, the seed counts interleaved and the best of --repeats used; prints each time and
+Times crl_resnet.py's epoch program (collection, relabelling, SGD) after compilation, mapped over N seeds exactly
+as MAIN runs it (vmap; one seed without it), the seed counts interleaved and the best of --repeats used; prints each time and
 its ratio to one seed. N independent runs one after another would cost N x.
 """
 
@@ -38,8 +38,9 @@ def make_epoch(cli, num_seeds):
     )
     args.actor_num_blocks = args.critic_num_blocks = args.num_blocks
     init, prefill, epoch, _ = crl.make_train(args, crl.GoalEnv(args.env_id))
-    ts = jax.jit(jax.vmap(prefill))(jax.vmap(lambda s: init(jax.random.PRNGKey(s)))(jnp.arange(num_seeds)))
-    epoch_fn = jax.jit(jax.vmap(epoch), donate_argnums=0).lower(ts).compile()
+    ts = jax.vmap(lambda s: init(jax.random.PRNGKey(s)))(jnp.arange(num_seeds))
+    ts = jax.jit(crl.over_seeds(prefill, num_seeds))(ts)
+    epoch_fn = jax.jit(crl.over_seeds(epoch, num_seeds), donate_argnums=0).lower(ts).compile()
     state = {"ts": epoch_fn(ts)[0]}
     jax.block_until_ready(state["ts"])
 

@@ -6,9 +6,10 @@
 Runs `python crl_resnet.py` itself (a fresh process per depth) with: --env-id ant, 128 envs, batch 256, episode
 length 250, min replay 250, unroll 62, 32 SGD batches per training step, 2 epochs of 4 training steps:
 250 x 128 prefill + 2 x 4 x 128 x 62 = 95,488 env steps, evaluation (128 episodes of 250 steps) after each
-epoch, no checkpoints. Reported per depth: compile time (as the script prints it), steady env steps/s = the
-second epoch's env steps over its wall time *including* its evaluation, total wall time of the process, and
-its peak resident memory (ru_maxrss of the child).
+epoch, no checkpoints. Reported per depth: compile time (as the script prints it); steady env steps/s = the
+second epoch's env steps over its wall time *including* its evaluation, and over the training program alone
+(`training/epoch_sps`, evaluation excluded); total wall time of the process; its peak resident memory (ru_maxrss
+of the child).
 """
 
 import argparse
@@ -56,7 +57,8 @@ if __name__ == "__main__":
     cli = parser.parse_args()
     print(f"{os.cpu_count()} CPU cores; crl_resnet.py {' '.join(FLAGS)} --num-blocks N {' '.join(cli.extra)}\n")
     print(
-        f"{'depth':>5} {'compile s':>9} {'steady env steps/s':>18} {'epoch 1 / 2 s':>14} {'wall s':>7} {'peak RSS':>9}"
+        f"{'depth':>5} {'compile s':>9} {'steady env steps/s':>18} {'(training only)':>15} {'epoch 1 / 2 s':>14} "
+        f"{'wall s':>7} {'peak RSS':>9}"
     )
     for num_blocks in cli.num_blocks:
         stdout, metrics, wall, rss = run(num_blocks, cli.extra)
@@ -66,6 +68,7 @@ if __name__ == "__main__":
         steady = (second["training/env_steps"] - first["training/env_steps"]) / seconds
         epochs = f"{first['training/walltime']:.1f} / {seconds:.1f}"
         print(
-            f"{4 * num_blocks:>5} {compile_s:>9.1f} {steady:>18,.0f} {epochs:>14} {wall:>7.0f} {rss / 2**30:>5.2f} GiB",
+            f"{4 * num_blocks:>5} {compile_s:>9.1f} {steady:>18,.0f} {second['training/epoch_sps']:>15,.0f} "
+            f"{epochs:>14} {wall:>7.0f} {rss / 2**30:>5.2f} GiB",
             flush=True,
         )

@@ -36,12 +36,12 @@ def small_args(**changes):
 
 
 def trained_params(args, seeds):
-    """What crl_resnet.py's MAIN computes, on one device: vmapped init, prefill, then every epoch."""
+    """What crl_resnet.py's MAIN computes, on one device: init, prefill, every epoch (vmapped over >1 seeds)."""
     env = crl.GoalEnv(args.env_id, args.episode_length)
     init, prefill, epoch, _ = crl.make_train(args, env)
     ts = jax.vmap(lambda s: init(jax.random.PRNGKey(s)))(jnp.asarray(seeds))
-    ts = jax.jit(jax.vmap(prefill))(ts)
-    epoch_fn = jax.jit(jax.vmap(epoch))
+    ts = jax.jit(crl.over_seeds(prefill, len(seeds)))(ts)
+    epoch_fn = jax.jit(crl.over_seeds(epoch, len(seeds)))
     for _ in range(args.num_epochs):
         ts, _ = epoch_fn(ts)
     return jax.device_get(crl.checkpoint_params(ts))
