@@ -47,10 +47,12 @@ import tyro
 # that it is in maintenance mode. Neither concerns the spring/pipeline physics used here.
 warnings.filterwarnings("ignore", message="Brax System, piplines and environments are not actively")
 with contextlib.redirect_stdout(io.StringIO()):
+    import mujoco
     from brax import base as brax_base
     from brax import envs as brax_envs
     from brax.io import html as brax_html
     from brax.io import mjcf as brax_mjcf
+    from mujoco import mjx
 
 
 # ==== ARGS ====
@@ -436,6 +438,183 @@ class Locomotion:
         return types.SimpleNamespace(x=brax_base.Transform(pos=pos, rot=rot))
 
 
+# The Panda arm of the manipulation tasks, built in code from primitives: the body frames, joint axes and limits
+# of Franka's published kinematics (as in MuJoCo Menagerie's panda.xml), its link masses and joint PD gains, a
+# parallel gripper with two 4 cm pads, a 4 cm cube. Chosen over the Franka meshes shipped in gymnasium-robotics'
+# wheel: no 15 MB dependency, and meshes would change nothing the tasks measure, because only the hand, the pads,
+# the cube, the table and the bin walls collide (explicit contact pairs; the links are visual capsules): MJX pays
+# per contact pair and substep, and box-box pairs are its costly ones (8 bin walls took the CPU from 1.6k to 0.9k
+# env steps/s at 16 envs). The pads and hand pass through the bin walls (only the cube meets them), as in the
+# benchmark's bins.
+PANDA_LINKS = (  # (body attributes, joint limits, capsule from-to, mass in kg) for link1 ... link7
+    ('pos="0 0 0.333"', "-2.8973 2.8973", "0 0 -0.19 0 0 0", 4.97),
+    ('quat="1 -1 0 0"', "-1.7628 1.7628", "0 0 0 0 -0.2 0", 0.65),
+    ('pos="0 -0.316 0" quat="1 1 0 0"', "-2.8973 2.8973", "0 0 -0.12 0.0825 0 0", 3.23),
+    ('pos="0.0825 0 0" quat="1 1 0 0"', "-3.0718 -0.0698", "0 0 0 -0.0825 0.2 0", 3.59),
+    ('pos="-0.0825 0.384 0" quat="1 -1 0 0"', "-2.8973 2.8973", "0 0 -0.22 0 0 0", 1.23),
+    ('quat="1 1 0 0"', "-0.0175 3.7525", "0 0 0 0.088 0 0", 1.67),
+    ('pos="0.088 0 0" quat="1 1 0 0"', "-2.8973 2.8973", "0 0 -0.02 0 0 0.08", 0.74),
+)
+PANDA_GAINS = (
+    (4500, 87),
+    (4500, 87),
+    (3500, 87),
+    (3500, 87),
+    (2000, 12),
+    (2000, 12),
+    (2000, 12),
+)  # kp (kv = kp/10), N m
+CUBE_HALF = 0.02  # the cube's half size: its centre rests 0.02 above the table
+
+
+def panda_xml(cube, walls):
+    """MJCF of the arm on a table (z = 0 plane, base at the origin, facing +y), with a cube if `cube` and boxes
+    `walls` = [(centre, half sizes)] that only the cube meets. 10 substeps of 0.005 s per env step (0.05 s, the
+    benchmark's 25 x 0.002 s); implicitfast integration keeps the stiff joint gains stable at that timestep."""
+    links = ""
+    for i, (frame, limits, capsule, mass) in enumerate(PANDA_LINKS, 1):
+        links += f'<body name="link{i}" {frame}><joint name="joint{i}" range="{limits}"/>'
+        links += f'<geom type="capsule" fromto="{capsule}" size="0.05" mass="{mass}"/>'
+    finger = lambda side, frame: (  # a pad slides 0-0.04 from the hand's axis: the gripper opens 0-8 cm
+        f'<body name="{side}_finger" pos="0 0 0.0584" {frame}><joint name="{side}_finger" type="slide" axis="0 1 0" '
+        f'range="0 0.04" damping="10" armature="0.01"/><geom name="{side}_pad" type="box" pos="0 0.008 0.022" '
+        'size="0.01 0.008 0.022" mass="0.015"/></body>'
+    )
+    hand = (
+        '<body name="hand" pos="0 0 0.107" quat="0.9238795 0 0 -0.3826834">'
+        '<geom name="hand" type="box" pos="0 0 0.03" size="0.03 0.09 0.028" mass="0.73"/><site name="grip" pos="0 0 0.0804"/>'
+        + finger("left", "")
+        + finger("right", 'quat="0 0 0 1"')
+        + "</body>"
+    )
+    pairs = [("left_pad", "table"), ("right_pad", "table")]
+    body = ""
+    if cube:
+        body = f'<body name="cube" pos="0 0.6 {CUBE_HALF}"><freejoint/><geom name="cube" type="box" mass="0.2" '
+        body += f'size="{CUBE_HALF} {CUBE_HALF} {CUBE_HALF}" rgba="0.2 0.4 0.9 1"/></body>'
+        pairs += [
+            ("cube", g) for g in ["table", "hand", "left_pad", "right_pad"] + [f"wall{i}" for i in range(len(walls))]
+        ]
+    grip = 'friction="1.5 1.5 0.005 0.0001 0.0001"'  # rubber pads: a closed gripper holds the cube
+    # stiff contacts (time constant 2 substeps) and 10 solver iterations: with MuJoCo's contact defaults, random
+    # arm motions pressed the 0.2 kg cube 1.2 cm into the table; with 4 iterations MJX let it sink 7 cm and flung
+    # it 4.8 m up; with these, 5 mm and 0.19 m over 500 random steps x 16 envs (1.5x the cost of 4 iterations)
+    stiff = 'solref="0.01 1" solimp="0.95 0.99 0.001"'
+    wall_geoms = "".join(
+        f'<geom name="wall{i}" type="box" pos="{c}" size="{s}" rgba="0.7 0.5 0.3 1"/>' for i, (c, s) in enumerate(walls)
+    )
+    actuators = "".join(
+        f'<position joint="joint{i}" kp="{kp}" kv="{kp / 10}" forcerange="-{f} {f}"/>'
+        for i, (kp, f) in enumerate(PANDA_GAINS, 1)
+    )
+    return (
+        '<mujoco model="panda"><compiler angle="radian" autolimits="true"/>'
+        '<option timestep="0.005" integrator="implicitfast" iterations="10" ls_iterations="20"/>'
+        '<default><joint damping="1" armature="0.1"/><geom contype="0" conaffinity="0" rgba="0.95 0.95 0.95 1"/></default>'
+        '<worldbody><geom name="table" type="plane" size="1.5 1.5 0.05" rgba="0.6 0.55 0.5 1"/>'
+        f'<geom type="capsule" fromto="0 0 0 0 0 0.14" size="0.07"/>{wall_geoms}{links}{hand}{"</body>" * 7}{body}'
+        "</worldbody><contact>"
+        + "".join(f'<pair geom1="{a}" geom2="{b}" {stiff} {grip if "pad" in b else ""}/>' for a, b in pairs)
+        + f"</contact><actuator>{actuators}"
+        + "".join(f'<position joint="{s}_finger" kp="1000" kv="50" forcerange="-100 100"/>' for s in ("left", "right"))
+        + "</actuator></mujoco>"
+    )
+
+
+def bin_walls(centre, inner=0.12, height=0.06, thickness=0.01):
+    """Four walls around a square bin of inner half-width `inner` centred at `centre` (x, y) on the table."""
+    (x, y), out = centre, inner + thickness
+    sides = [(out, 0, thickness, out + thickness), (-out, 0, thickness, out + thickness)]
+    sides += [(0, out, out + thickness, thickness), (0, -out, out + thickness, thickness)]
+    return [(f"{x + dx} {y + dy} {height / 2}", f"{sx} {sy} {height / 2}") for dx, dy, sx, sy in sides]
+
+
+class PandaArm:
+    """The benchmark's arm tasks with MJX: push or pick a cube to a goal, or reach a goal with the gripper.
+
+    Action, as in the benchmark: targets for joints 1, 2, 4 and 6 mapped from [-1, 1] onto its ranges, joints 3
+    and 5 held at 0 and joint 7 at 1.4487; a fifth entry closes the gripper when > 0 (not for reach). State:
+    cube xyz (3), joint angles (7), gripper xyz (3) and velocity (3), gripper opening (1) = 17; reach drops the
+    cube and the opening = 13. The gripper point is the centre between the pads. Episodes start at the
+    benchmark's arm pose with the cube uniform in `cube_region` and the goal uniform in `goal_region` (each
+    [[low x, y, z], [high x, y, z]]; the goal's z is the cube's resting height for push and binpick).
+    """
+
+    home = (1.571, 0.742, 0.0, -1.571, 0.0, 3.054, 1.4487)  # the benchmark's start pose, joints 1-7
+    target_low = jnp.array([0.3491, 0.0, -3.0718, 2.3562])  # joints 1, 2, 4, 6
+    target_high = jnp.array([2.7925, 1.48353, -0.0698, 3.7525])
+    frames = 10
+
+    def __init__(self, goal_region, cube_region=None, walls=()):
+        self.cube, self.walls = cube_region is not None, list(walls)
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.model = mujoco.MjModel.from_xml_string(panda_xml(self.cube, walls))
+        self.mjx_model = mjx.put_model(self.model)
+        self.data = mjx.make_data(self.mjx_model)
+        self.goal_region = jnp.array(goal_region, dtype=jnp.float32)
+        self.cube_region = None if cube_region is None else jnp.array(cube_region, dtype=jnp.float32)
+        self.action_dim, self.state_dim = (5, 17) if self.cube else (4, 13)
+        self.grip, self.hand = self.model.site("grip").id, self.model.body("hand").id
+
+    @property
+    def compiler_options(self):
+        # XLA:CPU's fusion emitters make MJX's forward kinematics exponentially slow in the depth of the body
+        # tree (x8 per body past 6): the 10-body arm stepped 3 env steps/s instead of 1.6k (16 envs). They stay on
+        # for everything else: turned off for the whole process, network updates ran 17% slower (throughput.py).
+        return {"xla_cpu_use_fusion_emitters": False} if jax.default_backend() == "cpu" else {}
+
+    def positions(self, data):  # body and site poses and Jacobian rows for the current qpos
+        return mjx.com_pos(self.mjx_model, mjx.kinematics(self.mjx_model, data))
+
+    def init(self, key):
+        k_cube, k_goal = jax.random.split(key)
+        qpos = jnp.array(self.home + (0.04, 0.04))  # fingers open
+        if self.cube:
+            cube_xyz = jax.random.uniform(k_cube, (3,), minval=self.cube_region[0], maxval=self.cube_region[1])
+            qpos = jnp.concatenate([qpos, cube_xyz, jnp.array([1.0, 0, 0, 0])])
+        goal = jax.random.uniform(k_goal, (3,), minval=self.goal_region[0], maxval=self.goal_region[1])
+        return self.positions(self.data.replace(qpos=qpos, ctrl=qpos[:9])), goal
+
+    def step(self, data, action):
+        action = jnp.clip(action, -1.0, 1.0)
+        targets = self.target_low + (action[:4] + 1) * (self.target_high - self.target_low) / 2
+        arm = jnp.array(self.home).at[jnp.array([0, 1, 3, 5])].set(targets)
+        fingers = jnp.where(action[4] > 0, 0.0, 0.04) if self.cube else 0.04
+        data = data.replace(ctrl=jnp.concatenate([arm, jnp.full(2, fingers)]))
+        data = jax.lax.fori_loop(0, self.frames, lambda _, d: mjx.step(self.mjx_model, d), data)
+        return self.positions(data)
+
+    def state(self, data):
+        grip = data.site_xpos[self.grip]
+        grip_velocity = mjx.jac(self.mjx_model, data, grip, self.hand)[0].T @ data.qvel
+        arm = [data.qpos[:7], grip, grip_velocity]
+        if not self.cube:
+            return jnp.concatenate(arm)
+        return jnp.concatenate([data.qpos[9:12], *arm, data.qpos[7:8] + data.qpos[8:9]])
+
+    def terminated(self, data):
+        return jnp.zeros((), dtype=bool)
+
+    @functools.cached_property
+    def render_system(self):  # the same bodies for brax's viewer, without contact pairs and actuators
+        xml = re.sub("<contact>.*</contact>|<actuator>.*</actuator>", "", panda_xml(self.cube, []))
+        return brax_mjcf.loads(xml.replace("</worldbody>", GOAL_MARKER.replace("0.5", "0.02") + "</worldbody>"))
+
+    def render_frame(self, data, goal):
+        rot = jnp.vstack([data.xquat[1:], jnp.array([1.0, 0, 0, 0])])
+        return types.SimpleNamespace(x=brax_base.Transform(pos=jnp.vstack([data.xpos[1:], goal]), rot=rot))
+
+
+def arm_push(cube_region, goal_region):  # xy regions on the table; z is the cube's resting height
+    lift = lambda region: [[*region[0], CUBE_HALF], [*region[1], CUBE_HALF]]
+    return PandaArm(lift(goal_region), lift(cube_region))
+
+
+def arm_binpick(spread):  # cube in the bin at x = -0.2, goal in the bin at x = +0.2, each +-spread around the centre
+    region = lambda x: [[x - spread, 0.55 - spread, CUBE_HALF], [x + spread, 0.55 + spread, CUBE_HALF]]
+    return PandaArm(region(0.2), region(-0.2), walls=bin_walls((-0.2, 0.55)) + bin_walls((0.2, 0.55)))
+
+
 @dataclasses.dataclass(frozen=True)
 class EnvSpec:
     make: Callable[[], Any]  # builds the physics: init(key) -> (physics, goal), step, state, terminated
@@ -495,6 +674,22 @@ ENVIRONMENTS = {
     "humanoid_big_maze_eval": EnvSpec(
         lambda: humanoid_maze("big_maze", MAZE_EVAL_GOALS["big_maze"]), 246, (0, 1, 2), 0.5, 1000
     ),
+    # Arm tasks (Panda + cube, MJX): success = the cube (reach: the gripper) within 0.1 of the goal. Regions are
+    # ours, inside the arm's reach (the base is at the origin, facing +y): push easy = adjacent 20 cm squares
+    # (cube x -0.2..0, goal x 0..0.2, y 0.5..0.7); push hard = 40 x 30 cm regions 0.3 apart (cube x -0.35..0.05,
+    # goal x -0.05..0.35, y 0.45..0.75); binpick = from the bin at x = -0.2 into the bin at x = +0.2 (inner
+    # 24 cm squares, 6 cm walls, y = 0.55), cube and goal +-5 cm (easy) or +-10 cm (hard) around the bin centres;
+    # reach = a gripper point in a 40 cm cube around (0, 0.5, 0.3), the benchmark's. Episodes: 150 steps of
+    # 0.05 s (reach 50); the paper's Table 1 scores are out of 1000 steps: pass --episode-length 1000 to compare.
+    "arm_reach": EnvSpec(lambda: PandaArm([[-0.2, 0.3, 0.1], [0.2, 0.7, 0.5]]), 13, (7, 8, 9), 0.1, 50),
+    "arm_push_easy": EnvSpec(
+        lambda: arm_push([[-0.2, 0.5], [0.0, 0.7]], [[0.0, 0.5], [0.2, 0.7]]), 17, (0, 1, 2), 0.1, 150
+    ),
+    "arm_push_hard": EnvSpec(
+        lambda: arm_push([[-0.35, 0.45], [0.05, 0.75]], [[-0.05, 0.45], [0.35, 0.75]]), 17, (0, 1, 2), 0.1, 150
+    ),
+    "arm_binpick_easy": EnvSpec(lambda: arm_binpick(0.05), 17, (0, 1, 2), 0.1, 150),
+    "arm_binpick_hard": EnvSpec(lambda: arm_binpick(0.1), 17, (0, 1, 2), 0.1, 150),
 }
 
 
@@ -520,6 +715,8 @@ class GoalEnv:
         self.obs_dim = self.state_dim + self.goal_dim
         self.success_radius = spec.success_radius
         self.episode_length = episode_length or spec.episode_length
+        # XLA options for every program that steps this environment: `jax.jit(f).lower(...).compile(options)`
+        self.compiler_options = getattr(self.physics, "compiler_options", {})
 
     def _fresh(self, key, n):
         physics, goal = jax.vmap(self.physics.init)(jax.random.split(key, n))
@@ -1094,7 +1291,6 @@ def log_line(metrics):
 def render_episodes(args, env, actor, actor_params, path, num_episodes=3):
     """Rolls out the deterministic policy of seed 0 in one environment and writes the brax HTML viewer."""
 
-    @jax.jit
     def rollout(key):
         def step(env_state, _):
             mean, _ = actor.apply(actor_params, env_state.obs)
@@ -1103,7 +1299,8 @@ def render_episodes(args, env, actor, actor_params, path, num_episodes=3):
 
         return jax.lax.scan(step, env.reset(key, 1), None, length=num_episodes * env.episode_length)[1]
 
-    physics, goals = jax.device_get(rollout(jax.random.PRNGKey(args.seed)))
+    key = jax.random.PRNGKey(args.seed)
+    physics, goals = jax.device_get(jax.jit(rollout).lower(key).compile(env.compiler_options)(key))
     frames = [
         env.physics.render_frame(jax.tree.map(operator.itemgetter(t), physics), goals[t]) for t in range(len(goals))
     ]
@@ -1151,16 +1348,20 @@ if __name__ == "__main__":
     ts = jax.device_put(ts, shardings)
     compile_times = [time.time()]
     prefill_fn = (
-        jax.jit(over_seeds(prefill, args.num_seeds), donate_argnums=0, out_shardings=shardings).lower(ts).compile()
+        jax.jit(over_seeds(prefill, args.num_seeds), donate_argnums=0, out_shardings=shardings)
+        .lower(ts)
+        .compile(env.compiler_options)
     )
     compile_times.append(time.time())
     epoch_fn = (
         jax.jit(over_seeds(epoch, args.num_seeds), donate_argnums=0, out_shardings=(shardings, replicated))
         .lower(ts)
-        .compile()
+        .compile(env.compiler_options)
     )
     compile_times.append(time.time())
-    evaluate_fn = jax.jit(over_seeds(evaluate, args.num_seeds)).lower(ts.actor_params, eval_keys).compile()
+    evaluate_fn = (
+        jax.jit(over_seeds(evaluate, args.num_seeds)).lower(ts.actor_params, eval_keys).compile(env.compiler_options)
+    )
     compile_times.append(time.time())
     prefill_s, epoch_s, eval_s = np.diff(compile_times)
     total_s = compile_times[-1] - compile_times[0]

@@ -32,7 +32,6 @@ def layout_of(env_id):
 
 
 def random_rollout(env, num_envs, num_steps, seed=0):
-    @jax.jit
     def run(key):
         def step(env_state, key):
             action = jax.random.uniform(key, (num_envs, env.action_dim), minval=-1, maxval=1)
@@ -42,7 +41,8 @@ def random_rollout(env, num_envs, num_steps, seed=0):
         k_reset, k_steps = jax.random.split(key)
         return jax.lax.scan(step, env.reset(k_reset, num_envs), jax.random.split(k_steps, num_steps))
 
-    return run(jax.random.PRNGKey(seed))
+    key = jax.random.PRNGKey(seed)
+    return jax.jit(run).lower(key).compile(env.compiler_options)(key)
 
 
 @pytest.mark.parametrize("env_id", CHEAP)
