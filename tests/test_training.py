@@ -167,6 +167,19 @@ def test_crl_runs_on_ant_u_maze_with_finite_losses_and_renders_the_goal(tmp_path
     assert markers <= goal_cells, "the marker sits on a goal cell's centre in every frame"
 
 
+@pytest.mark.slow  # MJX on a CPU: about 2 minutes, mostly compilation
+def test_crl_runs_on_arm_push_easy_with_finite_losses_and_renders_the_arm(tmp_path):
+    flags = [*ANT_TINY, "--render"]
+    flags[flags.index("ant_u_maze")] = "arm_push_easy"
+    result, run_dir, logged = run_to_end(*flags, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [m["epoch"] for m in logged] == [1, 2]
+    for m in logged:
+        assert all(np.isfinite(v) for k, v in m.items() if k.startswith(("losses/", "gradients/", "eval/"))), m
+    system = render_states(run_dir)
+    assert "hand" in system["link_names"] and system["link_names"][-1] == "goal_marker"
+
+
 def test_nan_loss_stops_with_one_line_and_keeps_no_bad_checkpoint(tmp_path):
     result, run_dir, logged = run_to_end(*SMALL, "--critic-lr", "1e30", cwd=tmp_path)
     assert result.returncode == 1, result.stderr
