@@ -91,15 +91,15 @@ def test_goals_and_cubes_start_only_inside_their_declared_regions(env_id):
 ACTION_JOINTS = jnp.array([0, 1, 3, 5])
 
 
-def gripper_ik(arm, joints, target, iterations=8):
-    """Targets for joints 1, 2, 4, 6 that put the gripper point at `target` with the hand pointing down
-    (Gauss-Newton on MJX's own forward kinematics, from the current joint angles)."""
+def gripper_ik(arm, joints, target, weight=0.3, iterations=8):
+    """Targets for joints 1, 2, 4, 6 that put the gripper point at `target`, with the hand pointing down when
+    `weight` > 0 (Gauss-Newton on MJX's own forward kinematics, from the current joint angles)."""
 
     def residual(x):
         qpos = arm.data.qpos.at[:7].set(joints.at[ACTION_JOINTS].set(x))
         data = mjx.kinematics(arm.mjx_model, arm.data.replace(qpos=qpos))
-        down = data.site_xmat[arm.grip][:, 2] + jnp.array([0.0, 0.0, 1.0])  # the hand's z axis should be -z
-        return jnp.concatenate([data.site_xpos[arm.grip] - target, 0.3 * down])
+        hand_z = data.site_xmat[arm.grip][:, 2] + jnp.array([0.0, 0.0, 1.0])  # the hand's z axis should be -z
+        return jnp.concatenate([data.site_xpos[arm.grip] - target, weight * hand_z])
 
     def gauss_newton(_, x):
         jac = jax.jacfwd(residual)(x)
@@ -118,7 +118,7 @@ def toward(grip, target, max_step=0.05):  # at most 5 cm per 0.05 s step, so the
 def reach_policy(env):
     def act(obs):
         joints, grip, goal = obs[:7], obs[7:10], obs[13:16]
-        return gripper_ik(env.physics, joints, toward(grip, goal))
+        return gripper_ik(env.physics, joints, toward(grip, goal), weight=0.0)  # high goals need a tilted hand
 
     return lambda obs, key: jax.vmap(act)(obs)
 
