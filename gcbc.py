@@ -428,8 +428,8 @@ class Locomotion:
 # parallel gripper with two 4 cm pads, a 4 cm cube. Chosen over the Franka meshes shipped in gymnasium-robotics'
 # wheel: no 15 MB dependency, and meshes would change nothing the tasks measure, because only the hand, the pads,
 # the cube, the table and the bin walls collide (explicit contact pairs; the links are visual capsules): MJX pays
-# per contact pair and substep, and box-box pairs are its costly ones (8 bin walls took the CPU from 1.6k to 0.9k
-# env steps/s at 16 envs). The pads and hand pass through the bin walls (only the cube meets them), as in the
+# per contact pair and substep, and box-box pairs are its costly ones (the 8 bin walls halve the CPU speed: 564 ->
+# 272 env steps/s at 16 envs, benchmarks/env_speed.py). The pads and hand pass through the bin walls (only the cube meets them), as in the
 # benchmark's bins.
 PANDA_LINKS = (  # (body attributes, joint limits, capsule from-to, mass in kg) for link1 ... link7
     ('pos="0 0 0.333"', "-2.8973 2.8973", "0 0 -0.19 0 0 0", 4.97),
