@@ -91,34 +91,38 @@ def test_goals_and_cubes_start_only_inside_their_declared_regions(env_id):
 ACTION_JOINTS = jnp.array([0, 1, 3, 5])
 
 
-def gripper_ik(arm, joints, target, weight=0.3, iterations=8):
-    """Targets for joints 1, 2, 4, 6 that put the gripper point at `target`, with the hand pointing down when
-    `weight` > 0 (Gauss-Newton on MJX's own forward kinematics, from the current joint angles)."""
+def gripper_ik(arm, joints, target, weight=0.3, iterations=12):
+    """Joint 1, 2, 4, 6 angles within the action's ranges that put the gripper point at `target`, with the hand as
+    near to pointing down as `weight` asks (Gauss-Newton on MJX's own forward kinematics from the current angles;
+    the last iterations drop the hand term, so that where joint 6's range cannot point the hand down, the
+    position still comes out exact)."""
 
-    def residual(x):
+    def residual(x, weight):
         qpos = arm.data.qpos.at[:7].set(joints.at[ACTION_JOINTS].set(x))
         data = mjx.kinematics(arm.mjx_model, arm.data.replace(qpos=qpos))
         hand_z = data.site_xmat[arm.grip][:, 2] + jnp.array([0.0, 0.0, 1.0])  # the hand's z axis should be -z
         return jnp.concatenate([data.site_xpos[arm.grip] - target, weight * hand_z])
 
-    def gauss_newton(_, x):
-        jac = jax.jacfwd(residual)(x)
-        step = jnp.linalg.solve(jac.T @ jac + 1e-4 * jnp.eye(4), jac.T @ residual(x))
+    def gauss_newton(i, x):
+        w = jnp.where(i < iterations - 4, weight, 0.0)
+        jac = jax.jacfwd(residual)(x, w)
+        step = jnp.linalg.solve(jac.T @ jac + 1e-4 * jnp.eye(4), jac.T @ residual(x, w))
         return jnp.clip(x - step, arm.target_low, arm.target_high)
 
-    x = jax.lax.fori_loop(0, iterations, gauss_newton, joints[ACTION_JOINTS])
-    return 2 * (x - arm.target_low) / (arm.target_high - arm.target_low) - 1  # the action that commands x
+    return jax.lax.fori_loop(0, iterations, gauss_newton, joints[ACTION_JOINTS])
 
 
-def toward(grip, target, max_step=0.05):  # at most 5 cm per 0.05 s step, so the arm does not swing
-    delta = target - grip
-    return grip + delta * jnp.minimum(1.0, max_step / (jnp.linalg.norm(delta) + 1e-9))
+def command(arm, joints, x, max_change=0.15):
+    """The action that moves joints 1, 2, 4, 6 toward angles `x` by at most `max_change` rad per step: a slow,
+    straight path in joint space (the home pose cannot point the hand down, so a Cartesian path from it can't)."""
+    x = joints[ACTION_JOINTS] + jnp.clip(x - joints[ACTION_JOINTS], -max_change, max_change)
+    return 2 * (x - arm.target_low) / (arm.target_high - arm.target_low) - 1
 
 
 def reach_policy(env):
     def act(obs):
-        joints, grip, goal = obs[:7], obs[7:10], obs[13:16]
-        return gripper_ik(env.physics, joints, toward(grip, goal), weight=0.0)  # high goals need a tilted hand
+        joints, goal = obs[:7], obs[13:16]
+        return command(env.physics, joints, gripper_ik(env.physics, joints, goal, weight=0.0))  # high goals: tilted
 
     return lambda obs, key: jax.vmap(act)(obs)
 
@@ -139,7 +143,8 @@ def push_policy(env):
         target_z = jnp.where(push | above_behind, 0.03, 0.12)
         target = jnp.append(target_xy, target_z)
         target = jnp.where(jnp.linalg.norm((goal - cube)[:2]) < 0.02, grip, target)  # arrived: hold still
-        return jnp.append(gripper_ik(env.physics, joints, toward(grip, target)), 1.0)  # > 0: gripper closed
+        x = gripper_ik(env.physics, joints, target)
+        return jnp.append(command(env.physics, joints, x), 1.0)  # > 0: gripper closed
 
     return lambda obs, key: jax.vmap(act)(obs)
 
