@@ -638,8 +638,10 @@ class PandaArm:
         return brax_mjcf.loads(xml.replace("</worldbody>", GOAL_MARKER.replace("0.5", "0.02") + "</worldbody>"))
 
     def render_frame(self, data, goal):
-        rot = jnp.vstack([data.xquat[1:], jnp.array([1.0, 0, 0, 0])])
-        return types.SimpleNamespace(x=brax_base.Transform(pos=jnp.vstack([data.xpos[1:], goal]), rot=rot))
+        # brax fuses the hand into link 7 (no joint between them): pick the bodies its system kept, by name
+        bodies = jnp.array([self.model.body(name).id for name in self.render_system.link_names[:-1]])
+        rot = jnp.vstack([data.xquat[bodies], jnp.array([1.0, 0, 0, 0])])
+        return types.SimpleNamespace(x=brax_base.Transform(pos=jnp.vstack([data.xpos[bodies], goal]), rot=rot))
 
 
 def arm_push(cube_region, goal_region):  # xy regions on the table; z is the cube's resting height
@@ -1546,9 +1548,10 @@ def train_depth(args, depth_dir, path, train_pairs, held_out):
     ckpt_last = os.path.join(depth_dir, "checkpoint_last.msgpack")
     if os.path.isfile(ckpt_last):
         restored = flax.serialization.from_bytes(
-            {"train_state": ts, "epoch": 0, "best_score": 0.0}, pathlib.Path(ckpt_last).read_bytes()
+            {"train_state": jax.tree.leaves(ts), "epoch": 0, "best_score": 0.0}, pathlib.Path(ckpt_last).read_bytes()
         )
-        ts, first_epoch, best_score = restored["train_state"], int(restored["epoch"]), float(restored["best_score"])
+        ts = jax.tree.unflatten(jax.tree.structure(ts), restored["train_state"])
+        first_epoch, best_score = int(restored["epoch"]), float(restored["best_score"])
         ts = jax.device_put(ts, shardings)
         metrics_lines = pathlib.Path(depth_dir, "metrics.jsonl").read_text().splitlines()
         kept = [line for line in metrics_lines if json.loads(line)["epoch"] <= first_epoch]
@@ -1610,7 +1613,8 @@ def train_depth(args, depth_dir, path, train_pairs, held_out):
                 best_score = score
                 params = flax.serialization.to_bytes(checkpoint_params(ts))
                 write_atomic(os.path.join(depth_dir, "checkpoint_best.msgpack"), params)
-            state = {"train_state": ts, "epoch": epoch_index, "best_score": best_score}
+            # the train state's leaves: flax cannot serialize every pytree in it (MJX's physics state)
+            state = {"train_state": jax.tree.leaves(ts), "epoch": epoch_index, "best_score": best_score}
             write_atomic(ckpt_last, flax.serialization.to_bytes(state))
         progress.update(env_steps - progress.n)
         progress.set_postfix(

@@ -177,7 +177,12 @@ def test_crl_runs_on_arm_push_easy_with_finite_losses_and_renders_the_arm(tmp_pa
     for m in logged:
         assert all(np.isfinite(v) for k, v in m.items() if k.startswith(("losses/", "gradients/", "eval/"))), m
     system = render_states(run_dir)
-    assert "hand" in system["link_names"] and system["link_names"][-1] == "goal_marker"
+    assert system["link_names"][:7] == [f"link{i}" for i in range(1, 8)]  # brax fuses the hand into link 7
+    assert system["link_names"][-3:] == ["right_finger", "cube", "goal_marker"]
+    pos = np.array([frame["pos"] for frame in system["states"]["x"]])  # (frames, links, 3)
+    np.testing.assert_allclose(pos[:, 0], np.broadcast_to([0, 0, 0.333], pos[:, 0].shape), atol=1e-3)  # joint 1
+    cube_region = np.asarray(crl.ENVIRONMENTS["arm_push_easy"].make().cube_region)
+    assert np.all((pos[0, -2] >= cube_region[0] - 1e-3) & (pos[0, -2] <= cube_region[1] + 1e-3)), "the cube's start"
 
 
 def test_nan_loss_stops_with_one_line_and_keeps_no_bad_checkpoint(tmp_path):
