@@ -114,14 +114,14 @@ def test_1000_random_steps_at_64_envs_are_finite_with_goals_resampled_at_every_r
 def test_early_termination_when_the_torso_leaves_its_healthy_height(robot):
     low, high = {"ant": (0.2, 1.0), "humanoid": (1.0, 2.0)}[robot]  # brax's Ant and Humanoid healthy_z_range
     env = crl.GoalEnv(robot, episode_length=1000)
-    state = env.reset(jax.random.PRNGKey(0), 8)
+    state = jax.jit(env.reset, static_argnums=1)(jax.random.PRNGKey(0), 8)
     physics = state.physics
     q = physics.pipeline_state.q
     # torsos 0-1 upside down just above the floor (they sink: only the feet meet the floor), 2-3 lifted high
     q = q.at[:2, 2].set(low - 0.05).at[:2, 3:7].set(jnp.array([0.0, 1.0, 0.0, 0.0])).at[2:4, 2].set(high + 0.2)
-    moved = jax.vmap(env.physics.env.pipeline_init)(q, physics.pipeline_state.qd)  # recomputes the link poses
+    moved = jax.jit(jax.vmap(env.physics.env.pipeline_init))(q, physics.pipeline_state.qd)  # the link poses
     state = state.replace(physics=physics.replace(pipeline_state=moved))
-    nxt = env.step(state, jnp.zeros((8, env.action_dim)))
+    nxt = jax.jit(env.step)(state, jnp.zeros((8, env.action_dim)))
     assert np.array_equal(np.asarray(nxt.done), [True] * 4 + [False] * 4)
     assert np.array_equal(np.asarray(nxt.traj_id), [1] * 4 + [0] * 4)
     assert np.array_equal(np.asarray(nxt.steps), [0] * 4 + [1] * 4)
@@ -201,7 +201,7 @@ def test_the_torso_cannot_pass_through_a_maze_wall(env_id, healthy_z, min_depth)
 
             return jax.lax.scan(step, pipeline_state, (jnp.arange(300), jax.random.split(key, 300)))[1]
 
-        return jax.vmap(one)(jax.random.split(key, 32))
+        return jax.vmap(one)(jax.random.split(key, 16))
 
     # R is cell (1, 1): walls at x < 1.5 size (row 0), y < 1.5 size (column 0), and row 2 from (1, 2)
     pushes = [((1, 1), (-1, 0)), ((1, 1), (0, -1)), ((1, 1), (-0.7, -0.7)), ((1, 2), (1, 0))]
@@ -237,8 +237,8 @@ def test_point_never_enters_a_wall(name):
 
 def test_success_radius_is_applied_to_the_goal_indices():
     env = crl.GoalEnv("reacher", episode_length=10)
-    state = env.reset(jax.random.PRNGKey(0), 4)
-    nxt = env.step(state, jnp.zeros((4, 2)))
+    state = jax.jit(env.reset, static_argnums=1)(jax.random.PRNGKey(0), 4)
+    nxt = jax.jit(env.step)(state, jnp.zeros((4, 2)))
     tip = np.asarray(nxt.obs[:, :3])
     goal = np.asarray(state.obs[:, env.state_dim :])
     np.testing.assert_allclose(np.asarray(nxt.dist_to_goal), np.linalg.norm(tip - goal, axis=-1), rtol=1e-5)
