@@ -64,8 +64,9 @@ def test_reset_and_200_random_steps_are_finite_with_declared_shape(env_id):
 @pytest.mark.parametrize("env_id", CHEAP + [physics_param(env_id) for env_id in PHYSICS])
 def test_goals_differ_across_resets(env_id):
     env = crl.GoalEnv(env_id)
-    a = env.reset(jax.random.PRNGKey(0), 64).obs[:, env.state_dim :]
-    b = env.reset(jax.random.PRNGKey(1), 64).obs[:, env.state_dim :]
+    reset = jax.jit(env.reset, static_argnums=1)  # eager brax costs more than compiling it
+    a = reset(jax.random.PRNGKey(0), 64).obs[:, env.state_dim :]
+    b = reset(jax.random.PRNGKey(1), 64).obs[:, env.state_dim :]
     differ = np.any(np.asarray(a) != np.asarray(b), axis=-1)
     if env_id.startswith(("ant_", "humanoid_")):  # goals are cell centres: a draw repeats the cell w.p. 1/cells
         assert differ.mean() > 0.3  # at least 2/3 expected (3 cells); a frozen goal gives 0
@@ -80,7 +81,7 @@ def test_maze_goals_come_only_from_the_goal_cells_and_eval_variants_only_from_th
     layout = layout_of(env_id)
     expected = set(crl.MAZE_EVAL_GOALS[layout]) if env_id.endswith("_eval") else set(crl.maze_cells(layout, "G"))
     env = crl.GoalEnv(env_id)
-    goals = np.asarray(jax.vmap(env.physics.init)(jax.random.split(jax.random.PRNGKey(0), 2000))[1])
+    goals = np.asarray(jax.jit(jax.vmap(env.physics.init))(jax.random.split(jax.random.PRNGKey(0), 2000))[1])
     cells, counts = np.unique(np.round(goals[:, :2] / cell_size(env_id)).astype(int), axis=0, return_counts=True)
     assert {tuple(c) for c in cells} == expected
     assert stats.chisquare(counts).pvalue > 1e-3, "goal cells are drawn uniformly"
@@ -261,7 +262,7 @@ def goal_entity_position(env_id, physics):
 )
 def test_goal_indices_read_the_goal_entity_and_the_distance_uses_them(env_id):
     env = crl.GoalEnv(env_id, episode_length=10)
-    state = env.reset(jax.random.PRNGKey(0), 4)
+    state = jax.jit(env.reset, static_argnums=1)(jax.random.PRNGKey(0), 4)
     nxt = jax.jit(env.step)(state, 0.5 * jnp.ones((4, env.action_dim)))
     achieved = np.asarray(nxt.obs[:, env.goal_indices])
     np.testing.assert_allclose(achieved, np.asarray(goal_entity_position(env_id, nxt.physics)), atol=1e-5)
@@ -275,13 +276,13 @@ def test_maze_init_can_start_in_any_cell_with_given_goal_cells(env_id):
     physics = crl.ENVIRONMENTS[env_id].make()
     start, goal = jnp.array([12.0, 4.0]), jnp.array([[12.0, 12.0]])  # cells (3, 1) and (3, 3) of u_maze
     keys = jax.random.split(jax.random.PRNGKey(0), 64)
-    states, goals = jax.vmap(lambda k: physics.init(k, start, goal))(keys)
-    obs = jax.vmap(physics.state)(states)
+    states, goals = jax.jit(jax.vmap(lambda k: physics.init(k, start, goal)))(keys)
+    obs = jax.jit(jax.vmap(physics.state))(states)
     assert np.all(np.abs(np.asarray(obs[:, :2]) - start) <= 0.5), "starts near the given cell's centre"
     assert np.all(np.abs(np.asarray(goals[:, :2]) - goal[0]) <= 2.0), "goals inside the given cell"
     if env_id == "ant_u_maze":  # the physics moved with the observation
         np.testing.assert_allclose(states.pipeline_state.q[:, :2], obs[:, :2], atol=1e-5)
         torso = states.pipeline_state.x.pos[:, 0, :2]
         np.testing.assert_allclose(torso, obs[:, :2], atol=1e-4)
-        after = jax.vmap(physics.step)(states, jnp.zeros((64, physics.action_dim)))
+        after = jax.jit(jax.vmap(physics.step))(states, jnp.zeros((64, physics.action_dim)))
         assert np.all(np.abs(np.asarray(after.obs[:, :2]) - start) <= 0.6), "and stays there when stepped"

@@ -95,6 +95,7 @@ def test_scan_unroll_and_remat_change_speed_and_memory_not_results():
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g1, g2)
 
 
+@pytest.mark.slow  # 40 s; the default suite's killed-and-resumed run trains two seeds in one program
 def test_seed_k_of_a_vmapped_run_equals_a_single_run_with_that_seed():
     args = small_args()
     together = trained_params(args, [1, 2, 3])
