@@ -141,7 +141,7 @@ def check_outputs(run_dir, depths, seeds):
         assert image.shape[:2] == (440, 500) and image.std() > 0
 
 
-def test_tiny_sweep_writes_the_json_and_figures_resumes_and_reads_crl_resnet_runs(tmp_path):
+def test_tiny_sweep_writes_the_json_and_figures_and_resumes(tmp_path):
     out = run("eval_stitching.py", "--env-id", "point_u_maze", "--depths", "4", "--num-seeds", "2", *TINY, cwd=tmp_path)
     [run_dir] = list((tmp_path / "runs").iterdir())
     check_outputs(run_dir, [4], seeds=2)
@@ -155,10 +155,14 @@ def test_tiny_sweep_writes_the_json_and_figures_resumes_and_reads_crl_resnet_run
     assert "compiled" not in out
     check_outputs(run_dir, [4], seeds=2)
 
-    # checkpoints of a crl_resnet.py run and of this sweep, analysed together
+
+@pytest.mark.slow  # 40 s on top of the sweep above, which the default suite runs
+def test_from_runs_analyses_a_sweep_and_a_crl_resnet_run_together(tmp_path):
+    run("eval_stitching.py", "--env-id", "point_u_maze", "--depths", "4", "--num-seeds", "2", *TINY, cwd=tmp_path)
+    [run_dir] = list((tmp_path / "runs").iterdir())
     run("crl_resnet.py", "--env-id", "point_u_maze", *TINY, "--num-blocks", "3", "--exp-name", "plain", cwd=tmp_path)
     [crl_run] = [p for p in (tmp_path / "runs").iterdir() if "plain" in p.name]
-    out = run(
+    run(
         "eval_stitching.py",
         "--from-runs",
         str(crl_run),
