@@ -444,8 +444,8 @@ class Locomotion:
 # wheel: no 15 MB dependency, and meshes would change nothing the tasks measure, because only the hand, the pads,
 # the cube, the table and the bin walls collide (explicit contact pairs; the links are visual capsules): MJX pays
 # per contact pair and substep, and box-box pairs are its costly ones (the 8 bin walls halve the CPU speed: 564 ->
-# 272 env steps/s at 16 envs, benchmarks/env_speed.py). The pads and hand pass through the bin walls (only the cube meets them), as in the
-# benchmark's bins.
+# 272 env steps/s at 16 envs, benchmarks/env_speed.py). The pads and hand pass through the bin walls (only the
+# cube meets them), as in the benchmark's bins.
 PANDA_LINKS = (  # (body attributes, joint limits, capsule from-to, mass in kg) for link1 ... link7
     ('pos="0 0 0.333"', "-2.8973 2.8973", "0 0 -0.19 0 0 0", 4.97),
     ('quat="1 -1 0 0"', "-1.7628 1.7628", "0 0 0 0 -0.2 0", 0.65),
@@ -600,11 +600,14 @@ class PandaArm:
         xml = re.sub("<contact>.*</contact>|<actuator>.*</actuator>", "", panda_xml(self.cube, []))
         return brax_mjcf.loads(xml.replace("</worldbody>", GOAL_MARKER.replace("0.5", "0.02") + "</worldbody>"))
 
+    @functools.cached_property
+    def render_bodies(self):  # brax fuses the hand into link 7 (no joint between them): the bodies it kept
+        return jnp.array([self.model.body(name).id for name in self.render_system.link_names[:-1]])
+
     def render_frame(self, data, goal):
-        # brax fuses the hand into link 7 (no joint between them): pick the bodies its system kept, by name
-        bodies = jnp.array([self.model.body(name).id for name in self.render_system.link_names[:-1]])
-        rot = jnp.vstack([data.xquat[bodies], jnp.array([1.0, 0, 0, 0])])
-        return types.SimpleNamespace(x=brax_base.Transform(pos=jnp.vstack([data.xpos[bodies], goal]), rot=rot))
+        rot = jnp.vstack([data.xquat[self.render_bodies], jnp.array([1.0, 0, 0, 0])])
+        pos = jnp.vstack([data.xpos[self.render_bodies], goal])
+        return types.SimpleNamespace(x=brax_base.Transform(pos=pos, rot=rot))
 
 
 def arm_push(cube_region, goal_region):  # xy regions on the table; z is the cube's resting height
