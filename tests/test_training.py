@@ -5,6 +5,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -310,3 +311,18 @@ def test_environment_is_traced_once_per_compiled_epoch(monkeypatch):
         jax.jit(epoch).lower(ts)
         assert crl.training_steps_per_epoch(args) > 1
         assert len(calls) == 1
+
+
+def test_a_run_checkpointed_before_the_relayout_resumes_to_its_parameters(tmp_path):
+    """tests/data/run_before_relayout: a run of commit 1919226 (the layout before ENVIRONMENTS moved to the end)
+    killed after its first epoch; resumed by this code, it ends where that commit's uninterrupted run ended."""
+    data = pathlib.Path(ROOT, "tests", "data", "run_before_relayout")
+    run_dir = tmp_path / "runs" / "before_relayout"
+    shutil.copytree(data, run_dir)
+    (run_dir / "expected_final.msgpack").unlink()
+    resumed = start("--resume", str(run_dir), cwd=tmp_path)
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0 and "resumed" in out, err
+    assert epochs_logged(run_dir) == [1, 2, 3]
+    expected = flax.serialization.msgpack_restore((data / "expected_final.msgpack").read_bytes())
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), final_params(run_dir), expected)
