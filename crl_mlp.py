@@ -6,8 +6,13 @@ Dense -> LayerNorm (--layer-norm, on by default) -> swish with no skip connectio
 is depth 4 (JaxGCRL); deeper plain MLPs are the ablation showing that residual connections are what let
 depth scale. Everything else (Sec. 3 CRL, Table 2 defaults) is crl_resnet.py's.
 
-Siblings: crl_mlp.py differs only in NETWORKS; sac_her.py in LOSSES, critic and relabelling; gcbc.py in
-LOSSES (no critic). ENVIRONMENTS and REPLAY BUFFER are byte-identical in every script.
+Reading map. Study: ARGS, NETWORKS, REPLAY BUFFER (goal relabelling), LOSSES, TRAINING (make_train), EVALUATION
+and MAIN (main(), the experiment). Skip on a first read: RUN PLUMBING (flag checks, resume, checkpoints, logging,
+seeds and devices, render) and ENVIRONMENTS (the goal-conditioned tasks), which come after main().
+
+Siblings: crl_mlp.py differs only in NETWORKS; sac_her.py in NETWORKS, LOSSES and TRAINING (twin Q, TD target,
+HER); gcbc.py in NETWORKS, LOSSES and TRAINING (no critic). REPLAY BUFFER and ENVIRONMENTS are byte-identical in
+every script, EVALUATION and RUN PLUMBING in all but eval_stitching.py.
 
 Run:  python crl_mlp.py --depth 4                   (paper scale baseline, one GPU)
 CPU:  see README.md for the quick-start that learns point_u_maze in minutes.
@@ -132,632 +137,8 @@ class Args:
     """dtype of the matmuls; parameters, LayerNorm, the residual stream and the losses stay float32"""
 
 
-# ==== ENVIRONMENTS ====
-# Every environment is goal-conditioned: observation = concat(state, goal), goal = state[goal_indices] of a
-# target state. Goals are re-sampled at every reset, automatic resets included. A registry entry says how to
-# build the physics and how the goal is read; `GoalEnv` adds batching, time limits and automatic resets.
-
-MAZE_LAYOUTS = {  # '#' wall, 'R' start, 'G' goal cell, '.' free; cell (i, j) is centred at (i * size, j * size)
-    "u_maze": ["#####", "#RGG#", "###G#", "#GGG#", "#####"],
-    "u4_maze": ["#####", "#GGG#", "#R#G#", "###G#", "#G#G#", "#GGG#", "#####"],
-    "u5_maze": ["########", "#GGGGGG#", "#R####G#", "######G#", "#G####G#", "#GGGGGG#", "########"],
-    "big_maze": [
-        "########",
-        "#RG##GG#",
-        "#GG#GGG#",
-        "##GGG###",
-        "#GG#GGG#",
-        "#G#GG#G#",
-        "#GGG#GG#",
-        "########",
-    ],
-    "hardest_maze": [
-        "############",
-        "#RGGG#GGGGG#",
-        "#G##G#G#G#G#",
-        "#GGGGGG#GGG#",
-        "#G####G###G#",
-        "#GG#G#GGGGG#",
-        "##G#G#G#G###",
-        "#GG#GGG#GGG#",
-        "############",
-    ],
-}
-MAZE_EVAL_GOALS = {  # the far cells that the `_eval` variants restrict goals to (SPEC section 3)
-    "u_maze": [(3, 1), (3, 2), (3, 3)],
-    "u4_maze": [(4, 1), (5, 1), (5, 2), (5, 3)],
-    "u5_maze": [(4, 1), (4, 6)] + [(5, j) for j in range(1, 7)],
-    "big_maze": [(1, 5), (1, 6), (2, 5), (2, 6), (5, 3), (5, 6), (6, 2), (6, 3), (6, 5), (6, 6)],
-    # ours (the benchmark defines no split here): the 13 goal cells 13-15 cells from R along the corridors
-    "hardest_maze": [(1, 10), (2, 10), (3, 8), (3, 9), (3, 10), (4, 10), (5, 4), (5, 10), (6, 4)]
-    + [(7, 4), (7, 8), (7, 9), (7, 10)],
-}
-GOAL_MARKER = (  # a red ball with two slide joints (so brax treats it as a link) drawn at the goal in renders
-    '<body name="goal_marker"><joint type="slide" axis="1 0 0" limited="false"/>'
-    '<joint type="slide" axis="0 1 0" limited="false"/>'
-    '<geom type="sphere" size="0.5" contype="0" conaffinity="0" rgba="0.9 0.2 0.2 1"/></body>'
-)
-
-
-def maze_cells(layout, char):
-    return [(i, j) for i, row in enumerate(MAZE_LAYOUTS[layout]) for j, c in enumerate(row) if c == char]
-
-
-def maze_walls(layout, size):
-    """MJCF boxes covering the wall cells: runs of '#' in a row, stacked over the rows where the run repeats.
-
-    Each box costs one contact test per colliding robot geom per physics substep, so fewer boxes is faster:
-    6 boxes instead of one per wall cell (18) give 1.9x the env steps/s on ant_u_maze, 14 instead of 38 1.7-2.0x
-    on ant_big_maze (CPU, two runs of benchmarks/maze_contacts.py).
-    Walls are size / 2 tall, as in the benchmark. They collide with geoms whose contype has bit 1 (brax's feet)
-    or bit 2 (set by `Locomotion` on torso geoms); the floor, conaffinity 1, keeps ignoring bit-2 geoms.
-    """
-    boxes = []  # [first row, last row + 1, first column, last column + 1]
-    for i, row in enumerate(MAZE_LAYOUTS[layout]):
-        for run in re.finditer("#+", row):
-            above = [box for box in boxes if box[1] == i and box[2:] == [run.start(), run.end()]]
-            if above:
-                above[0][1] = i + 1
-            else:
-                boxes.append([i, i + 1, run.start(), run.end()])
-    return "".join(
-        f'<geom type="box" pos="{(i0 + i1 - 1) * size / 2} {(j0 + j1 - 1) * size / 2} {size / 4}" '
-        f'size="{(i1 - i0) * size / 2} {(j1 - j0) * size / 2} {size / 4}" contype="0" conaffinity="3" '
-        'rgba="0.7 0.5 0.3 1"/>'
-        for i0, i1, j0, j1 in boxes
-    )
-
-
-class PointMaze:
-    """A point mass in a maze, in pure JAX: action = velocity in [-1, 1]^2 scaled by `speed` units per step.
-
-    Walls block motion per axis: the x move is undone if it ends inside a wall cell, then the y move. State
-    = (x, y), so the point mazes cost almost nothing and a CPU can train on them in minutes.
-    """
-
-    action_dim = 2
-    state_dim = 2
-    speed = 0.5  # units per step: a 4-unit cell takes 8 steps to cross
-
-    def __init__(self, layout, goal_cells=None, size=4.0):
-        self.layout, self.size = layout, size
-        self.walls = jnp.array([[c == "#" for c in row] for row in MAZE_LAYOUTS[layout]])
-        self.start = jnp.array(maze_cells(layout, "R")[0], dtype=jnp.float32) * size
-        self.goals = jnp.array(goal_cells or maze_cells(layout, "G"), dtype=jnp.float32) * size
-
-    def in_wall(self, xy):
-        ij = jnp.round(xy / self.size).astype(jnp.int32)
-        return self.walls[ij[0], ij[1]]
-
-    def init(self, key, start=None, goals=None):
-        """start: (2,) centre of the start cell (default R); goals: (G, 2) goal-cell centres (default the layout's).
-        eval_stitching.py passes both to train on short corridor pairs."""
-        start = self.start if start is None else start
-        goals = self.goals if goals is None else goals
-        k_start, k_cell, k_jitter = jax.random.split(key, 3)
-        xy = start + jax.random.uniform(k_start, (2,), minval=-0.5, maxval=0.5)
-        cell = jax.random.randint(k_cell, (), 0, len(goals))
-        # a uniform point of the cell, not just near its centre: goals that reach the cell's edges lead agents
-        # into neighbouring cells; with goals within +-1 of the centres, CRL never entered the U-maze's far
-        # cell (eval/success stalled at 0.84 in our CPU runs) and with them it passes 0.9
-        goal = goals[cell] + jax.random.uniform(k_jitter, (2,), minval=-self.size / 2, maxval=self.size / 2)
-        return xy, goal
-
-    def step(self, xy, action):
-        move = self.speed * jnp.clip(action, -1.0, 1.0)
-        x_moved = xy.at[0].add(move[0])
-        xy = jnp.where(self.in_wall(x_moved), xy, x_moved)
-        y_moved = xy.at[1].add(move[1])
-        return jnp.where(self.in_wall(y_moved), xy, y_moved)
-
-    def state(self, xy):
-        return xy
-
-    def terminated(self, xy):
-        return jnp.zeros((), dtype=bool)
-
-    @functools.cached_property
-    def render_system(self):
-        point = GOAL_MARKER.replace("goal_marker", "point").replace("0.9 0.2 0.2", "0.2 0.4 0.9")
-        xml = f'<mujoco><worldbody><geom type="plane" size="40 40 0.1"/>{maze_walls(self.layout, self.size)}'
-        return brax_mjcf.loads(f"{xml}{point}{GOAL_MARKER}</worldbody></mujoco>")
-
-    def render_frame(self, xy, goal):
-        pos = jnp.stack([jnp.append(xy, 0.5), jnp.append(goal, 0.5)])
-        return types.SimpleNamespace(x=brax_base.Transform(pos=pos, rot=jnp.tile(jnp.array([1.0, 0, 0, 0]), (2, 1))))
-
-
-class BraxArm:
-    """A brax arm stepped by brax's own environment class with the spring backend, so the class's backend
-    settings (timestep, frames per step, actuator gears) come with it. Physics state = brax's pipeline state;
-    actions in [-1, 1] are mapped onto the actuators' control range, as brax's classes do."""
-
-    def __init__(self, name):
-        self.env = brax_envs.get_environment(name, backend="spring")
-        self.action_dim = self.env.action_size
-
-    def step(self, pipeline_state, action):
-        low, high = self.env.sys.actuator.ctrl_range.T
-        ctrl = low + (jnp.clip(action, -1.0, 1.0) + 1) * (high - low) / 2
-        return self.env.pipeline_step(pipeline_state, ctrl)
-
-    def terminated(self, pipeline_state):
-        return jnp.zeros((), dtype=bool)
-
-    @property
-    def render_system(self):
-        return self.env.sys
-
-    def render_frame(self, pipeline_state, goal):
-        return pipeline_state
-
-
-class Reacher(BraxArm):
-    """brax's two-link reacher; state = fingertip xyz and velocity, cos and sin of the joint angles (10).
-
-    brax's `Reacher` sets timestep 0.005, 4 frames and actuator gear 25 for spring. The goal is a random
-    point on the plane within reach; the target marker's slide joints are set to it so renders show it.
-    """
-
-    state_dim = 10
-    tip = brax_base.Transform.create(pos=jnp.array([0.11, 0.0, 0.0]))  # fingertip offset on link 1 (reacher.xml)
-
-    def __init__(self):
-        super().__init__("reacher")
-
-    def init(self, key):
-        k_q, k_qd, k_r, k_a = jax.random.split(key, 4)
-        sys = self.env.sys
-        radius = 0.2 * jnp.sqrt(jax.random.uniform(k_r))  # uniform on the disc of radius 0.2 (reach 0.21)
-        angle = 2 * jnp.pi * jax.random.uniform(k_a)
-        target = radius * jnp.array([jnp.cos(angle), jnp.sin(angle)])
-        q = sys.init_q + jax.random.uniform(k_q, (sys.q_size(),), minval=-0.1, maxval=0.1)
-        qd = jax.random.uniform(k_qd, (sys.qd_size(),), minval=-0.005, maxval=0.005)
-        pipeline_state = self.env.pipeline_init(q.at[2:].set(target), qd.at[2:].set(0.0))
-        tip_z = self.state(pipeline_state)[2]  # the arm is planar: the fingertip height never changes
-        return pipeline_state, jnp.append(target, tip_z)
-
-    def state(self, pipeline_state):
-        tip_pos = pipeline_state.x.take(1).do(self.tip).pos
-        tip_vel = self.tip.do(pipeline_state.xd.take(1)).vel
-        theta = pipeline_state.q[:2]
-        return jnp.concatenate([tip_pos, tip_vel, jnp.cos(theta), jnp.sin(theta)])
-
-
-class Pusher(BraxArm):
-    """brax's 7-joint pusher arm; the goal is a position of the object. State = the benchmark's 20 numbers:
-    joint angles (7), fingertip xyz, object xyz, joint velocities (7); the goal is state[10:13].
-
-    brax's `Pusher` sets timestep 0.001, 50 frames and gear 20 for spring. `goal_region` bounds the offsets
-    written to the goal marker's joints, which pusher.xml orders (slide y, slide x), as the benchmark samples
-    them. The object starts where brax's `Pusher` puts it, moved out to 0.17 from the goal if closer. The goal's
-    height is the object's (which only slides), so the 0.1 success radius is a distance on the table.
-    """
-
-    state_dim = 20
-
-    def __init__(self, goal_region):
-        super().__init__("pusher")
-        self.goal_region = jnp.array(goal_region, dtype=jnp.float32)  # [[low y, low x], [high y, high x]]
-        self.tip, self.object, self.goal = map(self.env.sys.link_names.index, ["r_wrist_flex_link", "object", "goal"])
-
-    def positions(self, pipeline_state):  # centres of mass of the links
-        return pipeline_state.x.vmap().do(brax_base.Transform.create(pos=self.env.sys.link.inertia.transform.pos)).pos
-
-    def init(self, key):
-        k_object, k_goal, k_qd = jax.random.split(key, 3)
-        sys = self.env.sys
-        goal = jax.random.uniform(k_goal, (2,), minval=self.goal_region[0], maxval=self.goal_region[1])
-        obj = jax.random.uniform(k_object, (2,), minval=jnp.array([-0.3, -0.2]), maxval=jnp.array([0.0, 0.2]))
-        gap = jnp.linalg.norm(obj - goal)
-        obj = jnp.where(gap < 0.17, goal + (obj - goal) * 0.17 / jnp.maximum(gap, 1e-6), obj)
-        q = sys.init_q.at[-4:].set(jnp.concatenate([obj, goal]))
-        qd = jax.random.uniform(k_qd, (sys.qd_size(),), minval=-0.005, maxval=0.005).at[-4:].set(0.0)
-        pipeline_state = self.env.pipeline_init(q, qd)
-        pos = self.positions(pipeline_state)
-        return pipeline_state, pos[self.goal].at[2].set(pos[self.object, 2])
-
-    def state(self, pipeline_state):
-        pos = self.positions(pipeline_state)
-        q, qd = pipeline_state.q, pipeline_state.qd
-        return jnp.concatenate([q[:7], pos[self.tip], pos[self.object], qd[:7]])
-
-
-class Locomotion:
-    """brax's Ant or Humanoid on an open floor or in a maze of box walls; the goal is a torso position.
-
-    brax's own class steps the robot, so its spring-backend settings come along: Ant timestep 0.005 and 10
-    frames per step, Humanoid timestep 0.0015, 10 frames and its gear table. The XML's own timestep is not
-    stable: ant.xml with maze walls at its 0.01 turned NaN within 30 random steps (SPEC section 3). brax's
-    class also gives the reset noise, the observation (positions kept: the ant's state is q, qd = 29 numbers,
-    torso xy first) and `done` when the torso height leaves the healthy range (Ant 0.2-1.0, Humanoid 1.0-2.0),
-    which ends the episode. Mazes add walls to brax's XML and put the start at the layout's R cell.
-    """
-
-    def __init__(self, robot, layout=None, goal_cells=None, size=4.0, wall_geoms=(), radius=(10.0, 10.0), goal_z=()):
-        self.env = brax_envs.get_environment(robot, backend="spring", exclude_current_positions_from_observation=False)
-        self.layout, self.size = layout, size
-        self.action_dim, self.radius, self.goal_z = self.env.action_size, radius, jnp.array(goal_z)
-        root = ET.parse(os.path.join(os.path.dirname(brax_envs.__file__), "assets", f"{robot}.xml")).getroot()
-        self.start, self.goals = jnp.zeros(2), None
-        if layout is not None:
-            for geom in root.iter("geom"):
-                if geom.get("name") in wall_geoms:
-                    geom.set("contype", "2")  # these collide with the walls (conaffinity 3) but not the floor
-            root.find("worldbody").extend(ET.fromstring(f"<walls>{maze_walls(layout, size)}</walls>"))
-            self.start = jnp.array(maze_cells(layout, "R")[0], dtype=jnp.float32) * size
-            self.goals = jnp.array(goal_cells or maze_cells(layout, "G"), dtype=jnp.float32) * size
-        self.xml = ET.tostring(root, encoding="unicode")
-        sys = brax_mjcf.loads(self.xml)
-        # keep what brax's class set for the backend (opt: timestep, solver; actuator: gears); start at R
-        backend = {"opt": self.env.sys.opt, "actuator": self.env.sys.actuator}
-        self.env.sys = sys.replace(**backend, init_q=sys.init_q.at[:2].set(self.start))
-
-    def init(self, key, start=None, goals=None):
-        """start: (2,) torso xy to start from (default R); goals: (G, 2) goal-cell centres (default the layout's).
-        eval_stitching.py passes both to train on short corridor pairs."""
-        goals = self.goals if goals is None else goals
-        k_reset, k_cell, k_radius, k_angle = jax.random.split(key, 4)
-        brax_state = self.env.reset(k_reset)
-        if start is not None:  # q[:2] is the torso xy and the only absolute position in brax's observation
-            shift = start - self.start
-            q, qd = brax_state.pipeline_state.q.at[:2].add(shift), brax_state.pipeline_state.qd
-            brax_state = brax_state.replace(
-                pipeline_state=self.env.pipeline_init(q, qd), obs=brax_state.obs.at[:2].add(shift)
-            )
-        if goals is not None:  # the centre of a uniformly chosen goal cell, as in the benchmark
-            xy = goals[jax.random.randint(k_cell, (), 0, len(goals))]
-        else:  # uniform angle; radius uniform in [radius[0], radius[1]]
-            angle = 2 * jnp.pi * jax.random.uniform(k_angle)
-            radius = jax.random.uniform(k_radius, minval=self.radius[0], maxval=self.radius[1])
-            xy = radius * jnp.array([jnp.cos(angle), jnp.sin(angle)])
-        return brax_state, jnp.concatenate([xy, self.goal_z])
-
-    def step(self, brax_state, action):
-        return self.env.step(brax_state, jnp.clip(action, -1.0, 1.0))
-
-    def state(self, brax_state):
-        return brax_state.obs
-
-    def terminated(self, brax_state):
-        return brax_state.done > 0
-
-    @functools.cached_property
-    def render_system(self):
-        root = ET.fromstring(self.xml)
-        for custom in root.iter("custom"):  # brax's init_qpos would miss the marker's two joints
-            for init_qpos in custom.findall("numeric[@name='init_qpos']"):
-                custom.remove(init_qpos)
-        root.find("worldbody").append(ET.fromstring(GOAL_MARKER))
-        return brax_mjcf.loads(ET.tostring(root, encoding="unicode"))
-
-    def render_frame(self, brax_state, goal):
-        x = brax_state.pipeline_state.x
-        marker = jnp.concatenate([goal, jnp.full(3 - len(goal), 0.5)])
-        pos, rot = jnp.vstack([x.pos, marker]), jnp.vstack([x.rot, jnp.array([1.0, 0, 0, 0])])
-        return types.SimpleNamespace(x=brax_base.Transform(pos=pos, rot=rot))
-
-
-# The Panda arm of the manipulation tasks, built in code from primitives: the body frames, joint axes and limits
-# of Franka's published kinematics (as in MuJoCo Menagerie's panda.xml), its link masses and joint PD gains, a
-# parallel gripper with two 4 cm pads, a 4 cm cube. Chosen over the Franka meshes shipped in gymnasium-robotics'
-# wheel: no 15 MB dependency, and meshes would change nothing the tasks measure, because only the hand, the pads,
-# the cube, the table and the bin walls collide (explicit contact pairs; the links are visual capsules): MJX pays
-# per contact pair and substep, and box-box pairs are its costly ones (the 8 bin walls halve the CPU speed: 564 ->
-# 272 env steps/s at 16 envs, benchmarks/env_speed.py). The pads and hand pass through the bin walls (only the
-# cube meets them), as in the benchmark's bins.
-PANDA_LINKS = (  # (body attributes, joint limits, capsule from-to, mass in kg) for link1 ... link7
-    ('pos="0 0 0.333"', "-2.8973 2.8973", "0 0 -0.19 0 0 0", 4.97),
-    ('quat="1 -1 0 0"', "-1.7628 1.7628", "0 0 0 0 -0.2 0", 0.65),
-    ('pos="0 -0.316 0" quat="1 1 0 0"', "-2.8973 2.8973", "0 0 -0.12 0.0825 0 0", 3.23),
-    ('pos="0.0825 0 0" quat="1 1 0 0"', "-3.0718 -0.0698", "0 0 0 -0.0825 0.2 0", 3.59),
-    ('pos="-0.0825 0.384 0" quat="1 -1 0 0"', "-2.8973 2.8973", "0 0 -0.22 0 0 0", 1.23),
-    ('quat="1 1 0 0"', "-0.0175 3.7525", "0 0 0 0.088 0 0", 1.67),
-    ('pos="0.088 0 0" quat="1 1 0 0"', "-2.8973 2.8973", "0 0 -0.02 0 0 0.08", 0.74),
-)
-PANDA_GAINS = (
-    (4500, 87),
-    (4500, 87),
-    (3500, 87),
-    (3500, 87),
-    (2000, 12),
-    (2000, 12),
-    (2000, 12),
-)  # kp (kv = kp/10), N m
-CUBE_HALF = 0.02  # the cube's half size: its centre rests 0.02 above the table
-
-
-def panda_xml(cube, walls):
-    """MJCF of the arm on a table (z = 0 plane, base at the origin, facing +y), with a cube if `cube` and boxes
-    `walls` = [(centre, half sizes)] that only the cube meets. 10 substeps of 0.005 s per env step (0.05 s, the
-    benchmark's 25 x 0.002 s); implicitfast integration keeps the stiff joint gains stable at that timestep."""
-    links = ""
-    for i, (frame, limits, capsule, mass) in enumerate(PANDA_LINKS, 1):
-        links += f'<body name="link{i}" {frame}><joint name="joint{i}" range="{limits}"/>'
-        links += f'<geom type="capsule" fromto="{capsule}" size="0.05" mass="{mass}"/>'
-    finger = lambda side, frame: (  # a pad slides 0-0.04 from the hand's axis: the gripper opens 0-8 cm
-        f'<body name="{side}_finger" pos="0 0 0.0584" {frame}><joint name="{side}_finger" type="slide" axis="0 1 0" '
-        f'range="0 0.04" damping="10" armature="0.01"/><geom name="{side}_pad" type="box" pos="0 0.008 0.022" '
-        'size="0.01 0.008 0.022" mass="0.015"/></body>'
-    )
-    hand = (
-        '<body name="hand" pos="0 0 0.107" quat="0.9238795 0 0 -0.3826834">'
-        '<geom name="hand" type="box" pos="0 0 0.03" size="0.03 0.09 0.028" mass="0.73"/><site name="grip" pos="0 0 0.0804"/>'
-        + finger("left", "")
-        + finger("right", 'quat="0 0 0 1"')
-        + "</body>"
-    )
-    pairs = [("left_pad", "table"), ("right_pad", "table")]
-    body = ""
-    if cube:
-        body = f'<body name="cube" pos="0 0.6 {CUBE_HALF}"><freejoint/><geom name="cube" type="box" mass="0.2" '
-        body += f'size="{CUBE_HALF} {CUBE_HALF} {CUBE_HALF}" rgba="0.2 0.4 0.9 1"/></body>'
-        pairs += [
-            ("cube", g) for g in ["table", "hand", "left_pad", "right_pad"] + [f"wall{i}" for i in range(len(walls))]
-        ]
-    grip = 'friction="1.5 1.5 0.005 0.0001 0.0001"'  # rubber pads: a closed gripper holds the cube
-    # stiff contacts (time constant 2 substeps) and 10 solver iterations: with MuJoCo's contact defaults, random
-    # arm motions pressed the 0.2 kg cube 1.2 cm into the table; with 4 iterations MJX let it sink 7 cm and flung
-    # it 4.8 m up; with these, 5 mm and 0.19 m over 500 random steps x 16 envs (1.5x the cost of 4 iterations)
-    stiff = 'solref="0.01 1" solimp="0.95 0.99 0.001"'
-    wall_geoms = "".join(
-        f'<geom name="wall{i}" type="box" pos="{c}" size="{s}" rgba="0.7 0.5 0.3 1"/>' for i, (c, s) in enumerate(walls)
-    )
-    actuators = "".join(
-        f'<position joint="joint{i}" kp="{kp}" kv="{kp / 10}" forcerange="-{f} {f}"/>'
-        for i, (kp, f) in enumerate(PANDA_GAINS, 1)
-    )
-    return (
-        '<mujoco model="panda"><compiler angle="radian" autolimits="true"/>'
-        '<option timestep="0.005" integrator="implicitfast" iterations="10" ls_iterations="20"/>'
-        '<default><joint damping="1" armature="0.1"/><geom contype="0" conaffinity="0" rgba="0.95 0.95 0.95 1"/></default>'
-        '<worldbody><geom name="table" type="plane" size="1.5 1.5 0.05" rgba="0.6 0.55 0.5 1"/>'
-        f'<geom type="capsule" fromto="0 0 0 0 0 0.14" size="0.07"/>{wall_geoms}{links}{hand}{"</body>" * 7}{body}'
-        "</worldbody><contact>"
-        + "".join(f'<pair geom1="{a}" geom2="{b}" {stiff} {grip if "pad" in b else ""}/>' for a, b in pairs)
-        + f"</contact><actuator>{actuators}"
-        + "".join(f'<position joint="{s}_finger" kp="1000" kv="50" forcerange="-100 100"/>' for s in ("left", "right"))
-        + "</actuator></mujoco>"
-    )
-
-
-def bin_walls(centre, inner=0.12, height=0.06, thickness=0.01):
-    """Four walls around a square bin of inner half-width `inner` centred at `centre` (x, y) on the table."""
-    (x, y), out = centre, inner + thickness
-    sides = [(out, 0, thickness, out + thickness), (-out, 0, thickness, out + thickness)]
-    sides += [(0, out, out + thickness, thickness), (0, -out, out + thickness, thickness)]
-    return [(f"{x + dx} {y + dy} {height / 2}", f"{sx} {sy} {height / 2}") for dx, dy, sx, sy in sides]
-
-
-class PandaArm:
-    """The benchmark's arm tasks with MJX: push or pick a cube to a goal, or reach a goal with the gripper.
-
-    Action, as in the benchmark: targets for joints 1, 2, 4 and 6 mapped from [-1, 1] onto its ranges, joints 3
-    and 5 held at 0 and joint 7 at 1.4487; a fifth entry closes the gripper when > 0 (not for reach). State:
-    cube xyz (3), joint angles (7), gripper xyz (3) and velocity (3), gripper opening (1) = 17; reach drops the
-    cube and the opening = 13. The gripper point is the centre between the pads. Episodes start at the
-    benchmark's arm pose with the cube uniform in `cube_region` and the goal uniform in `goal_region` (each
-    [[low x, y, z], [high x, y, z]]; the goal's z is the cube's resting height for push and binpick).
-    """
-
-    home = (1.571, 0.742, 0.0, -1.571, 0.0, 3.054, 1.4487)  # the benchmark's start pose, joints 1-7
-    target_low = jnp.array([0.3491, 0.0, -3.0718, 2.3562])  # joints 1, 2, 4, 6
-    target_high = jnp.array([2.7925, 1.48353, -0.0698, 3.7525])
-    frames = 10
-
-    def __init__(self, goal_region, cube_region=None, walls=()):
-        self.cube, self.walls = cube_region is not None, list(walls)
-        with contextlib.redirect_stdout(io.StringIO()):
-            self.model = mujoco.MjModel.from_xml_string(panda_xml(self.cube, walls))
-        self.mjx_model = mjx.put_model(self.model)
-        self.data = mjx.make_data(self.mjx_model)
-        self.goal_region = jnp.array(goal_region, dtype=jnp.float32)
-        self.cube_region = None if cube_region is None else jnp.array(cube_region, dtype=jnp.float32)
-        self.action_dim, self.state_dim = (5, 17) if self.cube else (4, 13)
-        self.grip, self.hand = self.model.site("grip").id, self.model.body("hand").id
-
-    @property
-    def compiler_options(self):
-        # XLA:CPU's fusion emitters make MJX's forward kinematics exponentially slow in the depth of the body
-        # tree (x8 per body past 6): the 10-body arm stepped 3 env steps/s instead of 1.6k (16 envs). They stay on
-        # for everything else: turned off for the whole process, network updates ran 17% slower (throughput.py).
-        return {"xla_cpu_use_fusion_emitters": False} if jax.default_backend() == "cpu" else {}
-
-    def positions(self, data):  # body and site poses and Jacobian rows for the current qpos
-        return mjx.com_pos(self.mjx_model, mjx.kinematics(self.mjx_model, data))
-
-    def init(self, key):
-        k_cube, k_goal = jax.random.split(key)
-        qpos = jnp.array(self.home + (0.04, 0.04))  # fingers open
-        if self.cube:
-            cube_xyz = jax.random.uniform(k_cube, (3,), minval=self.cube_region[0], maxval=self.cube_region[1])
-            qpos = jnp.concatenate([qpos, cube_xyz, jnp.array([1.0, 0, 0, 0])])
-        goal = jax.random.uniform(k_goal, (3,), minval=self.goal_region[0], maxval=self.goal_region[1])
-        return self.positions(self.data.replace(qpos=qpos, ctrl=qpos[:9])), goal
-
-    def step(self, data, action):
-        action = jnp.clip(action, -1.0, 1.0)
-        targets = self.target_low + (action[:4] + 1) * (self.target_high - self.target_low) / 2
-        arm = jnp.array(self.home).at[jnp.array([0, 1, 3, 5])].set(targets)
-        fingers = jnp.where(action[4] > 0, 0.0, 0.04) if self.cube else 0.04
-        data = data.replace(ctrl=jnp.concatenate([arm, jnp.full(2, fingers)]))
-        data = jax.lax.fori_loop(0, self.frames, lambda _, d: mjx.step(self.mjx_model, d), data)
-        return self.positions(data)
-
-    def state(self, data):
-        grip = data.site_xpos[self.grip]
-        grip_velocity = mjx.jac(self.mjx_model, data, grip, self.hand)[0].T @ data.qvel
-        arm = [data.qpos[:7], grip, grip_velocity]
-        if not self.cube:
-            return jnp.concatenate(arm)
-        return jnp.concatenate([data.qpos[9:12], *arm, data.qpos[7:8] + data.qpos[8:9]])
-
-    def terminated(self, data):
-        return jnp.zeros((), dtype=bool)
-
-    @functools.cached_property
-    def render_system(self):  # the same bodies for brax's viewer, without contact pairs and actuators
-        xml = re.sub("<contact>.*</contact>|<actuator>.*</actuator>", "", panda_xml(self.cube, []))
-        return brax_mjcf.loads(xml.replace("</worldbody>", GOAL_MARKER.replace("0.5", "0.02") + "</worldbody>"))
-
-    @functools.cached_property
-    def render_bodies(self):  # brax fuses the hand into link 7 (no joint between them): the bodies it kept
-        return jnp.array([self.model.body(name).id for name in self.render_system.link_names[:-1]])
-
-    def render_frame(self, data, goal):
-        rot = jnp.vstack([data.xquat[self.render_bodies], jnp.array([1.0, 0, 0, 0])])
-        pos = jnp.vstack([data.xpos[self.render_bodies], goal])
-        return types.SimpleNamespace(x=brax_base.Transform(pos=pos, rot=rot))
-
-
-def arm_push(cube_region, goal_region):  # xy regions on the table; z is the cube's resting height
-    lift = lambda region: [[*region[0], CUBE_HALF], [*region[1], CUBE_HALF]]
-    return PandaArm(lift(goal_region), lift(cube_region))
-
-
-def arm_binpick(spread):  # cube in the bin at x = -0.2, goal in the bin at x = +0.2, each +-spread around the centre
-    region = lambda x: [[x - spread, 0.55 - spread, CUBE_HALF], [x + spread, 0.55 + spread, CUBE_HALF]]
-    return PandaArm(region(0.2), region(-0.2), walls=bin_walls((-0.2, 0.55)) + bin_walls((0.2, 0.55)))
-
-
-@dataclasses.dataclass(frozen=True)
-class EnvSpec:
-    make: Callable[[], Any]  # builds the physics: init(key) -> (physics, goal), step, state, terminated
-    state_dim: int
-    goal_indices: tuple  # which state entries the goal specifies
-    success_radius: float  # "near the goal" when ||state[goal_indices] - goal|| < success_radius
-    episode_length: int
-
-
-# Robot geoms that meet the walls besides the feet (which collide already: contype 1 in brax's XML). Every
-# (geom, wall box) pair is a contact test per substep: on humanoid_big_maze (128 envs, CPU) the pelvis alone
-# runs at 2.5-3.3k env steps/s, all eight trunk and leg capsules at 0.9k (benchmarks/maze_contacts.py). The
-# humanoid's walls (1 unit tall) stop below its chest, so the pelvis and the feet are what touch them.
-ANT_WALL_GEOMS = ("torso_geom",)
-HUMANOID_WALL_GEOMS = ("butt",)
-
-
-def ant_maze(layout, goal_cells=None):
-    return Locomotion("ant", layout, goal_cells, size=4.0, wall_geoms=ANT_WALL_GEOMS)
-
-
-def humanoid_maze(layout, goal_cells=None):  # the benchmark's humanoid mazes have 2-unit cells
-    return Locomotion("humanoid", layout, goal_cells, size=2.0, wall_geoms=HUMANOID_WALL_GEOMS, goal_z=(1.25,))
-
-
-# Humanoid state: brax's observation with positions kept, 246 numbers (q 24, qd 23, per-link inertia 110 and
-# velocity 66 about the centre of mass, actuator forces 23). SPEC section 3 lists 268, the benchmark's count,
-# which also holds its goal marker body (2 slide joints, one more link) inside the state; ours keeps the goal out.
-# The humanoid's goal height 1.25 is about its standing torso height (the benchmark's choice).
-ENVIRONMENTS = {
-    "reacher": EnvSpec(Reacher, 10, (0, 1, 2), 0.05, 1000),
-    "pusher_easy": EnvSpec(lambda: Pusher([[-0.55, -0.2], [-0.25, 0.2]]), 20, (10, 11, 12), 0.1, 1000),
-    "pusher_hard": EnvSpec(lambda: Pusher([[-0.65, -0.55], [0.35, 0.45]]), 20, (10, 11, 12), 0.1, 1000),
-    "point_u_maze": EnvSpec(lambda: PointMaze("u_maze"), 2, (0, 1), 0.5, 100),
-    "point_u_maze_eval": EnvSpec(lambda: PointMaze("u_maze", MAZE_EVAL_GOALS["u_maze"]), 2, (0, 1), 0.5, 100),
-    "point_big_maze": EnvSpec(lambda: PointMaze("big_maze"), 2, (0, 1), 0.5, 1000),
-    "point_big_maze_eval": EnvSpec(lambda: PointMaze("big_maze", MAZE_EVAL_GOALS["big_maze"]), 2, (0, 1), 0.5, 1000),
-    "ant": EnvSpec(lambda: Locomotion("ant"), 29, (0, 1), 0.5, 1000),
-    "ant_u_maze": EnvSpec(lambda: ant_maze("u_maze"), 29, (0, 1), 0.5, 1000),
-    "ant_u_maze_eval": EnvSpec(lambda: ant_maze("u_maze", MAZE_EVAL_GOALS["u_maze"]), 29, (0, 1), 0.5, 1000),
-    "ant_u4_maze": EnvSpec(lambda: ant_maze("u4_maze"), 29, (0, 1), 0.5, 1000),
-    "ant_u4_maze_eval": EnvSpec(lambda: ant_maze("u4_maze", MAZE_EVAL_GOALS["u4_maze"]), 29, (0, 1), 0.5, 1000),
-    "ant_u5_maze": EnvSpec(lambda: ant_maze("u5_maze"), 29, (0, 1), 0.5, 1000),
-    "ant_u5_maze_eval": EnvSpec(lambda: ant_maze("u5_maze", MAZE_EVAL_GOALS["u5_maze"]), 29, (0, 1), 0.5, 1000),
-    "ant_big_maze": EnvSpec(lambda: ant_maze("big_maze"), 29, (0, 1), 0.5, 1000),
-    "ant_big_maze_eval": EnvSpec(lambda: ant_maze("big_maze", MAZE_EVAL_GOALS["big_maze"]), 29, (0, 1), 0.5, 1000),
-    "ant_hardest_maze": EnvSpec(lambda: ant_maze("hardest_maze"), 29, (0, 1), 0.5, 1000),
-    "ant_hardest_maze_eval": EnvSpec(
-        lambda: ant_maze("hardest_maze", MAZE_EVAL_GOALS["hardest_maze"]), 29, (0, 1), 0.5, 1000
-    ),
-    "humanoid": EnvSpec(lambda: Locomotion("humanoid", radius=(1.0, 5.0), goal_z=(1.25,)), 246, (0, 1, 2), 0.5, 1000),
-    "humanoid_u_maze": EnvSpec(lambda: humanoid_maze("u_maze"), 246, (0, 1, 2), 0.5, 1000),
-    "humanoid_u_maze_eval": EnvSpec(
-        lambda: humanoid_maze("u_maze", MAZE_EVAL_GOALS["u_maze"]), 246, (0, 1, 2), 0.5, 1000
-    ),
-    "humanoid_big_maze": EnvSpec(lambda: humanoid_maze("big_maze"), 246, (0, 1, 2), 0.5, 1000),
-    "humanoid_big_maze_eval": EnvSpec(
-        lambda: humanoid_maze("big_maze", MAZE_EVAL_GOALS["big_maze"]), 246, (0, 1, 2), 0.5, 1000
-    ),
-    # Arm tasks (Panda + cube, MJX): success = the cube (reach: the gripper) within 0.1 of the goal. Regions are
-    # ours, inside the arm's reach (the base is at the origin, facing +y): push easy = adjacent 20 cm squares
-    # (cube x -0.2..0, goal x 0..0.2, y 0.5..0.7); push hard = 40 x 30 cm regions 0.3 apart (cube x -0.35..0.05,
-    # goal x -0.05..0.35, y 0.45..0.75); binpick = from the bin at x = -0.2 into the bin at x = +0.2 (inner
-    # 24 cm squares, 6 cm walls, y = 0.55), cube and goal +-5 cm (easy) or +-10 cm (hard) around the bin centres;
-    # reach = a gripper point in a 30 cm cube around (0, 0.6, 0.2). The benchmark's reach box, (0, 0.5, 0.3) +- 0.2,
-    # is for its wrist (link 7's origin, 20 cm behind the gripper point): for the gripper point 22% of that box is
-    # more than 10 cm out of reach of the action's joint ranges, of ours 0.1% (benchmarks/arm_workspace.py).
-    # Episodes: 150 steps of 0.05 s (reach 50); the paper's Table 1 scores are out of 1000 steps: pass
-    # --episode-length 1000 to compare.
-    "arm_reach": EnvSpec(lambda: PandaArm([[-0.15, 0.45, 0.05], [0.15, 0.75, 0.35]]), 13, (7, 8, 9), 0.1, 50),
-    "arm_push_easy": EnvSpec(
-        lambda: arm_push([[-0.2, 0.5], [0.0, 0.7]], [[0.0, 0.5], [0.2, 0.7]]), 17, (0, 1, 2), 0.1, 150
-    ),
-    "arm_push_hard": EnvSpec(
-        lambda: arm_push([[-0.35, 0.45], [0.05, 0.75]], [[-0.05, 0.45], [0.35, 0.75]]), 17, (0, 1, 2), 0.1, 150
-    ),
-    "arm_binpick_easy": EnvSpec(lambda: arm_binpick(0.05), 17, (0, 1, 2), 0.1, 150),
-    "arm_binpick_hard": EnvSpec(lambda: arm_binpick(0.1), 17, (0, 1, 2), 0.1, 150),
-}
-
-
-@flax.struct.dataclass
-class EnvState:
-    physics: Any  # (n, ...) physics state of each environment
-    obs: jax.Array  # (n, state_dim + goal_dim) concat(state, goal)
-    steps: jax.Array  # (n,) steps since the last reset
-    traj_id: jax.Array  # (n,) counts resets: consecutive steps with equal ids belong to one trajectory
-    done: jax.Array  # (n,) the episode ended at this step (time limit or termination); obs is already reset
-    dist_to_goal: jax.Array  # (n,) ||state[goal_indices] - goal|| after this step, before any reset
-    key: jax.Array
-
-
-class GoalEnv:
-    """Batched goal-conditioned environment with time limit and automatic reset (a fresh goal every time)."""
-
-    def __init__(self, env_id, episode_length=None):
-        spec = ENVIRONMENTS[env_id]
-        self.physics = spec.make()
-        self.state_dim, self.goal_indices = spec.state_dim, jnp.array(spec.goal_indices)
-        self.goal_dim, self.action_dim = len(spec.goal_indices), self.physics.action_dim
-        self.obs_dim = self.state_dim + self.goal_dim
-        self.success_radius = spec.success_radius
-        self.episode_length = episode_length or spec.episode_length
-        # XLA options for every program that steps this environment: `jax.jit(f).lower(...).compile(options)`
-        self.compiler_options = getattr(self.physics, "compiler_options", {})
-
-    def _fresh(self, key, n):
-        physics, goal = jax.vmap(self.physics.init)(jax.random.split(key, n))
-        return physics, jnp.concatenate([jax.vmap(self.physics.state)(physics), goal], axis=-1)
-
-    def reset(self, key, n):
-        key, reset_key = jax.random.split(key)
-        physics, obs = self._fresh(reset_key, n)
-        zeros = jnp.zeros((n,), dtype=jnp.int32)
-        return EnvState(physics, obs, zeros, zeros, zeros.astype(bool), jnp.zeros((n,)), key)
-
-    def step(self, env_state, action):
-        physics = jax.vmap(self.physics.step)(env_state.physics, action)
-        state = jax.vmap(self.physics.state)(physics)
-        goal = env_state.obs[:, self.state_dim :]
-        dist_to_goal = jnp.linalg.norm(state[:, self.goal_indices] - goal, axis=-1)
-        steps = env_state.steps + 1
-        done = (steps >= self.episode_length) | jax.vmap(self.physics.terminated)(physics)
-        obs = jnp.concatenate([state, goal], axis=-1)
-        key, reset_key = jax.random.split(env_state.key)
-
-        def reset_done(_):  # only traced branch that samples: runs when some episode ended
-            fresh_physics, fresh_obs = self._fresh(reset_key, done.shape[0])
-            pick = lambda new, old: jnp.where(done.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)
-            return jax.tree.map(pick, (fresh_physics, fresh_obs), (physics, obs))
-
-        physics, obs = jax.lax.cond(done.any(), reset_done, lambda _: (physics, obs), None)
-        steps = jnp.where(done, 0, steps)
-        return EnvState(physics, obs, steps, env_state.traj_id + done, done, dist_to_goal, key)
-
-
 # ==== NETWORKS ====
-# Kernel init: variance scaling 1/3, fan-in, uniform; zero biases (SPEC section 4).
+# Every Dense layer: kernel init variance scaling 1/3, fan-in, uniform, and zero biases, as in the paper's code.
 dense_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
@@ -852,7 +233,8 @@ def make_networks(args, env):
 # ==== REPLAY BUFFER ====
 # A circular buffer of trajectories shaped (time, num_envs, .) with a trajectory id per step. Sampling takes
 # one window of `episode_length` consecutive steps per environment and relabels every step with a future
-# state of the same trajectory, j - t ~ Geometric(1 - gamma) truncated to the trajectory (SPEC section 5).
+# state of the same trajectory, j - t ~ Geometric(1 - gamma) truncated to the trajectory: the positive pairs
+# (s_t, a_t, g = s_j) of the InfoNCE objective (paper Sec. 3).
 
 
 @flax.struct.dataclass
@@ -891,6 +273,9 @@ def future_indices(traj_id, key, gamma):
     """For each step t of each (W,) window of trajectory ids, a future step j with P(j) ∝ gamma^(j - t).
 
     j ranges over t+1 .. last step of t's trajectory inside the window; a last step falls back to itself.
+    Example: a window of 6 steps with a reset after step 2, traj_id = [7, 7, 7, 8, 8, 8], has last = [2, 2, 2, 5,
+    5, 5]: t = 0 draws j = 1 or 2 (P ∝ gamma, gamma^2), t = 1 draws 2, t = 2 keeps 2, t = 3 draws 4 or 5, t = 4
+    draws 5, t = 5 keeps 5; no step is ever relabelled with the other trajectory's states.
     Inverse CDF of the geometric law truncated to K = last - t steps:
     j - t = 1 + floor(log(1 - u (1 - gamma^K)) / log gamma).
     """
@@ -905,7 +290,9 @@ def future_indices(traj_id, key, gamma):
 
 
 def sample_transitions(buffer, key, window, gamma, state_dim, goal_indices):
-    """One window per environment, every step relabelled: flat (num_envs * window, .) transitions."""
+    """One window per environment, every step relabelled: flat (num_envs * window, .) transitions.
+
+    CRL and GCBC read state, action and goal; commanded_goal, next_state and has_next are for sac_her.py."""
     k_start, k_future = jax.random.split(key)
     capacity, num_envs = buffer.traj_id.shape
     oldest = (buffer.insert_pos - buffer.size) % capacity
@@ -931,9 +318,9 @@ def sample_transitions(buffer, key, window, gamma, state_dim, goal_indices):
 
 # ==== LOSSES ====
 def l2_energy(phi, psi):
-    """(B, B) logits L_ij = f(s_i, a_i, g_j) = -||phi_i - psi_j||_2 (paper Sec. 3, SPEC section 5)."""
-    # ||phi_i||^2 + ||psi_j||^2 - 2 phi_i.psi_j is one matmul instead of a (B, B, repr_dim) tensor: 1.5x faster
-    # training steps on a CPU; the floor keeps sqrt and its gradient finite where rounding meets phi_i == psi_j
+    """(B, B) logits L_ij = f(s_i, a_i, g_j) = -||phi_i - psi_j||_2, the critic of paper Sec. 3."""
+    # ||phi_i||^2 + ||psi_j||^2 - 2 phi_i.psi_j is one matmul instead of a (B, B, repr_dim) tensor (faster, see
+    # README#notes-and-deviations); the floor keeps sqrt and its gradient finite where rounding meets phi_i == psi_j
     squared = jnp.sum(phi**2, -1)[:, None] + jnp.sum(psi**2, -1)[None, :] - 2 * phi @ psi.T
     return -jnp.sqrt(jnp.maximum(squared, 1e-12))
 
@@ -953,6 +340,9 @@ def sample_tanh_gaussian(key, mean, log_std):
 
 
 def make_losses(args, sa_encoder, g_encoder, actor):
+    """The losses of paper Sec. 3: InfoNCE for the critic, -f(s, pi(s, g), g) plus entropy for the actor, and the
+    automatic temperature alpha (as in SAC)."""
+
     def critic_loss(critic_params, batch):
         phi = sa_encoder.apply(critic_params["sa_encoder"], jnp.concatenate([batch["state"], batch["action"]], -1))
         psi = g_encoder.apply(critic_params["g_encoder"], batch["goal"])
@@ -979,35 +369,58 @@ def make_losses(args, sa_encoder, g_encoder, actor):
 
 
 # ==== TRAINING ====
+# One training step (paper Sec. 3, sizes in Table 2): COLLECT unroll_length steps in every environment with the
+# stochastic policy, RELABEL one window per environment with future states as goals, UPDATE the critic, actor and
+# temperature on num_sgd_batches_per_training_step minibatches of that pool. An epoch is a scan of training steps:
+# one compiled program, run num_epochs times by main().
+
+
 @flax.struct.dataclass
-class TrainState:
+class RunnerState:
+    """Everything one seed's training carries from step to step (PureJaxRL's "runner state", `rs` in the code):
+    the networks and their optimiser states, the environments, the replay buffer, the random key."""
+
     actor_params: Any
     critic_params: Any  # {"sa_encoder": ..., "g_encoder": ...}
     log_alpha: jax.Array
     actor_opt_state: Any
     critic_opt_state: Any
     alpha_opt_state: Any
-    env_state: EnvState
+    env_state: "EnvState"  # the training environments (ENVIRONMENTS)
     buffer: ReplayBuffer
     key: jax.Array
-    env_steps: jax.Array
+    env_steps: jax.Array  # environment steps so far, prefill included
 
 
-def split_over_devices(tree, axis):
-    """Splits `axis` of every array over the devices of the mesh that MAIN sets (jax.set_mesh); no-op without one."""
-    if "devices" not in jax.sharding.get_abstract_mesh().axis_names:
-        return tree
-    spec = jax.sharding.PartitionSpec(*[None] * axis, "devices")
-    return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, spec), tree)
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """How --total-env-steps is spent: a prefill of random actions, then --num-epochs epochs of whole training
+    steps, each num_envs x unroll_length env steps; a remainder too small for one more step is not run."""
+
+    prefill_steps: int
+    training_steps_per_epoch: int
+    env_steps_per_epoch: int
+    total_steps: int
+    min_total_steps: int  # the smallest --total-env-steps with one training step per epoch
+
+
+def schedule(args):
+    prefill_steps = args.min_replay_size * args.num_envs
+    per_training_step = args.num_envs * args.unroll_length
+    training_steps = (args.total_env_steps - prefill_steps) // (args.num_epochs * per_training_step)
+    per_epoch = training_steps * per_training_step
+    total, least = prefill_steps + args.num_epochs * per_epoch, prefill_steps + args.num_epochs * per_training_step
+    return Schedule(prefill_steps, training_steps, per_epoch, total, least)
 
 
 def make_train(args, env):
-    """Returns init(key), prefill(ts) and epoch(ts) for one seed, and the actor module for evaluation."""
+    """Returns init(key) -> rs, prefill(rs) -> rs and epoch(rs) -> (rs, metrics) for one seed, and the actor
+    module (for evaluation). Each is a pure function of its inputs: main() jits them over seeds and devices."""
     sa_encoder, g_encoder, actor = make_networks(args, env)
     critic_loss, actor_loss, alpha_loss = make_losses(args, sa_encoder, g_encoder, actor)
     actor_opt, critic_opt, alpha_opt = optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr)
     target_entropy = -args.target_entropy_scale * env.action_dim
-    steps_per_epoch = training_steps_per_epoch(args)
+    steps_per_epoch = schedule(args).training_steps_per_epoch
 
     def init(key):
         key, k_actor, k_sa, k_g, k_env = jax.random.split(key, 5)
@@ -1017,7 +430,7 @@ def make_train(args, env):
             "g_encoder": g_encoder.init(k_g, jnp.zeros((1, env.goal_dim))),
         }
         log_alpha = jnp.zeros(())
-        return TrainState(
+        return RunnerState(
             actor_params,
             critic_params,
             log_alpha,
@@ -1034,40 +447,41 @@ def make_train(args, env):
         mean, log_std = actor.apply(actor_params, obs)
         return sample_tanh_gaussian(key, mean, log_std)[0]
 
-    def collect(ts, num_steps, act):
-        """Steps every environment num_steps times with actions act(obs, key) and stores the transitions."""
+    def collect(rs, num_steps, act):
+        """COLLECT: steps every environment num_steps times with actions act(obs, key), stores the transitions."""
 
         def env_step(env_state, key):
             action = act(env_state.obs, key)
             next_state = env.step(env_state, action)
             return next_state, (env_state.obs, action, env_state.traj_id)
 
-        key, collect_key = jax.random.split(ts.key)
+        key, collect_key = jax.random.split(rs.key)
         env_state, (obs, action, traj_id) = jax.lax.scan(
-            env_step, ts.env_state, jax.random.split(collect_key, num_steps)
+            env_step, rs.env_state, jax.random.split(collect_key, num_steps)
         )
-        buffer = buffer_insert(ts.buffer, obs, action, traj_id)
-        env_steps = ts.env_steps + num_steps * args.num_envs
-        return ts.replace(env_state=env_state, buffer=buffer, key=key, env_steps=env_steps)
+        buffer = buffer_insert(rs.buffer, obs, action, traj_id)
+        env_steps = rs.env_steps + num_steps * args.num_envs
+        return rs.replace(env_state=env_state, buffer=buffer, key=key, env_steps=env_steps)
 
-    def prefill(ts):
+    def prefill(rs):
         random_action = lambda obs, key: jax.random.uniform(key, (obs.shape[0], env.action_dim), minval=-1, maxval=1)
-        return collect(ts, args.min_replay_size, random_action)
+        return collect(rs, args.min_replay_size, random_action)
 
-    def sgd_step(ts, batch):
-        key, actor_key = jax.random.split(ts.key)
-        (c_loss, (c_info, psi)), c_grads = jax.value_and_grad(critic_loss, has_aux=True)(ts.critic_params, batch)
+    def sgd_step(rs, batch):
+        """UPDATE on one minibatch: critic, actor and temperature, each from the parameters before this step."""
+        key, actor_key = jax.random.split(rs.key)
+        (c_loss, (c_info, psi)), c_grads = jax.value_and_grad(critic_loss, has_aux=True)(rs.critic_params, batch)
         (a_loss, log_prob), a_grads = jax.value_and_grad(actor_loss, has_aux=True)(
-            ts.actor_params, ts.critic_params, ts.log_alpha, batch, psi, actor_key
+            rs.actor_params, rs.critic_params, rs.log_alpha, batch, psi, actor_key
         )
-        al_loss, al_grad = jax.value_and_grad(alpha_loss)(ts.log_alpha, log_prob, target_entropy)
-        c_updates, critic_opt_state = critic_opt.update(c_grads, ts.critic_opt_state)
-        a_updates, actor_opt_state = actor_opt.update(a_grads, ts.actor_opt_state)
-        al_update, alpha_opt_state = alpha_opt.update(al_grad, ts.alpha_opt_state)
-        ts = ts.replace(
-            critic_params=optax.apply_updates(ts.critic_params, c_updates),
-            actor_params=optax.apply_updates(ts.actor_params, a_updates),
-            log_alpha=optax.apply_updates(ts.log_alpha, al_update),
+        al_loss, al_grad = jax.value_and_grad(alpha_loss)(rs.log_alpha, log_prob, target_entropy)
+        c_updates, critic_opt_state = critic_opt.update(c_grads, rs.critic_opt_state)
+        a_updates, actor_opt_state = actor_opt.update(a_grads, rs.actor_opt_state)
+        al_update, alpha_opt_state = alpha_opt.update(al_grad, rs.alpha_opt_state)
+        rs = rs.replace(
+            critic_params=optax.apply_updates(rs.critic_params, c_updates),
+            actor_params=optax.apply_updates(rs.actor_params, a_updates),
+            log_alpha=optax.apply_updates(rs.log_alpha, al_update),
             critic_opt_state=critic_opt_state,
             actor_opt_state=actor_opt_state,
             alpha_opt_state=alpha_opt_state,
@@ -1077,56 +491,66 @@ def make_train(args, env):
             "losses/critic_loss": c_loss,
             "losses/actor_loss": a_loss,
             "losses/alpha_loss": al_loss,
-            "losses/alpha": jnp.exp(ts.log_alpha),
+            "losses/alpha": jnp.exp(rs.log_alpha),
             "losses/entropy": -jnp.mean(log_prob),
             # gradient health of deep nets: vanishing shows as a norm drifting to 0, explosion as a blow-up
             "gradients/critic_norm": optax.tree.norm(c_grads),
             "gradients/actor_norm": optax.tree.norm(a_grads),
             **c_info,
         }
-        return ts, metrics
+        return rs, metrics
 
-    def training_step(ts, _):
-        ts = collect(ts, args.unroll_length, lambda obs, key: policy(ts.actor_params, obs, key))
-        key, sample_key, perm_key = jax.random.split(ts.key, 3)
+    def training_step(rs, _):
+        # COLLECT with the current stochastic policy
+        rs = collect(rs, args.unroll_length, lambda obs, key: policy(rs.actor_params, obs, key))
+        # RELABEL one window per environment: every step's goal is a future state of its own trajectory
+        key, sample_key, perm_key = jax.random.split(rs.key, 3)
         transitions = sample_transitions(
-            ts.buffer, sample_key, env.episode_length, args.gamma, env.state_dim, env.goal_indices
+            rs.buffer, sample_key, env.episode_length, args.gamma, env.state_dim, env.goal_indices
         )
         # minibatches without replacement from the relabelled pool: (num_sgd_batches, batch_size, .)
         num_used = args.num_sgd_batches_per_training_step * args.batch_size
         pick = jax.random.permutation(perm_key, transitions["state"].shape[0])[:num_used]
         batches = jax.tree.map(lambda x: x[pick].reshape((-1, args.batch_size) + x.shape[1:]), transitions)
-        ts, metrics = jax.lax.scan(sgd_step, ts.replace(key=key), split_over_devices(batches, axis=1))
-        return ts, jax.tree.map(jnp.mean, metrics)
+        # UPDATE on each minibatch in turn (split over the devices: data parallelism)
+        rs, metrics = jax.lax.scan(sgd_step, rs.replace(key=key), split_over_devices(batches, axis=1))
+        return rs, jax.tree.map(jnp.mean, metrics)
 
-    def epoch(ts):
-        ts, metrics = jax.lax.scan(training_step, ts, None, length=steps_per_epoch)
-        return ts, jax.tree.map(jnp.mean, metrics)
+    def epoch(rs):
+        rs, metrics = jax.lax.scan(training_step, rs, None, length=steps_per_epoch)
+        return rs, jax.tree.map(jnp.mean, metrics)
 
     return init, prefill, epoch, actor
 
 
-def checkpoint_params(ts):
+def checkpoint_params(rs):
     """The networks written to checkpoint_best and final: what evaluation and eval_stitching.py load."""
-    return {"actor": ts.actor_params, "critic": ts.critic_params}
+    return {"actor": rs.actor_params, "critic": rs.critic_params}
 
 
-def training_steps_per_epoch(args):
-    prefill = args.min_replay_size * args.num_envs
-    return (args.total_env_steps - prefill) // (args.num_epochs * args.num_envs * args.unroll_length)
+# ==== EVALUATION ====
+def deterministic_rollout(env, actor, actor_params, env_state, length, record):
+    """`length` steps of the deterministic policy a = tanh(mean); returns record(env_state, next_state) of each
+    step, stacked over time (what evaluation scores and what --render draws)."""
+
+    def step(env_state, _):
+        mean, _ = actor.apply(actor_params, env_state.obs)
+        next_state = env.step(env_state, jnp.tanh(mean))
+        return next_state, record(env_state, next_state)
+
+    return jax.lax.scan(step, env_state, None, length=length)[1]
 
 
-# ==== EVALUATION AND LOGGING ====
 def make_evaluate(args, env, actor):
-    """Deterministic policy tanh(mean) for one episode in num_eval_envs environments (SPEC section 3)."""
+    """One episode of the deterministic policy in each of num_eval_envs environments, fresh starts and goals.
+
+    time_near_goal, the steps spent within the success radius of the goal, is the paper's score (Sec. 4.1);
+    success is whether the goal was reached at all; dist_to_goal is the distance at the episode's end."""
 
     def evaluate(actor_params, key):
-        def step(env_state, _):
-            mean, _ = actor.apply(actor_params, env_state.obs)
-            env_state = env.step(env_state, jnp.tanh(mean))
-            return env_state, (env_state.dist_to_goal, env_state.done)
-
-        _, (dist, done) = jax.lax.scan(step, env.reset(key, args.num_eval_envs), None, length=env.episode_length)
+        record = lambda _, next_state: (next_state.dist_to_goal, next_state.done)
+        env_state = env.reset(key, args.num_eval_envs)
+        dist, done = deterministic_rollout(env, actor, actor_params, env_state, env.episode_length, record)
         alive = (jnp.cumsum(done, axis=0) - done) == 0  # (T, n) steps up to and including the episode's end
         near = (dist < env.success_radius) & alive
         final_dist = jnp.sum(dist * (done & alive), axis=0)
@@ -1141,30 +565,79 @@ def make_evaluate(args, env, actor):
     return evaluate
 
 
-def over_seeds(fn, num_seeds):
-    """fn mapped over the leading seed axis of its arguments and results: vmap for several seeds; for one, the
-    axis is dropped inside the program instead (vmap over a batch of 1 made CPU epochs up to 1.75x slower)."""
-    if num_seeds > 1:
-        return jax.vmap(fn)
-    return lambda *xs: jax.tree.map(lambda y: y[None], fn(*jax.tree.map(lambda x: x[0], xs)))
+# ==== MAIN ====
+def main():
+    """The experiment: num_seeds agents trained side by side for num_epochs epochs, each epoch followed by an
+    evaluation; metrics, checkpoints and the final networks go to runs/NAME (README#what-a-run-writes)."""
+    args, resume = parse_args()
+    check_args(args)
+    args.actor_depth = args.actor_depth or args.depth
+    args.critic_depth = args.critic_depth or args.depth
+    env = GoalEnv(args.env_id, args.episode_length)
+    args.episode_length = env.episode_length
+    plan = schedule(args)
+    run_dir = open_run_dir(args, resume)
+    utd = args.num_sgd_batches_per_training_step / (args.num_envs * args.unroll_length)
+    print(
+        f"{run_dir}: {args.env_id}, actor depth {args.actor_depth}, critic depth {args.critic_depth}"
+        f" (Dense layers, no skip connections), width {args.width}, {args.num_seeds} seed(s), "
+        f"{jax.device_count()} {jax.devices()[0].platform} device(s)\n"
+        f"epoch = {plan.training_steps_per_epoch} training steps x {args.num_envs} envs x {args.unroll_length} steps "
+        f"= {plan.env_steps_per_epoch} env steps; {args.num_epochs} epochs + {plan.prefill_steps} prefill = "
+        f"{plan.total_steps}\nupdate-to-data ratio: {args.num_sgd_batches_per_training_step} SGD steps of "
+        f"{args.batch_size} per {args.num_envs * args.unroll_length} env steps = 1:{1 / utd:.1f} (paper: 1:40)"
+    )
+
+    # BUILD one runner state per seed, spread over the devices, and COMPILE prefill, epoch and evaluation once
+    init, prefill, epoch, actor = make_train(args, env)
+    evaluate = make_evaluate(args, env, actor)
+    seeds = jnp.arange(args.num_seeds) + args.seed
+    rs = jax.vmap(lambda s: init(jax.random.PRNGKey(s)))(seeds)
+    eval_keys = jax.vmap(jax.random.PRNGKey)(seeds)
+    rs = jax.device_put(rs, data_parallel(rs, use_all_devices()))
+    prefill_fn, epoch_fn, evaluate_fn = compile_programs(env, args.num_seeds, rs, eval_keys, prefill, epoch, evaluate)
+
+    # PREFILL the replay buffer with random actions, or continue a killed run from its last checkpoint
+    if resume:
+        rs, first_epoch, best_score = restore_checkpoint(run_dir, rs)
+    else:
+        rs, first_epoch, best_score = prefill_fn(rs), 0, -math.inf
+
+    # TRAIN AND EVALUATE, epoch by epoch
+    log = RunLog(args, run_dir, plan.total_steps, int(rs.env_steps[0]), best_score)
+    for epoch_index in range(first_epoch + 1, args.num_epochs + 1):
+        epoch_start = time.time()
+        rs, train_metrics = jax.block_until_ready(epoch_fn(rs))  # timed apart from the evaluation
+        epoch_seconds = time.time() - epoch_start
+        eval_epoch_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_keys, epoch_index)
+        eval_metrics = evaluate_fn(rs.actor_params, eval_epoch_keys)
+        metrics = {"epoch": epoch_index, **log.progress_metrics(int(rs.env_steps[0]))}
+        metrics["training/epoch_sps"] = plan.env_steps_per_epoch / epoch_seconds  # training alone
+        log.write(epoch_index, over_seeds_summary(jax.device_get({**train_metrics, **eval_metrics})) | metrics, rs)
+    log.close()
+
+    if args.save_model:
+        write_atomic(os.path.join(run_dir, "final.msgpack"), flax.serialization.to_bytes(checkpoint_params(rs)))
+    if args.render:
+        actor_params = jax.tree.map(lambda x: x[0], rs.actor_params)
+        render_episodes(args, env, actor, actor_params, os.path.join(run_dir, "render.html"))
+        print(f"wrote {os.path.join(run_dir, 'render.html')}")
 
 
-def data_parallel(ts, mesh):
-    """Shardings of a (seeds, ...) TrainState: each device steps its share of the environments and holds their
-    part of the replay buffer; parameters, optimiser states and keys are replicated. XLA's partitioner adds the
-    all-reduce of the gradients (TRAINING splits each minibatch with split_over_devices)."""
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    split = lambda axis: jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*[None] * axis, "devices"))
-    env_state = jax.tree.map(lambda x: split(1) if x.ndim >= 2 else replicated, ts.env_state)  # (seeds, envs, .)
-    buffer = jax.tree.map(lambda x: split(2) if x.ndim >= 3 else replicated, ts.buffer)  # (seeds, time, envs, .)
-    shardings = jax.tree.map(lambda _: replicated, ts)
-    return shardings.replace(env_state=env_state.replace(key=replicated), buffer=buffer), replicated
+# ==== RUN PLUMBING ====
+# Skip on a first read: what a run needs besides the method. Flags (checks, --resume), the run directory
+# (checkpoints, metrics.jsonl, wandb, console), seeds and devices (vmap, sharding, compilation), the renderer.
 
 
 def fail(message, status=2):
     """A one-line error, no traceback: status 2 for bad input (like argparse), 1 for a run that had to stop."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(status)
+
+
+def flag(name):
+    """The command-line spelling of an Args field: num_envs -> --num-envs."""
+    return "--" + name.replace("_", "-")
 
 
 def check_args(args):
@@ -1178,17 +651,17 @@ def check_args(args):
     for name in positive:
         value = getattr(args, name)
         if value is not None and value < 1:
-            fail(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+            fail(f"{flag(name)} must be >= 1, got {value}")
     if args.episode_length is not None and args.episode_length < 2:
         fail(f"--episode-length must be >= 2, got {args.episode_length}")
     if not 0 < args.gamma < 1:
         fail(f"--gamma must be in (0, 1), got {args.gamma}")
     for name in ["actor_lr", "critic_lr", "alpha_lr"]:
         if getattr(args, name) <= 0:
-            fail(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+            fail(f"{flag(name)} must be > 0, got {getattr(args, name)}")
     for name in ["logsumexp_penalty", "target_entropy_scale"]:
         if getattr(args, name) < 0:
-            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+            fail(f"{flag(name)} must be >= 0, got {getattr(args, name)}")
     if args.min_replay_size > args.max_replay_size:
         fail(f"--min-replay-size {args.min_replay_size} exceeds --max-replay-size {args.max_replay_size}")
     if args.min_replay_size < episode_length:
@@ -1213,15 +686,15 @@ def check_args(args):
     for name in ["num_envs", "batch_size"]:  # data parallelism splits both over the devices
         if getattr(args, name) % jax.device_count():
             fail(
-                f"--{name.replace('_', '-')} {getattr(args, name)} is not a multiple of the {jax.device_count()} "
-                f"devices it is split over ({jax.devices()[0].platform}); pick a multiple, or hide devices "
-                "(CUDA_VISIBLE_DEVICES)"
+                f"{flag(name)} {getattr(args, name)} is not a multiple of the {jax.device_count()} devices it is "
+                f"split over ({jax.devices()[0].platform}); pick a multiple, or hide devices (CUDA_VISIBLE_DEVICES)"
             )
-    if training_steps_per_epoch(args) < 1:
-        need = args.min_replay_size * args.num_envs + args.num_epochs * args.num_envs * args.unroll_length
+    plan = schedule(args)
+    if plan.training_steps_per_epoch < 1:
         fail(
             f"--total-env-steps {args.total_env_steps} is too small for one training step per epoch: need at "
-            f"least {need} (prefill --min-replay-size x --num-envs + --num-epochs x --num-envs x --unroll-length)"
+            f"least {plan.min_total_steps} (prefill --min-replay-size x --num-envs + --num-epochs x --num-envs x "
+            "--unroll-length)"
         )
     if args.track and args.wandb_mode == "online":
         host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("//")[-1].split("/")[0]
@@ -1255,10 +728,22 @@ def parse_args():
     for name, value in saved.items():
         if name not in STATE_FLAGS_EXEMPT and getattr(args, name, value) != value:
             fail(
-                f"--{name.replace('_', '-')} {getattr(args, name)} differs from the run in {resume} ({value}); "
+                f"{flag(name)} {getattr(args, name)} differs from the run in {resume} ({value}); "
                 "a resumed run keeps the flags it was started with"
             )
     return args, resume
+
+
+def open_run_dir(args, resume):
+    """runs/{env_id}__{exp_name}__{seed}__{unix time}, with args.json (every flag, derived values resolved), or
+    the directory of the run that --resume continues."""
+    if resume:
+        return resume
+    run_dir = f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "args.json"), "w") as f:
+        json.dump(dataclasses.asdict(args), f, indent=2)
+    return run_dir
 
 
 def write_atomic(path, data):
@@ -1271,180 +756,810 @@ def write_atomic(path, data):
     os.replace(tmp, path)
 
 
+def save_checkpoint(run_dir, rs, epoch_index, best_score):
+    """checkpoint_last.msgpack: every leaf of the runner state (networks, optimisers, environments, buffer, keys),
+    the epoch and the best score so far. Leaves, not the tree: flax cannot serialize every pytree in it (MJX's
+    simulator state); the "train_state" key is the file format's, unchanged since the first release."""
+    state = {"train_state": jax.tree.leaves(rs), "epoch": epoch_index, "best_score": best_score}
+    write_atomic(os.path.join(run_dir, "checkpoint_last.msgpack"), flax.serialization.to_bytes(state))
+
+
+def restore_checkpoint(run_dir, rs):
+    """checkpoint_last.msgpack of run_dir, put on the devices of rs; metrics.jsonl is cut back to its epoch, so
+    the epochs after it are run (and logged) again. Returns (rs, epoch, best score)."""
+    saved = pathlib.Path(run_dir, "checkpoint_last.msgpack").read_bytes()
+    restored = flax.serialization.from_bytes({"train_state": jax.tree.leaves(rs), "epoch": 0, "best_score": 0.0}, saved)
+    leaves = jax.tree.unflatten(jax.tree.structure(rs), restored["train_state"])
+    rs = jax.tree.map(lambda new, old: jax.device_put(new, old.sharding), leaves, rs)
+    epoch = int(restored["epoch"])
+    metrics_path = os.path.join(run_dir, "metrics.jsonl")
+    kept = [line for line in pathlib.Path(metrics_path).read_text().splitlines() if json.loads(line)["epoch"] <= epoch]
+    write_atomic(metrics_path, "".join(line + "\n" for line in kept).encode())
+    print(f"resumed {run_dir} after epoch {epoch} ({int(rs.env_steps[0])} env steps)")
+    return rs, epoch, float(restored["best_score"])
+
+
+def over_seeds_summary(per_seed):
+    """{key: (num_seeds, ...) values} -> each key's mean over seeds; with several seeds also key_std and
+    key_per_seed (the values themselves)."""
+    metrics = {k: float(np.mean(v)) for k, v in per_seed.items()}
+    if len(next(iter(per_seed.values()))) > 1:
+        metrics |= {f"{k}_std": float(np.std(v)) for k, v in per_seed.items()}
+        metrics |= {f"{k}_per_seed": v.tolist() for k, v in per_seed.items()}
+    return metrics
+
+
 def log_line(metrics):
     return ", ".join(
         f"{k.split('/')[-1]} {v:.3g}" for k, v in metrics.items() if isinstance(v, float) and not k.endswith("_std")
     )
 
 
+class RunLog:
+    """What a run writes after every epoch: a line of metrics.jsonl, the wandb log (--track), checkpoint_last and
+    checkpoint_best by eval/time_near_goal (--save-model), the progress bar and one console line. A non-finite
+    loss stops the run before anything of its epoch is written."""
+
+    def __init__(self, args, run_dir, planned_steps, env_steps, best_score, name=None, label="epoch"):
+        self.args, self.run_dir, self.best_score, self.label = args, run_dir, best_score, label
+        self.wandb = None
+        if args.track:
+            import wandb
+
+            name = name or os.path.basename(os.path.normpath(run_dir))
+            config = dataclasses.asdict(args)
+            wandb.init(
+                project=args.wandb_project_name,
+                entity=args.wandb_entity,
+                mode=args.wandb_mode,
+                name=name,
+                id=name,
+                resume="allow",
+                dir=run_dir,
+                config=config,
+            )
+            self.wandb = wandb
+        self.start_time, self.start_steps = time.time(), env_steps
+        self.progress = tqdm.tqdm(
+            total=planned_steps, initial=env_steps, unit="step", unit_scale=True, dynamic_ncols=True
+        )
+
+    def progress_metrics(self, env_steps):
+        elapsed = time.time() - self.start_time
+        sps = (env_steps - self.start_steps) / elapsed
+        return {"training/env_steps": env_steps, "training/sps": sps, "training/walltime": elapsed}
+
+    def write(self, epoch_index, metrics, rs):
+        bad = [k for k, v in metrics.items() if k.startswith("losses/") and not np.all(np.isfinite(v))]
+        if bad:
+            self.progress.close()
+            last = os.path.join(self.run_dir, "checkpoint_last.msgpack")
+            kept = f"the last good checkpoint (epoch {epoch_index - 1}) is kept in {last}"
+            if not (self.args.save_model and epoch_index > 1):
+                kept = "no checkpoint had been written yet"
+            fail(f"{bad[0]} is not finite in epoch {epoch_index}; run stopped, {kept}", status=1)
+        with open(os.path.join(self.run_dir, "metrics.jsonl"), "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        if self.wandb:
+            self.wandb.log(metrics, step=metrics["training/env_steps"])
+        if self.args.save_model:
+            if metrics["eval/time_near_goal"] > self.best_score:
+                self.best_score = metrics["eval/time_near_goal"]
+                params = flax.serialization.to_bytes(checkpoint_params(rs))
+                write_atomic(os.path.join(self.run_dir, "checkpoint_best.msgpack"), params)
+            save_checkpoint(self.run_dir, rs, epoch_index, self.best_score)
+        self.progress.update(metrics["training/env_steps"] - self.progress.n)
+        self.progress.set_postfix(
+            sps=f"{metrics['training/sps']:.0f}",
+            success=f"{metrics['eval/success']:.2f}",
+            near=f"{metrics['eval/time_near_goal']:.0f}/{self.args.episode_length}",
+        )
+        self.progress.write(f"{self.label} {epoch_index}: {log_line(metrics)}")
+
+    def close(self):
+        self.progress.close()
+        if self.wandb:
+            self.wandb.finish()
+
+
+def over_seeds(fn, num_seeds):
+    """fn mapped over the leading seed axis of its arguments and results: vmap for several seeds; for one, the
+    axis is dropped inside the program instead (vmap over a batch of 1 is slower on a CPU: README#performance)."""
+    if num_seeds > 1:
+        return jax.vmap(fn)
+    return lambda *xs: jax.tree.map(lambda y: y[None], fn(*jax.tree.map(lambda x: x[0], xs)))
+
+
+def use_all_devices():
+    """A one-axis mesh over every device JAX sees, set for the process: split_over_devices uses it."""
+    mesh = jax.make_mesh((jax.device_count(),), ("devices",), axis_types=(jax.sharding.AxisType.Auto,))
+    jax.set_mesh(mesh)
+    return mesh
+
+
+def data_parallel(rs, mesh):
+    """Shardings of a (seeds, ...) RunnerState: each device steps its share of the environments and holds their
+    part of the replay buffer; parameters, optimiser states and keys are replicated. XLA's partitioner adds the
+    all-reduce of the gradients (TRAINING splits each minibatch with split_over_devices)."""
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    split = lambda axis: jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*[None] * axis, "devices"))
+    env_state = jax.tree.map(lambda x: split(1) if x.ndim >= 2 else replicated, rs.env_state)  # (seeds, envs, .)
+    buffer = jax.tree.map(lambda x: split(2) if x.ndim >= 3 else replicated, rs.buffer)  # (seeds, time, envs, .)
+    shardings = jax.tree.map(lambda _: replicated, rs)
+    return shardings.replace(env_state=env_state.replace(key=replicated), buffer=buffer)
+
+
+def split_over_devices(tree, axis):
+    """Splits `axis` of every array over the devices of the mesh set by use_all_devices; no-op without one."""
+    if "devices" not in jax.sharding.get_abstract_mesh().axis_names:
+        return tree
+    spec = jax.sharding.PartitionSpec(*[None] * axis, "devices")
+    return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, spec), tree)
+
+
+def compile_programs(env, num_seeds, rs, eval_keys, prefill, epoch, evaluate, label=""):
+    """prefill, epoch and evaluate, each over the seeds, compiled once for rs's shapes and devices with the
+    environment's XLA options; the runner state is donated (updated in place). Prints the compile times."""
+    replicated = jax.sharding.NamedSharding(jax.sharding.get_mesh(), jax.sharding.PartitionSpec())
+    shardings = jax.tree.map(lambda x: x.sharding, rs)
+    seconds = []
+
+    def compiled(fn, *example, **jit_options):
+        start = time.time()
+        program = jax.jit(over_seeds(fn, num_seeds), **jit_options).lower(*example).compile(env.compiler_options)
+        seconds.append(time.time() - start)
+        return program
+
+    prefill_fn = compiled(prefill, rs, donate_argnums=0, out_shardings=shardings)
+    epoch_fn = compiled(epoch, rs, donate_argnums=0, out_shardings=(shardings, replicated))
+    evaluate_fn = compiled(evaluate, rs.actor_params, eval_keys)
+    print(
+        f"{label}compiled in {sum(seconds):.1f} s: one epoch {seconds[1]:.1f} s, prefill {seconds[0]:.1f} s, "
+        f"evaluation {seconds[2]:.1f} s"
+    )
+    return prefill_fn, epoch_fn, evaluate_fn
+
+
 def render_episodes(args, env, actor, actor_params, path, num_episodes=3):
     """Rolls out the deterministic policy of seed 0 in one environment and writes the brax HTML viewer."""
 
     def rollout(key):
-        def step(env_state, _):
-            mean, _ = actor.apply(actor_params, env_state.obs)
-            frame = (jax.tree.map(lambda x: x[0], env_state.physics), env_state.obs[0, env.state_dim :])
-            return env.step(env_state, jnp.tanh(mean)), frame
-
-        return jax.lax.scan(step, env.reset(key, 1), None, length=num_episodes * env.episode_length)[1]
+        record = lambda env_state, _: (
+            jax.tree.map(lambda x: x[0], env_state.sim_state),
+            env_state.obs[0, env.state_dim :],
+        )
+        length = num_episodes * env.episode_length
+        return deterministic_rollout(env, actor, actor_params, env.reset(key, 1), length, record)
 
     key = jax.random.PRNGKey(args.seed)
-    physics, goals = jax.device_get(jax.jit(rollout).lower(key).compile(env.compiler_options)(key))
+    sim_states, goals = jax.device_get(jax.jit(rollout).lower(key).compile(env.compiler_options)(key))
     frames = [
-        env.physics.render_frame(jax.tree.map(operator.itemgetter(t), physics), goals[t]) for t in range(len(goals))
+        env.task.render_frame(jax.tree.map(operator.itemgetter(t), sim_states), goals[t]) for t in range(len(goals))
     ]
-    write_atomic(path, brax_html.render(env.physics.render_system, frames).encode())
+    write_atomic(path, brax_html.render(env.task.render_system, frames).encode())
 
 
-# ==== MAIN ====
+# ==== ENVIRONMENTS ====
+# Skip on a first read. Every environment is goal-conditioned: observation = concat(state, goal), goal =
+# state[goal_indices] of a target state, re-sampled at every reset (automatic resets included). `GoalEnv` is what
+# the method sees: batched environments with time limits and automatic resets. Below it, the tasks it steps (a
+# point in a maze, brax's arms and robots, MJX's Panda arm) and their registry, ENVIRONMENTS, at the end.
+
+
+@flax.struct.dataclass
+class EnvState:
+    sim_state: Any  # (n, ...) simulator state of each environment (the task's own pytree)
+    obs: jax.Array  # (n, state_dim + goal_dim) concat(state, goal)
+    steps: jax.Array  # (n,) steps since the last reset
+    traj_id: jax.Array  # (n,) counts resets: consecutive steps with equal ids belong to one trajectory
+    done: jax.Array  # (n,) the episode ended at this step (time limit or termination); obs is already reset
+    dist_to_goal: jax.Array  # (n,) ||state[goal_indices] - goal|| after this step, before any reset
+    key: jax.Array
+
+
+class GoalEnv:
+    """n environments of one registry entry, batched, with a time limit and automatic resets (a fresh start and
+    goal every time): reset(key, n) -> EnvState, step(env_state, (n, action_dim) actions) -> EnvState."""
+
+    def __init__(self, env_id, episode_length=None):
+        spec = ENVIRONMENTS[env_id]
+        self.task = spec.make()
+        self.state_dim, self.goal_indices = spec.state_dim, jnp.array(spec.goal_indices)
+        self.goal_dim, self.action_dim = len(spec.goal_indices), self.task.action_dim
+        self.obs_dim = self.state_dim + self.goal_dim
+        self.success_radius = spec.success_radius
+        self.episode_length = episode_length or spec.episode_length
+        # XLA options for every program that steps this environment: `jax.jit(f).lower(...).compile(options)`
+        self.compiler_options = getattr(self.task, "compiler_options", {})
+
+    def _fresh(self, key, n):
+        sim_state, goal = jax.vmap(self.task.init)(jax.random.split(key, n))
+        return sim_state, jnp.concatenate([jax.vmap(self.task.state)(sim_state), goal], axis=-1)
+
+    def reset(self, key, n):
+        key, reset_key = jax.random.split(key)
+        sim_state, obs = self._fresh(reset_key, n)
+        zeros = jnp.zeros((n,), dtype=jnp.int32)
+        return EnvState(sim_state, obs, zeros, zeros, zeros.astype(bool), jnp.zeros((n,)), key)
+
+    def step(self, env_state, action):
+        sim_state = jax.vmap(self.task.step)(env_state.sim_state, action)
+        state = jax.vmap(self.task.state)(sim_state)
+        goal = env_state.obs[:, self.state_dim :]
+        dist_to_goal = jnp.linalg.norm(state[:, self.goal_indices] - goal, axis=-1)
+        steps = env_state.steps + 1
+        done = (steps >= self.episode_length) | jax.vmap(self.task.terminated)(sim_state)
+        obs = jnp.concatenate([state, goal], axis=-1)
+        key, reset_key = jax.random.split(env_state.key)
+
+        def reset_done(_):  # only traced branch that samples: runs when some episode ended
+            fresh_sim_state, fresh_obs = self._fresh(reset_key, done.shape[0])
+            pick = lambda new, old: jnp.where(done.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)
+            return jax.tree.map(pick, (fresh_sim_state, fresh_obs), (sim_state, obs))
+
+        sim_state, obs = jax.lax.cond(done.any(), reset_done, lambda _: (sim_state, obs), None)
+        steps = jnp.where(done, 0, steps)
+        return EnvState(sim_state, obs, steps, env_state.traj_id + done, done, dist_to_goal, key)
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvSpec:
+    """A registry entry: how to build the task, where its goal lives in the state, when it counts as reached."""
+
+    make: Callable[[], Any]  # builds the task (a Task)
+    state_dim: int
+    goal_indices: tuple  # which state entries the goal specifies
+    success_radius: float  # "near the goal" when ||state[goal_indices] - goal|| < success_radius
+    episode_length: int
+
+
+MAZE_LAYOUTS = {  # '#' wall, 'R' start, 'G' goal cell, '.' free; cell (i, j) is centred at (i * size, j * size)
+    "u_maze": ["#####", "#RGG#", "###G#", "#GGG#", "#####"],
+    "u4_maze": ["#####", "#GGG#", "#R#G#", "###G#", "#G#G#", "#GGG#", "#####"],
+    "u5_maze": ["########", "#GGGGGG#", "#R####G#", "######G#", "#G####G#", "#GGGGGG#", "########"],
+    "big_maze": [
+        "########",
+        "#RG##GG#",
+        "#GG#GGG#",
+        "##GGG###",
+        "#GG#GGG#",
+        "#G#GG#G#",
+        "#GGG#GG#",
+        "########",
+    ],
+    "hardest_maze": [
+        "############",
+        "#RGGG#GGGGG#",
+        "#G##G#G#G#G#",
+        "#GGGGGG#GGG#",
+        "#G####G###G#",
+        "#GG#G#GGGGG#",
+        "##G#G#G#G###",
+        "#GG#GGG#GGG#",
+        "############",
+    ],
+}
+MAZE_EVAL_GOALS = {  # the far cells that the `_eval` variants restrict goals to (the benchmark's far-goal splits)
+    "u_maze": [(3, 1), (3, 2), (3, 3)],
+    "u4_maze": [(4, 1), (5, 1), (5, 2), (5, 3)],
+    "u5_maze": [(4, 1), (4, 6)] + [(5, j) for j in range(1, 7)],
+    "big_maze": [(1, 5), (1, 6), (2, 5), (2, 6), (5, 3), (5, 6), (6, 2), (6, 3), (6, 5), (6, 6)],
+    # ours (the benchmark defines no split here): the 13 goal cells 13-15 cells from R along the corridors
+    "hardest_maze": [(1, 10), (2, 10), (3, 8), (3, 9), (3, 10), (4, 10), (5, 4), (5, 10), (6, 4)]
+    + [(7, 4), (7, 8), (7, 9), (7, 10)],
+}
+GOAL_MARKER = (  # a red ball with two slide joints (so brax treats it as a link) drawn at the goal in renders
+    '<body name="goal_marker"><joint type="slide" axis="1 0 0" limited="false"/>'
+    '<joint type="slide" axis="0 1 0" limited="false"/>'
+    '<geom type="sphere" size="0.5" contype="0" conaffinity="0" rgba="0.9 0.2 0.2 1"/></body>'
+)
+
+
+def maze_cells(layout, char):
+    return [(i, j) for i, row in enumerate(MAZE_LAYOUTS[layout]) for j, c in enumerate(row) if c == char]
+
+
+def maze_walls(layout, size):
+    """MJCF boxes covering the wall cells: runs of '#' in a row, stacked over the rows where the run repeats.
+
+    Each box costs one contact test per colliding robot geom per physics substep, so fewer boxes is faster
+    (README#environments; benchmarks/maze_contacts.py).
+    Walls are size / 2 tall, as in the benchmark. They collide with geoms whose contype has bit 1 (brax's feet)
+    or bit 2 (set by `Locomotion` on torso geoms); the floor, conaffinity 1, keeps ignoring bit-2 geoms.
+    """
+    boxes = []  # [first row, last row + 1, first column, last column + 1]
+    for i, row in enumerate(MAZE_LAYOUTS[layout]):
+        for run in re.finditer("#+", row):
+            above = [box for box in boxes if box[1] == i and box[2:] == [run.start(), run.end()]]
+            if above:
+                above[0][1] = i + 1
+            else:
+                boxes.append([i, i + 1, run.start(), run.end()])
+    return "".join(
+        f'<geom type="box" pos="{(i0 + i1 - 1) * size / 2} {(j0 + j1 - 1) * size / 2} {size / 4}" '
+        f'size="{(i1 - i0) * size / 2} {(j1 - j0) * size / 2} {size / 4}" contype="0" conaffinity="3" '
+        'rgba="0.7 0.5 0.3 1"/>'
+        for i0, i1, j0, j1 in boxes
+    )
+
+
+class Task:
+    """A task's physics, as GoalEnv uses it: init(key) -> (sim_state, goal), step(sim_state, action) -> sim_state,
+    state(sim_state) -> (state_dim,) vector, terminated(sim_state); for --render, render_system (a brax System) and
+    render_frame(sim_state, goal) (its links' poses, the goal marker last)."""
+
+    def terminated(self, sim_state):  # episodes end at the time limit; only brax's robots fall over (Locomotion)
+        return jnp.zeros((), dtype=bool)
+
+
+def viewer_frame(pos, rot, goal):
+    """One frame for brax's viewer: the links' positions (L, 3) and rotations (L, 4), then the goal marker (a
+    2-d goal is drawn at height 0.5)."""
+    marker = jnp.concatenate([goal, jnp.full(3 - len(goal), 0.5)])
+    rot = jnp.vstack([rot, jnp.array([1.0, 0, 0, 0])])
+    return types.SimpleNamespace(x=brax_base.Transform(pos=jnp.vstack([pos, marker]), rot=rot))
+
+
+def maze_start_and_goals(layout, goal_cells, size):
+    """World xy of the start cell R's centre, and (G, 2) of the goal cells' centres (default: every G cell)."""
+    start = jnp.array(maze_cells(layout, "R")[0], dtype=jnp.float32) * size
+    return start, jnp.array(goal_cells or maze_cells(layout, "G"), dtype=jnp.float32) * size
+
+
+class PointMaze(Task):
+    """A point mass in a maze, in pure JAX: action = velocity in [-1, 1]^2 scaled by `speed` units per step.
+
+    Walls block motion per axis: the x move is undone if it ends inside a wall cell, then the y move. State
+    = (x, y), so the point mazes cost almost nothing and a CPU can train on them in minutes.
+    """
+
+    action_dim = 2
+    state_dim = 2
+    speed = 0.5  # units per step: a 4-unit cell takes 8 steps to cross
+
+    def __init__(self, layout, goal_cells=None, size=4.0):
+        self.layout, self.size = layout, size
+        self.walls = jnp.array([[c == "#" for c in row] for row in MAZE_LAYOUTS[layout]])
+        self.start, self.goals = maze_start_and_goals(layout, goal_cells, size)
+
+    def in_wall(self, xy):
+        ij = jnp.round(xy / self.size).astype(jnp.int32)
+        return self.walls[ij[0], ij[1]]
+
+    def init(self, key, start=None, goals=None):
+        """start: (2,) centre of the start cell (default R); goals: (G, 2) goal-cell centres (default the layout's).
+        eval_stitching.py passes both to train on short corridor pairs."""
+        start = self.start if start is None else start
+        goals = self.goals if goals is None else goals
+        k_start, k_cell, k_jitter = jax.random.split(key, 3)
+        xy = start + jax.random.uniform(k_start, (2,), minval=-0.5, maxval=0.5)
+        cell = jax.random.randint(k_cell, (), 0, len(goals))
+        # a uniform point of the cell, not just near its centre: goals that reach the cell's edges lead agents
+        # into neighbouring cells, which CRL needs to find the U-maze's far cell (README#notes-and-deviations)
+        goal = goals[cell] + jax.random.uniform(k_jitter, (2,), minval=-self.size / 2, maxval=self.size / 2)
+        return xy, goal
+
+    def step(self, xy, action):
+        move = self.speed * jnp.clip(action, -1.0, 1.0)
+        x_moved = xy.at[0].add(move[0])
+        xy = jnp.where(self.in_wall(x_moved), xy, x_moved)
+        y_moved = xy.at[1].add(move[1])
+        return jnp.where(self.in_wall(y_moved), xy, y_moved)
+
+    def state(self, xy):
+        return xy
+
+    @functools.cached_property
+    def render_system(self):
+        point = GOAL_MARKER.replace("goal_marker", "point").replace("0.9 0.2 0.2", "0.2 0.4 0.9")
+        xml = f'<mujoco><worldbody><geom type="plane" size="40 40 0.1"/>{maze_walls(self.layout, self.size)}'
+        return brax_mjcf.loads(f"{xml}{point}{GOAL_MARKER}</worldbody></mujoco>")
+
+    def render_frame(self, xy, goal):
+        return viewer_frame(jnp.append(xy, 0.5)[None], jnp.array([[1.0, 0, 0, 0]]), goal)
+
+
+class BraxArm(Task):
+    """A brax arm stepped by brax's own environment class with the spring backend, so the class's backend
+    settings (timestep, frames per step, actuator gears) come with it. Physics state = brax's pipeline state;
+    actions in [-1, 1] are mapped onto the actuators' control range, as brax's classes do."""
+
+    def __init__(self, name):
+        self.env = brax_envs.get_environment(name, backend="spring")
+        self.action_dim = self.env.action_size
+
+    def step(self, pipeline_state, action):
+        low, high = self.env.sys.actuator.ctrl_range.T
+        ctrl = low + (jnp.clip(action, -1.0, 1.0) + 1) * (high - low) / 2
+        return self.env.pipeline_step(pipeline_state, ctrl)
+
+    @property
+    def render_system(self):
+        return self.env.sys
+
+    def render_frame(self, pipeline_state, goal):
+        return pipeline_state
+
+
+class Reacher(BraxArm):
+    """brax's two-link reacher; state = fingertip xyz and velocity, cos and sin of the joint angles (10).
+
+    brax's `Reacher` sets timestep 0.005, 4 frames and actuator gear 25 for spring. The goal is a random
+    point on the plane within reach; the target marker's slide joints are set to it so renders show it.
+    """
+
+    state_dim = 10
+    tip = brax_base.Transform.create(pos=jnp.array([0.11, 0.0, 0.0]))  # fingertip offset on link 1 (reacher.xml)
+
+    def __init__(self):
+        super().__init__("reacher")
+
+    def init(self, key):
+        k_q, k_qd, k_r, k_a = jax.random.split(key, 4)
+        sys = self.env.sys
+        radius = 0.2 * jnp.sqrt(jax.random.uniform(k_r))  # uniform on the disc of radius 0.2 (reach 0.21)
+        angle = 2 * jnp.pi * jax.random.uniform(k_a)
+        target = radius * jnp.array([jnp.cos(angle), jnp.sin(angle)])
+        q = sys.init_q + jax.random.uniform(k_q, (sys.q_size(),), minval=-0.1, maxval=0.1)
+        qd = jax.random.uniform(k_qd, (sys.qd_size(),), minval=-0.005, maxval=0.005)
+        pipeline_state = self.env.pipeline_init(q.at[2:].set(target), qd.at[2:].set(0.0))
+        tip_z = self.state(pipeline_state)[2]  # the arm is planar: the fingertip height never changes
+        return pipeline_state, jnp.append(target, tip_z)
+
+    def state(self, pipeline_state):
+        tip_pos = pipeline_state.x.take(1).do(self.tip).pos
+        tip_vel = self.tip.do(pipeline_state.xd.take(1)).vel
+        theta = pipeline_state.q[:2]
+        return jnp.concatenate([tip_pos, tip_vel, jnp.cos(theta), jnp.sin(theta)])
+
+
+class Pusher(BraxArm):
+    """brax's 7-joint pusher arm; the goal is a position of the object. State = the benchmark's 20 numbers:
+    joint angles (7), fingertip xyz, object xyz, joint velocities (7); the goal is state[10:13].
+
+    brax's `Pusher` sets timestep 0.001, 50 frames and gear 20 for spring. `goal_region` bounds the offsets
+    written to the goal marker's joints, which pusher.xml orders (slide y, slide x), as the benchmark samples
+    them. The object starts where brax's `Pusher` puts it, moved out to 0.17 from the goal if closer. The goal's
+    height is the object's (which only slides), so the 0.1 success radius is a distance on the table.
+    """
+
+    state_dim = 20
+
+    def __init__(self, goal_region):
+        super().__init__("pusher")
+        self.goal_region = jnp.array(goal_region, dtype=jnp.float32)  # [[low y, low x], [high y, high x]]
+        self.tip, self.object, self.goal = map(self.env.sys.link_names.index, ["r_wrist_flex_link", "object", "goal"])
+
+    def positions(self, pipeline_state):  # centres of mass of the links
+        return pipeline_state.x.vmap().do(brax_base.Transform.create(pos=self.env.sys.link.inertia.transform.pos)).pos
+
+    def init(self, key):
+        k_object, k_goal, k_qd = jax.random.split(key, 3)
+        sys = self.env.sys
+        goal = jax.random.uniform(k_goal, (2,), minval=self.goal_region[0], maxval=self.goal_region[1])
+        obj = jax.random.uniform(k_object, (2,), minval=jnp.array([-0.3, -0.2]), maxval=jnp.array([0.0, 0.2]))
+        gap = jnp.linalg.norm(obj - goal)
+        obj = jnp.where(gap < 0.17, goal + (obj - goal) * 0.17 / jnp.maximum(gap, 1e-6), obj)
+        q = sys.init_q.at[-4:].set(jnp.concatenate([obj, goal]))
+        qd = jax.random.uniform(k_qd, (sys.qd_size(),), minval=-0.005, maxval=0.005).at[-4:].set(0.0)
+        pipeline_state = self.env.pipeline_init(q, qd)
+        pos = self.positions(pipeline_state)
+        return pipeline_state, pos[self.goal].at[2].set(pos[self.object, 2])
+
+    def state(self, pipeline_state):
+        pos = self.positions(pipeline_state)
+        q, qd = pipeline_state.q, pipeline_state.qd
+        return jnp.concatenate([q[:7], pos[self.tip], pos[self.object], qd[:7]])
+
+
+class Locomotion(Task):
+    """brax's Ant or Humanoid on an open floor or in a maze of box walls; the goal is a torso position.
+
+    brax's own class steps the robot, so its spring-backend settings come along: Ant timestep 0.005 and 10
+    frames per step, Humanoid timestep 0.0015, 10 frames and its gear table (the XMLs' own timesteps are not
+    stable with maze walls: README#environments). brax's
+    class also gives the reset noise, the observation (positions kept: the ant's state is q, qd = 29 numbers,
+    torso xy first) and `done` when the torso height leaves the healthy range (Ant 0.2-1.0, Humanoid 1.0-2.0),
+    which ends the episode. Mazes add walls to brax's XML and put the start at the layout's R cell.
+    """
+
+    def __init__(self, robot, layout=None, goal_cells=None, size=4.0, wall_geoms=(), radius=(10.0, 10.0), goal_z=()):
+        self.env = brax_envs.get_environment(robot, backend="spring", exclude_current_positions_from_observation=False)
+        self.layout, self.size = layout, size
+        self.action_dim, self.radius, self.goal_z = self.env.action_size, radius, jnp.array(goal_z)
+        root = ET.parse(os.path.join(os.path.dirname(brax_envs.__file__), "assets", f"{robot}.xml")).getroot()
+        self.start, self.goals = jnp.zeros(2), None
+        if layout is not None:
+            for geom in root.iter("geom"):
+                if geom.get("name") in wall_geoms:
+                    geom.set("contype", "2")  # these collide with the walls (conaffinity 3) but not the floor
+            root.find("worldbody").extend(ET.fromstring(f"<walls>{maze_walls(layout, size)}</walls>"))
+            self.start, self.goals = maze_start_and_goals(layout, goal_cells, size)
+        self.xml = ET.tostring(root, encoding="unicode")
+        sys = brax_mjcf.loads(self.xml)
+        # keep what brax's class set for the backend (opt: timestep, solver; actuator: gears); start at R
+        backend = {"opt": self.env.sys.opt, "actuator": self.env.sys.actuator}
+        self.env.sys = sys.replace(**backend, init_q=sys.init_q.at[:2].set(self.start))
+
+    def init(self, key, start=None, goals=None):
+        """start: (2,) torso xy to start from (default R); goals: (G, 2) goal-cell centres (default the layout's).
+        eval_stitching.py passes both to train on short corridor pairs."""
+        goals = self.goals if goals is None else goals
+        k_reset, k_cell, k_radius, k_angle = jax.random.split(key, 4)
+        brax_state = self.env.reset(k_reset)
+        if start is not None:  # q[:2] is the torso xy and the only absolute position in brax's observation
+            shift = start - self.start
+            q, qd = brax_state.pipeline_state.q.at[:2].add(shift), brax_state.pipeline_state.qd
+            brax_state = brax_state.replace(
+                pipeline_state=self.env.pipeline_init(q, qd), obs=brax_state.obs.at[:2].add(shift)
+            )
+        if goals is not None:  # the centre of a uniformly chosen goal cell, as in the benchmark
+            xy = goals[jax.random.randint(k_cell, (), 0, len(goals))]
+        else:  # uniform angle; radius uniform in [radius[0], radius[1]]
+            angle = 2 * jnp.pi * jax.random.uniform(k_angle)
+            radius = jax.random.uniform(k_radius, minval=self.radius[0], maxval=self.radius[1])
+            xy = radius * jnp.array([jnp.cos(angle), jnp.sin(angle)])
+        return brax_state, jnp.concatenate([xy, self.goal_z])
+
+    def step(self, brax_state, action):
+        return self.env.step(brax_state, jnp.clip(action, -1.0, 1.0))
+
+    def state(self, brax_state):
+        return brax_state.obs
+
+    def terminated(self, brax_state):
+        return brax_state.done > 0
+
+    @functools.cached_property
+    def render_system(self):
+        root = ET.fromstring(self.xml)
+        for custom in root.iter("custom"):  # brax's init_qpos would miss the marker's two joints
+            for init_qpos in custom.findall("numeric[@name='init_qpos']"):
+                custom.remove(init_qpos)
+        root.find("worldbody").append(ET.fromstring(GOAL_MARKER))
+        return brax_mjcf.loads(ET.tostring(root, encoding="unicode"))
+
+    def render_frame(self, brax_state, goal):
+        return viewer_frame(brax_state.pipeline_state.x.pos, brax_state.pipeline_state.x.rot, goal)
+
+
+# The Panda arm of the manipulation tasks, built in code from primitives: the body frames, joint axes and limits
+# of Franka's published kinematics (as in MuJoCo Menagerie's panda.xml), its link masses and joint PD gains, a
+# parallel gripper with two 4 cm pads, a 4 cm cube. Chosen over the Franka meshes shipped in gymnasium-robotics'
+# wheel: no 15 MB dependency, and meshes would change nothing the tasks measure, because only the hand, the pads,
+# the cube, the table and the bin walls collide (explicit contact pairs; the links are visual capsules): MJX pays
+# per contact pair and substep, and box-box pairs are its costly ones (README#environments). The pads and hand
+# pass through the bin walls (only the cube meets them), as in the benchmark's bins.
+PANDA_LINKS = (  # (body attributes, joint limits, capsule from-to, mass in kg) for link1 ... link7
+    ('pos="0 0 0.333"', "-2.8973 2.8973", "0 0 -0.19 0 0 0", 4.97),
+    ('quat="1 -1 0 0"', "-1.7628 1.7628", "0 0 0 0 -0.2 0", 0.65),
+    ('pos="0 -0.316 0" quat="1 1 0 0"', "-2.8973 2.8973", "0 0 -0.12 0.0825 0 0", 3.23),
+    ('pos="0.0825 0 0" quat="1 1 0 0"', "-3.0718 -0.0698", "0 0 0 -0.0825 0.2 0", 3.59),
+    ('pos="-0.0825 0.384 0" quat="1 -1 0 0"', "-2.8973 2.8973", "0 0 -0.22 0 0 0", 1.23),
+    ('quat="1 1 0 0"', "-0.0175 3.7525", "0 0 0 0.088 0 0", 1.67),
+    ('pos="0.088 0 0" quat="1 1 0 0"', "-2.8973 2.8973", "0 0 -0.02 0 0 0.08", 0.74),
+)
+PANDA_GAINS = (
+    (4500, 87),
+    (4500, 87),
+    (3500, 87),
+    (3500, 87),
+    (2000, 12),
+    (2000, 12),
+    (2000, 12),
+)  # kp (kv = kp/10), N m
+CUBE_HALF = 0.02  # the cube's half size: its centre rests 0.02 above the table
+
+
+def panda_xml(cube, walls):
+    """MJCF of the arm on a table (z = 0 plane, base at the origin, facing +y), with a cube if `cube` and boxes
+    `walls` = [(centre, half sizes)] that only the cube meets. 10 substeps of 0.005 s per env step (0.05 s, the
+    benchmark's 25 x 0.002 s); implicitfast integration keeps the stiff joint gains stable at that timestep."""
+    links = ""
+    for i, (frame, limits, capsule, mass) in enumerate(PANDA_LINKS, 1):
+        links += f'<body name="link{i}" {frame}><joint name="joint{i}" range="{limits}"/>'
+        links += f'<geom type="capsule" fromto="{capsule}" size="0.05" mass="{mass}"/>'
+    finger = lambda side, frame: (  # a pad slides 0-0.04 from the hand's axis: the gripper opens 0-8 cm
+        f'<body name="{side}_finger" pos="0 0 0.0584" {frame}><joint name="{side}_finger" type="slide" axis="0 1 0" '
+        f'range="0 0.04" damping="10" armature="0.01"/><geom name="{side}_pad" type="box" pos="0 0.008 0.022" '
+        'size="0.01 0.008 0.022" mass="0.015"/></body>'
+    )
+    hand = (
+        '<body name="hand" pos="0 0 0.107" quat="0.9238795 0 0 -0.3826834">'
+        '<geom name="hand" type="box" pos="0 0 0.03" size="0.03 0.09 0.028" mass="0.73"/><site name="grip" pos="0 0 0.0804"/>'
+        + finger("left", "")
+        + finger("right", 'quat="0 0 0 1"')
+        + "</body>"
+    )
+    pairs = [("left_pad", "table"), ("right_pad", "table")]
+    body = ""
+    if cube:
+        body = f'<body name="cube" pos="0 0.6 {CUBE_HALF}"><freejoint/><geom name="cube" type="box" mass="0.2" '
+        body += f'size="{CUBE_HALF} {CUBE_HALF} {CUBE_HALF}" rgba="0.2 0.4 0.9 1"/></body>'
+        pairs += [
+            ("cube", g) for g in ["table", "hand", "left_pad", "right_pad"] + [f"wall{i}" for i in range(len(walls))]
+        ]
+    grip = 'friction="1.5 1.5 0.005 0.0001 0.0001"'  # rubber pads: a closed gripper holds the cube
+    # stiff contacts (time constant 2 substeps) and 10 solver iterations: with MuJoCo's contact defaults or fewer
+    # iterations, the arm pressed the cube into the table and flung it away (README#environments)
+    stiff = 'solref="0.01 1" solimp="0.95 0.99 0.001"'
+    wall_geoms = "".join(
+        f'<geom name="wall{i}" type="box" pos="{c}" size="{s}" rgba="0.7 0.5 0.3 1"/>' for i, (c, s) in enumerate(walls)
+    )
+    actuators = "".join(
+        f'<position joint="joint{i}" kp="{kp}" kv="{kp / 10}" forcerange="-{f} {f}"/>'
+        for i, (kp, f) in enumerate(PANDA_GAINS, 1)
+    )
+    return (
+        '<mujoco model="panda"><compiler angle="radian" autolimits="true"/>'
+        '<option timestep="0.005" integrator="implicitfast" iterations="10" ls_iterations="20"/>'
+        '<default><joint damping="1" armature="0.1"/><geom contype="0" conaffinity="0" rgba="0.95 0.95 0.95 1"/></default>'
+        '<worldbody><geom name="table" type="plane" size="1.5 1.5 0.05" rgba="0.6 0.55 0.5 1"/>'
+        f'<geom type="capsule" fromto="0 0 0 0 0 0.14" size="0.07"/>{wall_geoms}{links}{hand}{"</body>" * 7}{body}'
+        "</worldbody><contact>"
+        + "".join(f'<pair geom1="{a}" geom2="{b}" {stiff} {grip if "pad" in b else ""}/>' for a, b in pairs)
+        + f"</contact><actuator>{actuators}"
+        + "".join(f'<position joint="{s}_finger" kp="1000" kv="50" forcerange="-100 100"/>' for s in ("left", "right"))
+        + "</actuator></mujoco>"
+    )
+
+
+def bin_walls(centre, inner=0.12, height=0.06, thickness=0.01):
+    """Four walls around a square bin of inner half-width `inner` centred at `centre` (x, y) on the table."""
+    (x, y), out = centre, inner + thickness
+    sides = [(out, 0, thickness, out + thickness), (-out, 0, thickness, out + thickness)]
+    sides += [(0, out, out + thickness, thickness), (0, -out, out + thickness, thickness)]
+    return [(f"{x + dx} {y + dy} {height / 2}", f"{sx} {sy} {height / 2}") for dx, dy, sx, sy in sides]
+
+
+class PandaArm(Task):
+    """The benchmark's arm tasks with MJX: push or pick a cube to a goal, or reach a goal with the gripper.
+
+    Action, as in the benchmark: targets for joints 1, 2, 4 and 6 mapped from [-1, 1] onto its ranges, joints 3
+    and 5 held at 0 and joint 7 at 1.4487; a fifth entry closes the gripper when > 0 (not for reach). State:
+    cube xyz (3), joint angles (7), gripper xyz (3) and velocity (3), gripper opening (1) = 17; reach drops the
+    cube and the opening = 13. The gripper point is the centre between the pads. Episodes start at the
+    benchmark's arm pose with the cube uniform in `cube_region` and the goal uniform in `goal_region` (each
+    [[low x, y, z], [high x, y, z]]; the goal's z is the cube's resting height for push and binpick).
+    """
+
+    home = (1.571, 0.742, 0.0, -1.571, 0.0, 3.054, 1.4487)  # the benchmark's start pose, joints 1-7
+    target_low = jnp.array([0.3491, 0.0, -3.0718, 2.3562])  # joints 1, 2, 4, 6
+    target_high = jnp.array([2.7925, 1.48353, -0.0698, 3.7525])
+    frames = 10
+
+    def __init__(self, goal_region, cube_region=None, walls=()):
+        self.cube, self.walls = cube_region is not None, list(walls)
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.model = mujoco.MjModel.from_xml_string(panda_xml(self.cube, walls))
+        self.mjx_model = mjx.put_model(self.model)
+        self.data = mjx.make_data(self.mjx_model)
+        self.goal_region = jnp.array(goal_region, dtype=jnp.float32)
+        self.cube_region = None if cube_region is None else jnp.array(cube_region, dtype=jnp.float32)
+        self.action_dim, self.state_dim = (5, 17) if self.cube else (4, 13)
+        self.grip, self.hand = self.model.site("grip").id, self.model.body("hand").id
+
+    @property
+    def compiler_options(self):
+        # XLA:CPU's fusion emitters make MJX's forward kinematics exponentially slow in the depth of the body
+        # tree; they stay on for every program that steps no arm, whose network updates they speed up
+        # (README#environments)
+        return {"xla_cpu_use_fusion_emitters": False} if jax.default_backend() == "cpu" else {}
+
+    def positions(self, data):  # body and site poses and Jacobian rows for the current qpos
+        return mjx.com_pos(self.mjx_model, mjx.kinematics(self.mjx_model, data))
+
+    def init(self, key):
+        k_cube, k_goal = jax.random.split(key)
+        qpos = jnp.array(self.home + (0.04, 0.04))  # fingers open
+        if self.cube:
+            cube_xyz = jax.random.uniform(k_cube, (3,), minval=self.cube_region[0], maxval=self.cube_region[1])
+            qpos = jnp.concatenate([qpos, cube_xyz, jnp.array([1.0, 0, 0, 0])])
+        goal = jax.random.uniform(k_goal, (3,), minval=self.goal_region[0], maxval=self.goal_region[1])
+        return self.positions(self.data.replace(qpos=qpos, ctrl=qpos[:9])), goal
+
+    def step(self, data, action):
+        action = jnp.clip(action, -1.0, 1.0)
+        targets = self.target_low + (action[:4] + 1) * (self.target_high - self.target_low) / 2
+        arm = jnp.array(self.home).at[jnp.array([0, 1, 3, 5])].set(targets)
+        fingers = jnp.where(action[4] > 0, 0.0, 0.04) if self.cube else 0.04
+        data = data.replace(ctrl=jnp.concatenate([arm, jnp.full(2, fingers)]))
+        data = jax.lax.fori_loop(0, self.frames, lambda _, d: mjx.step(self.mjx_model, d), data)
+        return self.positions(data)
+
+    def state(self, data):
+        grip = data.site_xpos[self.grip]
+        grip_velocity = mjx.jac(self.mjx_model, data, grip, self.hand)[0].T @ data.qvel
+        arm = [data.qpos[:7], grip, grip_velocity]
+        if not self.cube:
+            return jnp.concatenate(arm)
+        return jnp.concatenate([data.qpos[9:12], *arm, data.qpos[7:8] + data.qpos[8:9]])
+
+    @functools.cached_property
+    def render_system(self):  # the same bodies for brax's viewer, without contact pairs and actuators
+        xml = re.sub("<contact>.*</contact>|<actuator>.*</actuator>", "", panda_xml(self.cube, []))
+        return brax_mjcf.loads(xml.replace("</worldbody>", GOAL_MARKER.replace("0.5", "0.02") + "</worldbody>"))
+
+    @functools.cached_property
+    def render_bodies(self):  # brax fuses the hand into link 7 (no joint between them): the bodies it kept
+        return jnp.array([self.model.body(name).id for name in self.render_system.link_names[:-1]])
+
+    def render_frame(self, data, goal):
+        return viewer_frame(data.xpos[self.render_bodies], data.xquat[self.render_bodies], goal)
+
+
+def arm_push(cube_region, goal_region):  # xy regions on the table; z is the cube's resting height
+    lift = lambda region: [[*region[0], CUBE_HALF], [*region[1], CUBE_HALF]]
+    return PandaArm(lift(goal_region), lift(cube_region))
+
+
+def arm_binpick(spread):  # cube in the bin at x = -0.2, goal in the bin at x = +0.2, each +-spread around the centre
+    region = lambda x: [[x - spread, 0.55 - spread, CUBE_HALF], [x + spread, 0.55 + spread, CUBE_HALF]]
+    return PandaArm(region(0.2), region(-0.2), walls=bin_walls((-0.2, 0.55)) + bin_walls((0.2, 0.55)))
+
+
+# Robot geoms that meet the walls besides the feet (which collide already: contype 1 in brax's XML). Every
+# (geom, wall box) pair is a contact test per substep, so the humanoid's trunk and leg capsules would cost a
+# factor of 3 (README#notes-and-deviations). Its walls (1 unit tall) stop below its chest, so the pelvis and the
+# feet are what touch them.
+ANT_WALL_GEOMS = ("torso_geom",)
+HUMANOID_WALL_GEOMS = ("butt",)
+
+
+def ant_maze(layout, goal_cells=None):
+    return Locomotion("ant", layout, goal_cells, size=4.0, wall_geoms=ANT_WALL_GEOMS)
+
+
+def humanoid_maze(layout, goal_cells=None):  # the benchmark's humanoid mazes have 2-unit cells
+    return Locomotion("humanoid", layout, goal_cells, size=2.0, wall_geoms=HUMANOID_WALL_GEOMS, goal_z=(1.25,))
+
+
+# Humanoid state: brax's observation with positions kept, 246 numbers (q 24, qd 23, per-link inertia 110 and
+# velocity 66 about the centre of mass, actuator forces 23). The benchmark's 268 also hold its goal marker body
+# (2 slide joints, one more link); ours keeps the goal out of the state (README#notes-and-deviations).
+# The humanoid's goal height 1.25 is about its standing torso height (the benchmark's choice).
+def maze_ids(robot, make, layouts, state_dim, goal_indices, episode_length=1000):
+    """`{robot}_{layout}` with goals in every G cell and `{robot}_{layout}_eval` with goals only in the layout's
+    far cells (MAZE_EVAL_GOALS), for each layout: the same walls, start and physics."""
+    specs = {}
+    for layout in layouts:
+        for suffix, cells in [("", None), ("_eval", MAZE_EVAL_GOALS[layout])]:
+            make_maze = functools.partial(make, layout, cells)
+            specs[f"{robot}_{layout}{suffix}"] = EnvSpec(make_maze, state_dim, goal_indices, 0.5, episode_length)
+    return specs
+
+
+ENVIRONMENTS = {
+    "reacher": EnvSpec(Reacher, 10, (0, 1, 2), 0.05, 1000),
+    "pusher_easy": EnvSpec(lambda: Pusher([[-0.55, -0.2], [-0.25, 0.2]]), 20, (10, 11, 12), 0.1, 1000),
+    "pusher_hard": EnvSpec(lambda: Pusher([[-0.65, -0.55], [0.35, 0.45]]), 20, (10, 11, 12), 0.1, 1000),
+    **maze_ids("point", PointMaze, ["u_maze"], 2, (0, 1), episode_length=100),
+    **maze_ids("point", PointMaze, ["big_maze"], 2, (0, 1)),
+    "ant": EnvSpec(lambda: Locomotion("ant"), 29, (0, 1), 0.5, 1000),
+    **maze_ids("ant", ant_maze, ["u_maze", "u4_maze", "u5_maze", "big_maze", "hardest_maze"], 29, (0, 1)),
+    "humanoid": EnvSpec(lambda: Locomotion("humanoid", radius=(1.0, 5.0), goal_z=(1.25,)), 246, (0, 1, 2), 0.5, 1000),
+    **maze_ids("humanoid", humanoid_maze, ["u_maze", "big_maze"], 246, (0, 1, 2)),
+    # Arm tasks (Panda + cube, MJX): success = the cube (reach: the gripper) within 0.1 of the goal. Regions are
+    # ours, inside the arm's reach (the base is at the origin, facing +y): push easy = adjacent 20 cm squares
+    # (cube x -0.2..0, goal x 0..0.2, y 0.5..0.7); push hard = 40 x 30 cm regions 0.3 apart (cube x -0.35..0.05,
+    # goal x -0.05..0.35, y 0.45..0.75); binpick = from the bin at x = -0.2 into the bin at x = +0.2 (inner
+    # 24 cm squares, 6 cm walls, y = 0.55), cube and goal +-5 cm (easy) or +-10 cm (hard) around the bin centres;
+    # reach = a gripper point in a 30 cm cube around (0, 0.6, 0.2). The benchmark's reach box, (0, 0.5, 0.3) +- 0.2,
+    # is for its wrist (link 7's origin, 20 cm behind the gripper point): for the gripper point a fifth of that box
+    # is out of the action's reach, ours is within it (benchmarks/arm_workspace.py, README#environments).
+    # Episodes: 150 steps of 0.05 s (reach 50); the paper's Table 1 scores are out of 1000 steps: pass
+    # --episode-length 1000 to compare.
+    "arm_reach": EnvSpec(lambda: PandaArm([[-0.15, 0.45, 0.05], [0.15, 0.75, 0.35]]), 13, (7, 8, 9), 0.1, 50),
+    "arm_push_easy": EnvSpec(
+        lambda: arm_push([[-0.2, 0.5], [0.0, 0.7]], [[0.0, 0.5], [0.2, 0.7]]), 17, (0, 1, 2), 0.1, 150
+    ),
+    "arm_push_hard": EnvSpec(
+        lambda: arm_push([[-0.35, 0.45], [0.05, 0.75]], [[-0.05, 0.45], [0.35, 0.75]]), 17, (0, 1, 2), 0.1, 150
+    ),
+    "arm_binpick_easy": EnvSpec(lambda: arm_binpick(0.05), 17, (0, 1, 2), 0.1, 150),
+    "arm_binpick_hard": EnvSpec(lambda: arm_binpick(0.1), 17, (0, 1, 2), 0.1, 150),
+}
+
+
 if __name__ == "__main__":
-    args, resume = parse_args()
-    check_args(args)
-    args.actor_depth = args.actor_depth or args.depth
-    args.critic_depth = args.critic_depth or args.depth
-    env = GoalEnv(args.env_id, args.episode_length)
-    args.episode_length = env.episode_length
-    steps_per_epoch = training_steps_per_epoch(args)
-    env_steps_per_epoch = steps_per_epoch * args.num_envs * args.unroll_length
-    prefill_steps = args.min_replay_size * args.num_envs
-    planned_steps = prefill_steps + args.num_epochs * env_steps_per_epoch
-
-    run_dir = resume or f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_name = os.path.basename(os.path.normpath(run_dir))
-    os.makedirs(run_dir, exist_ok=True)
-    if resume is None:
-        with open(os.path.join(run_dir, "args.json"), "w") as f:
-            json.dump(dataclasses.asdict(args), f, indent=2)
-    utd = args.num_sgd_batches_per_training_step / (args.num_envs * args.unroll_length)
-    print(
-        f"{run_dir}: {args.env_id}, actor depth {args.actor_depth}, critic depth {args.critic_depth}"
-        f" (Dense layers, no skip connections), width {args.width}, {args.num_seeds} seed(s), "
-        f"{jax.device_count()} {jax.devices()[0].platform} device(s)\n"
-        f"epoch = {steps_per_epoch} training steps x {args.num_envs} envs x {args.unroll_length} steps = "
-        f"{env_steps_per_epoch} env steps; {args.num_epochs} epochs + {prefill_steps} prefill = {planned_steps}\n"
-        f"update-to-data ratio: {args.num_sgd_batches_per_training_step} SGD steps of {args.batch_size} per "
-        f"{args.num_envs * args.unroll_length} env steps = 1:{1 / utd:.1f} (paper: 1:40)"
-    )
-
-    init, prefill, epoch, actor = make_train(args, env)
-    evaluate = make_evaluate(args, env, actor)
-    seeds = jnp.arange(args.num_seeds) + args.seed
-    ts = jax.vmap(lambda s: init(jax.random.PRNGKey(s)))(seeds)
-    eval_keys = jax.vmap(jax.random.PRNGKey)(seeds)
-    mesh = jax.make_mesh((jax.device_count(),), ("devices",), axis_types=(jax.sharding.AxisType.Auto,))
-    jax.set_mesh(mesh)
-    shardings, replicated = data_parallel(ts, mesh)
-    ts = jax.device_put(ts, shardings)
-    compile_times = [time.time()]
-    prefill_fn = (
-        jax.jit(over_seeds(prefill, args.num_seeds), donate_argnums=0, out_shardings=shardings)
-        .lower(ts)
-        .compile(env.compiler_options)
-    )
-    compile_times.append(time.time())
-    epoch_fn = (
-        jax.jit(over_seeds(epoch, args.num_seeds), donate_argnums=0, out_shardings=(shardings, replicated))
-        .lower(ts)
-        .compile(env.compiler_options)
-    )
-    compile_times.append(time.time())
-    evaluate_fn = (
-        jax.jit(over_seeds(evaluate, args.num_seeds)).lower(ts.actor_params, eval_keys).compile(env.compiler_options)
-    )
-    compile_times.append(time.time())
-    prefill_s, epoch_s, eval_s = np.diff(compile_times)
-    total_s = compile_times[-1] - compile_times[0]
-    print(
-        f"compiled in {total_s:.1f} s: one epoch {epoch_s:.1f} s, prefill {prefill_s:.1f} s, evaluation {eval_s:.1f} s"
-    )
-
-    first_epoch, best_score = 0, -math.inf
-    ckpt_last = os.path.join(run_dir, "checkpoint_last.msgpack")
-    if resume is not None:
-        restored = flax.serialization.from_bytes(
-            {"train_state": jax.tree.leaves(ts), "epoch": 0, "best_score": 0.0}, pathlib.Path(ckpt_last).read_bytes()
-        )
-        ts = jax.tree.unflatten(jax.tree.structure(ts), restored["train_state"])
-        first_epoch, best_score = int(restored["epoch"]), float(restored["best_score"])
-        ts = jax.device_put(ts, shardings)
-        metrics_lines = pathlib.Path(run_dir, "metrics.jsonl").read_text().splitlines()
-        kept = [line for line in metrics_lines if json.loads(line)["epoch"] <= first_epoch]
-        write_atomic(os.path.join(run_dir, "metrics.jsonl"), "".join(line + "\n" for line in kept).encode())
-        print(f"resumed {run_dir} after epoch {first_epoch} ({int(ts.env_steps[0])} env steps)")
-    else:
-        ts = prefill_fn(ts)
-
-    if args.track:
-        import wandb
-
-        wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            mode=args.wandb_mode,
-            name=run_name,
-            id=run_name,
-            resume="allow",
-            dir=run_dir,
-            config=dataclasses.asdict(args),
-        )
-
-    start_time, start_steps = time.time(), int(ts.env_steps[0])
-    progress = tqdm.tqdm(total=planned_steps, initial=start_steps, unit="step", unit_scale=True, dynamic_ncols=True)
-    for epoch_index in range(first_epoch + 1, args.num_epochs + 1):
-        epoch_start = time.time()
-        ts, train_metrics = jax.block_until_ready(epoch_fn(ts))  # timed apart from the evaluation
-        epoch_seconds = time.time() - epoch_start
-        eval_metrics = evaluate_fn(
-            ts.actor_params, jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_keys, epoch_index)
-        )
-        per_seed = jax.device_get({**train_metrics, **eval_metrics})
-        env_steps = int(ts.env_steps[0])
-        elapsed = time.time() - start_time
-        metrics = {k: float(np.mean(v)) for k, v in per_seed.items()}
-        metrics |= {
-            "epoch": epoch_index,
-            "training/env_steps": env_steps,
-            "training/sps": (env_steps - start_steps) / elapsed,
-            "training/epoch_sps": env_steps_per_epoch / epoch_seconds,  # this epoch's training, evaluation excluded
-            "training/walltime": elapsed,
-        }
-        if args.num_seeds > 1:
-            metrics |= {f"{k}_std": float(np.std(v)) for k, v in per_seed.items()}
-            metrics |= {f"{k}_per_seed": v.tolist() for k, v in per_seed.items()}
-        bad = [k for k, v in per_seed.items() if k.startswith("losses/") and not np.all(np.isfinite(v))]
-        if bad:
-            progress.close()
-            kept = f"the last good checkpoint (epoch {epoch_index - 1}) is kept in {ckpt_last}"
-            if not (args.save_model and epoch_index > 1):
-                kept = "no checkpoint had been written yet"
-            fail(f"{bad[0]} is not finite in epoch {epoch_index}; run stopped, {kept}", status=1)
-        with open(os.path.join(run_dir, "metrics.jsonl"), "a") as f:
-            f.write(json.dumps(metrics) + "\n")
-        if args.track:
-            wandb.log(metrics, step=env_steps)
-        if args.save_model:
-            score = metrics["eval/time_near_goal"]
-            if score > best_score:
-                best_score = score
-                params = flax.serialization.to_bytes(checkpoint_params(ts))
-                write_atomic(os.path.join(run_dir, "checkpoint_best.msgpack"), params)
-            # the train state's leaves: flax cannot serialize every pytree in it (MJX's physics state)
-            state = {"train_state": jax.tree.leaves(ts), "epoch": epoch_index, "best_score": best_score}
-            write_atomic(ckpt_last, flax.serialization.to_bytes(state))
-        progress.update(env_steps - progress.n)
-        progress.set_postfix(
-            sps=f"{metrics['training/sps']:.0f}",
-            success=f"{metrics['eval/success']:.2f}",
-            near=f"{metrics['eval/time_near_goal']:.0f}/{env.episode_length}",
-        )
-        progress.write(f"epoch {epoch_index}: {log_line(metrics)}")
-    progress.close()
-
-    if args.save_model:
-        write_atomic(os.path.join(run_dir, "final.msgpack"), flax.serialization.to_bytes(checkpoint_params(ts)))
-    if args.render:
-        actor_params = jax.tree.map(lambda x: x[0], ts.actor_params)
-        render_episodes(args, env, actor, actor_params, os.path.join(run_dir, "render.html"))
-        print(f"wrote {os.path.join(run_dir, 'render.html')}")
-    if args.track:
-        wandb.finish()
+    main()

@@ -7,8 +7,13 @@ logsumexp penalty, entropy-regularised actor, no target networks, no reward) who
 g_encoder and actor are residual networks (Fig. 2). Depth = 4 * num_blocks Dense layers in the
 residual trunk. Defaults are the paper's Table 2.
 
-Siblings: crl_mlp.py differs only in NETWORKS; sac_her.py in LOSSES, critic and relabelling; gcbc.py in
-LOSSES (no critic). ENVIRONMENTS and REPLAY BUFFER are byte-identical in every script.
+Reading map. Study: ARGS, NETWORKS, REPLAY BUFFER (goal relabelling), LOSSES, TRAINING (make_train), EVALUATION
+and MAIN (main(), the experiment). Skip on a first read: RUN PLUMBING (flag checks, resume, checkpoints, logging,
+seeds and devices, render) and ENVIRONMENTS (the goal-conditioned tasks), which come after main().
+
+Siblings: crl_mlp.py differs only in NETWORKS; sac_her.py in NETWORKS, LOSSES and TRAINING (twin Q, TD target,
+HER); gcbc.py in NETWORKS, LOSSES and TRAINING (no critic). REPLAY BUFFER and ENVIRONMENTS are byte-identical in
+every script, EVALUATION and RUN PLUMBING in all but eval_stitching.py.
 
 Run:  python crl_resnet.py --num-blocks 64          (paper scale, one GPU)
 CPU:  see README.md for the quick-start that learns point_u_maze in minutes.
@@ -131,10 +136,885 @@ class Args:
     """dtype of the matmuls; parameters, LayerNorm, the residual stream and the losses stay float32"""
 
 
+# ==== NETWORKS ====
+# Every Dense layer: kernel init variance scaling 1/3, fan-in, uniform, and zero biases, as in the paper's code.
+dense_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+def dense_layernorm_swish(x, width, dtype):
+    """One layer (called inside a module): the matmul in `dtype`, LayerNorm and swish in float32."""
+    x = nn.Dense(width, kernel_init=dense_init, dtype=dtype)(x).astype(jnp.float32)
+    return nn.swish(nn.LayerNorm()(x))
+
+
+class ResidualBlock(nn.Module):
+    """4 x [Dense -> LayerNorm -> swish], identity added after the last activation (paper Fig. 2)."""
+
+    width: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, h, _):
+        x = h
+        for _ in range(4):
+            x = dense_layernorm_swish(x, self.width, self.dtype)
+        return h + x, None
+
+
+class ResidualTrunk(nn.Module):
+    """Dense -> LayerNorm -> swish, then num_blocks residual blocks, scanned so compile time is flat in depth."""
+
+    width: int
+    num_blocks: int
+    remat: bool = False
+    scan_unroll: int = 1
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        x = dense_layernorm_swish(x, self.width, self.dtype)
+        # backward pass: keep each Dense output, recompute LayerNorm and swish (cheaper than storing them, see
+        # README#performance); --remat keeps only each block's input
+        saved = jax.checkpoint_policies.nothing_saveable if self.remat else jax.checkpoint_policies.dots_saveable
+        block = nn.remat(ResidualBlock, prevent_cse=False, policy=saved)
+        blocks = nn.scan(
+            block,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            length=self.num_blocks,
+            unroll=min(self.scan_unroll, self.num_blocks),
+        )
+        x, _ = blocks(self.width, self.dtype, name="blocks")(x, None)
+        return x
+
+
+class Encoder(nn.Module):
+    """sa_encoder phi(s, a) or g_encoder psi(g): residual trunk, then Dense(repr_dim)."""
+
+    repr_dim: int
+    width: int
+    num_blocks: int
+    remat: bool = False
+    scan_unroll: int = 1
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        x = ResidualTrunk(self.width, self.num_blocks, self.remat, self.scan_unroll, self.dtype)(x)
+        return nn.Dense(self.repr_dim, kernel_init=dense_init, dtype=self.dtype)(x).astype(jnp.float32)
+
+
+class Actor(nn.Module):
+    """pi(a | s, g): residual trunk, then Dense heads for the mean and the tanh-squashed log-std."""
+
+    action_dim: int
+    width: int
+    num_blocks: int
+    remat: bool = False
+    scan_unroll: int = 1
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, obs):
+        x = ResidualTrunk(self.width, self.num_blocks, self.remat, self.scan_unroll, self.dtype)(obs)
+        mean = nn.Dense(self.action_dim, kernel_init=dense_init, dtype=self.dtype)(x).astype(jnp.float32)
+        log_std = nn.Dense(self.action_dim, kernel_init=dense_init, dtype=self.dtype)(x).astype(jnp.float32)
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(log_std) + 1)
+        return mean, log_std
+
+
+def make_networks(args, env):
+    dtype = jnp.dtype(args.compute_dtype)
+    trunk = (args.width, args.critic_num_blocks, args.remat, args.scan_unroll, dtype)
+    sa_encoder = Encoder(args.repr_dim, *trunk)
+    g_encoder = Encoder(args.repr_dim, *trunk)
+    actor = Actor(env.action_dim, args.width, args.actor_num_blocks, *trunk[2:])
+    return sa_encoder, g_encoder, actor
+
+
+# ==== REPLAY BUFFER ====
+# A circular buffer of trajectories shaped (time, num_envs, .) with a trajectory id per step. Sampling takes
+# one window of `episode_length` consecutive steps per environment and relabels every step with a future
+# state of the same trajectory, j - t ~ Geometric(1 - gamma) truncated to the trajectory: the positive pairs
+# (s_t, a_t, g = s_j) of the InfoNCE objective (paper Sec. 3).
+
+
+@flax.struct.dataclass
+class ReplayBuffer:
+    obs: jax.Array  # (capacity, num_envs, obs_dim) concat(state, commanded goal)
+    action: jax.Array  # (capacity, num_envs, action_dim)
+    traj_id: jax.Array  # (capacity, num_envs)
+    insert_pos: jax.Array  # next row to write
+    size: jax.Array  # rows filled
+
+
+def buffer_init(capacity, num_envs, obs_dim, action_dim):
+    return ReplayBuffer(
+        obs=jnp.zeros((capacity, num_envs, obs_dim)),
+        action=jnp.zeros((capacity, num_envs, action_dim)),
+        traj_id=jnp.zeros((capacity, num_envs), dtype=jnp.int32),
+        insert_pos=jnp.zeros((), dtype=jnp.int32),
+        size=jnp.zeros((), dtype=jnp.int32),
+    )
+
+
+def buffer_insert(buffer, obs, action, traj_id):
+    """Append (T, num_envs, .) rows, overwriting the oldest once full."""
+    capacity = buffer.obs.shape[0]
+    rows = (buffer.insert_pos + jnp.arange(obs.shape[0])) % capacity
+    return ReplayBuffer(
+        obs=buffer.obs.at[rows].set(obs),
+        action=buffer.action.at[rows].set(action),
+        traj_id=buffer.traj_id.at[rows].set(traj_id),
+        insert_pos=(buffer.insert_pos + obs.shape[0]) % capacity,
+        size=jnp.minimum(buffer.size + obs.shape[0], capacity),
+    )
+
+
+def future_indices(traj_id, key, gamma):
+    """For each step t of each (W,) window of trajectory ids, a future step j with P(j) ∝ gamma^(j - t).
+
+    j ranges over t+1 .. last step of t's trajectory inside the window; a last step falls back to itself.
+    Example: a window of 6 steps with a reset after step 2, traj_id = [7, 7, 7, 8, 8, 8], has last = [2, 2, 2, 5,
+    5, 5]: t = 0 draws j = 1 or 2 (P ∝ gamma, gamma^2), t = 1 draws 2, t = 2 keeps 2, t = 3 draws 4 or 5, t = 4
+    draws 5, t = 5 keeps 5; no step is ever relabelled with the other trajectory's states.
+    Inverse CDF of the geometric law truncated to K = last - t steps:
+    j - t = 1 + floor(log(1 - u (1 - gamma^K)) / log gamma).
+    """
+    window = traj_id.shape[-1]
+    t = jnp.arange(window)
+    # ids never decrease within a window, so the trajectory of t ends just before the first larger id
+    last = jax.vmap(lambda ids: jnp.searchsorted(ids, ids, side="right"))(traj_id) - 1
+    horizon = last - t  # (E, W) steps left in the trajectory
+    u = jax.random.uniform(key, traj_id.shape)
+    offset = 1 + jnp.floor(jnp.log1p(-u * (1 - gamma**horizon)) / jnp.log(gamma)).astype(jnp.int32)
+    return t + jnp.where(horizon > 0, jnp.clip(offset, 1, horizon), 0)
+
+
+def sample_transitions(buffer, key, window, gamma, state_dim, goal_indices):
+    """One window per environment, every step relabelled: flat (num_envs * window, .) transitions.
+
+    CRL and GCBC read state, action and goal; commanded_goal, next_state and has_next are for sac_her.py."""
+    k_start, k_future = jax.random.split(key)
+    capacity, num_envs = buffer.traj_id.shape
+    oldest = (buffer.insert_pos - buffer.size) % capacity
+    start = jax.random.randint(k_start, (num_envs,), 0, buffer.size - window + 1)
+    rows = (oldest + start[:, None] + jnp.arange(window)) % capacity  # (E, W)
+    envs = jnp.arange(num_envs)[:, None]
+    obs, action, traj_id = buffer.obs[rows, envs], buffer.action[rows, envs], buffer.traj_id[rows, envs]
+    future = future_indices(traj_id, k_future, gamma)  # (E, W)
+    future_state = jnp.take_along_axis(obs, future[..., None], axis=1)[..., :state_dim]
+    successor = jnp.minimum(jnp.arange(window) + 1, window - 1)  # (W,) index of s_{t+1} in the window
+    transitions = {
+        "state": obs[..., :state_dim],
+        "action": action,
+        "goal": future_state[..., goal_indices],  # the relabelled goal
+        "commanded_goal": obs[..., state_dim:],  # what the episode asked for (SAC+HER keeps it for some rows)
+        # s_{t+1} for the TD methods; after a reset (or at the window's end) the stored successor is another
+        # trajectory's first state, so such steps have no usable next state
+        "next_state": obs[:, successor, :state_dim],
+        "has_next": (traj_id[:, successor] == traj_id) & (jnp.arange(window) + 1 < window),
+    }
+    return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), transitions)
+
+
+# ==== LOSSES ====
+def l2_energy(phi, psi):
+    """(B, B) logits L_ij = f(s_i, a_i, g_j) = -||phi_i - psi_j||_2, the critic of paper Sec. 3."""
+    # ||phi_i||^2 + ||psi_j||^2 - 2 phi_i.psi_j is one matmul instead of a (B, B, repr_dim) tensor (faster, see
+    # README#notes-and-deviations); the floor keeps sqrt and its gradient finite where rounding meets phi_i == psi_j
+    squared = jnp.sum(phi**2, -1)[:, None] + jnp.sum(psi**2, -1)[None, :] - 2 * phi @ psi.T
+    return -jnp.sqrt(jnp.maximum(squared, 1e-12))
+
+
+def infonce_loss(logits, logsumexp_penalty):
+    """mean_i[-L_ii + logsumexp_j L_ij] + penalty * mean_i[(logsumexp_j L_ij)^2]; row i's positive is g_i."""
+    lse = jax.nn.logsumexp(logits, axis=1)
+    return jnp.mean(-jnp.diag(logits) + lse) + logsumexp_penalty * jnp.mean(lse**2)
+
+
+def sample_tanh_gaussian(key, mean, log_std):
+    """a = tanh(u), u ~ N(mean, std); log pi(a) includes the tanh change of variables."""
+    u = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
+    log_prob = jnp.sum(-0.5 * ((u - mean) / jnp.exp(log_std)) ** 2 - log_std - 0.5 * jnp.log(2 * jnp.pi), -1)
+    log_det = jnp.sum(2 * (jnp.log(2.0) - u - jax.nn.softplus(-2 * u)), -1)  # log(1 - tanh(u)^2), stably
+    return jnp.tanh(u), log_prob - log_det
+
+
+def make_losses(args, sa_encoder, g_encoder, actor):
+    """The losses of paper Sec. 3: InfoNCE for the critic, -f(s, pi(s, g), g) plus entropy for the actor, and the
+    automatic temperature alpha (as in SAC)."""
+
+    def critic_loss(critic_params, batch):
+        phi = sa_encoder.apply(critic_params["sa_encoder"], jnp.concatenate([batch["state"], batch["action"]], -1))
+        psi = g_encoder.apply(critic_params["g_encoder"], batch["goal"])
+        logits = l2_energy(phi, psi)  # (B, B)
+        loss = infonce_loss(logits, args.logsumexp_penalty)
+        accuracy = jnp.mean(jnp.argmax(logits, axis=1) == jnp.arange(logits.shape[0]))
+        info = {"losses/critic_accuracy": accuracy, "losses/logits_pos": jnp.mean(jnp.diag(logits))}
+        return loss, (info, psi)
+
+    def actor_loss(actor_params, critic_params, log_alpha, batch, psi, key):
+        """psi = g_encoder(goal) from critic_loss: the actor's gradient does not flow into it, so reuse it."""
+        mean, log_std = actor.apply(actor_params, jnp.concatenate([batch["state"], batch["goal"]], -1))
+        action, log_prob = sample_tanh_gaussian(key, mean, log_std)
+        phi = sa_encoder.apply(critic_params["sa_encoder"], jnp.concatenate([batch["state"], action], -1))
+        q = -jnp.linalg.norm(phi - psi, axis=-1)  # f(s, a, g) on the diagonal only
+        alpha = jnp.exp(log_alpha)
+        return jnp.mean(alpha * log_prob - q), log_prob
+
+    def alpha_loss(log_alpha, log_prob, target_entropy):
+        # raises alpha when the policy's entropy (-log_prob) falls below the target, lowers it above
+        return jnp.mean(-jnp.exp(log_alpha) * jax.lax.stop_gradient(log_prob + target_entropy))
+
+    return critic_loss, actor_loss, alpha_loss
+
+
+# ==== TRAINING ====
+# One training step (paper Sec. 3, sizes in Table 2): COLLECT unroll_length steps in every environment with the
+# stochastic policy, RELABEL one window per environment with future states as goals, UPDATE the critic, actor and
+# temperature on num_sgd_batches_per_training_step minibatches of that pool. An epoch is a scan of training steps:
+# one compiled program, run num_epochs times by main().
+
+
+@flax.struct.dataclass
+class RunnerState:
+    """Everything one seed's training carries from step to step (PureJaxRL's "runner state", `rs` in the code):
+    the networks and their optimiser states, the environments, the replay buffer, the random key."""
+
+    actor_params: Any
+    critic_params: Any  # {"sa_encoder": ..., "g_encoder": ...}
+    log_alpha: jax.Array
+    actor_opt_state: Any
+    critic_opt_state: Any
+    alpha_opt_state: Any
+    env_state: "EnvState"  # the training environments (ENVIRONMENTS)
+    buffer: ReplayBuffer
+    key: jax.Array
+    env_steps: jax.Array  # environment steps so far, prefill included
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """How --total-env-steps is spent: a prefill of random actions, then --num-epochs epochs of whole training
+    steps, each num_envs x unroll_length env steps; a remainder too small for one more step is not run."""
+
+    prefill_steps: int
+    training_steps_per_epoch: int
+    env_steps_per_epoch: int
+    total_steps: int
+    min_total_steps: int  # the smallest --total-env-steps with one training step per epoch
+
+
+def schedule(args):
+    prefill_steps = args.min_replay_size * args.num_envs
+    per_training_step = args.num_envs * args.unroll_length
+    training_steps = (args.total_env_steps - prefill_steps) // (args.num_epochs * per_training_step)
+    per_epoch = training_steps * per_training_step
+    total, least = prefill_steps + args.num_epochs * per_epoch, prefill_steps + args.num_epochs * per_training_step
+    return Schedule(prefill_steps, training_steps, per_epoch, total, least)
+
+
+def make_train(args, env):
+    """Returns init(key) -> rs, prefill(rs) -> rs and epoch(rs) -> (rs, metrics) for one seed, and the actor
+    module (for evaluation). Each is a pure function of its inputs: main() jits them over seeds and devices."""
+    sa_encoder, g_encoder, actor = make_networks(args, env)
+    critic_loss, actor_loss, alpha_loss = make_losses(args, sa_encoder, g_encoder, actor)
+    actor_opt, critic_opt, alpha_opt = optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr)
+    target_entropy = -args.target_entropy_scale * env.action_dim
+    steps_per_epoch = schedule(args).training_steps_per_epoch
+
+    def init(key):
+        key, k_actor, k_sa, k_g, k_env = jax.random.split(key, 5)
+        actor_params = actor.init(k_actor, jnp.zeros((1, env.obs_dim)))
+        critic_params = {
+            "sa_encoder": sa_encoder.init(k_sa, jnp.zeros((1, env.state_dim + env.action_dim))),
+            "g_encoder": g_encoder.init(k_g, jnp.zeros((1, env.goal_dim))),
+        }
+        log_alpha = jnp.zeros(())
+        return RunnerState(
+            actor_params,
+            critic_params,
+            log_alpha,
+            actor_opt.init(actor_params),
+            critic_opt.init(critic_params),
+            alpha_opt.init(log_alpha),
+            env.reset(k_env, args.num_envs),
+            buffer_init(args.max_replay_size, args.num_envs, env.obs_dim, env.action_dim),
+            key,
+            jnp.zeros((), dtype=jnp.int32),
+        )
+
+    def policy(actor_params, obs, key):
+        mean, log_std = actor.apply(actor_params, obs)
+        return sample_tanh_gaussian(key, mean, log_std)[0]
+
+    def collect(rs, num_steps, act):
+        """COLLECT: steps every environment num_steps times with actions act(obs, key), stores the transitions."""
+
+        def env_step(env_state, key):
+            action = act(env_state.obs, key)
+            next_state = env.step(env_state, action)
+            return next_state, (env_state.obs, action, env_state.traj_id)
+
+        key, collect_key = jax.random.split(rs.key)
+        env_state, (obs, action, traj_id) = jax.lax.scan(
+            env_step, rs.env_state, jax.random.split(collect_key, num_steps)
+        )
+        buffer = buffer_insert(rs.buffer, obs, action, traj_id)
+        env_steps = rs.env_steps + num_steps * args.num_envs
+        return rs.replace(env_state=env_state, buffer=buffer, key=key, env_steps=env_steps)
+
+    def prefill(rs):
+        random_action = lambda obs, key: jax.random.uniform(key, (obs.shape[0], env.action_dim), minval=-1, maxval=1)
+        return collect(rs, args.min_replay_size, random_action)
+
+    def sgd_step(rs, batch):
+        """UPDATE on one minibatch: critic, actor and temperature, each from the parameters before this step."""
+        key, actor_key = jax.random.split(rs.key)
+        (c_loss, (c_info, psi)), c_grads = jax.value_and_grad(critic_loss, has_aux=True)(rs.critic_params, batch)
+        (a_loss, log_prob), a_grads = jax.value_and_grad(actor_loss, has_aux=True)(
+            rs.actor_params, rs.critic_params, rs.log_alpha, batch, psi, actor_key
+        )
+        al_loss, al_grad = jax.value_and_grad(alpha_loss)(rs.log_alpha, log_prob, target_entropy)
+        c_updates, critic_opt_state = critic_opt.update(c_grads, rs.critic_opt_state)
+        a_updates, actor_opt_state = actor_opt.update(a_grads, rs.actor_opt_state)
+        al_update, alpha_opt_state = alpha_opt.update(al_grad, rs.alpha_opt_state)
+        rs = rs.replace(
+            critic_params=optax.apply_updates(rs.critic_params, c_updates),
+            actor_params=optax.apply_updates(rs.actor_params, a_updates),
+            log_alpha=optax.apply_updates(rs.log_alpha, al_update),
+            critic_opt_state=critic_opt_state,
+            actor_opt_state=actor_opt_state,
+            alpha_opt_state=alpha_opt_state,
+            key=key,
+        )
+        metrics = {
+            "losses/critic_loss": c_loss,
+            "losses/actor_loss": a_loss,
+            "losses/alpha_loss": al_loss,
+            "losses/alpha": jnp.exp(rs.log_alpha),
+            "losses/entropy": -jnp.mean(log_prob),
+            # gradient health of deep nets: vanishing shows as a norm drifting to 0, explosion as a blow-up
+            "gradients/critic_norm": optax.tree.norm(c_grads),
+            "gradients/actor_norm": optax.tree.norm(a_grads),
+            **c_info,
+        }
+        return rs, metrics
+
+    def training_step(rs, _):
+        # COLLECT with the current stochastic policy
+        rs = collect(rs, args.unroll_length, lambda obs, key: policy(rs.actor_params, obs, key))
+        # RELABEL one window per environment: every step's goal is a future state of its own trajectory
+        key, sample_key, perm_key = jax.random.split(rs.key, 3)
+        transitions = sample_transitions(
+            rs.buffer, sample_key, env.episode_length, args.gamma, env.state_dim, env.goal_indices
+        )
+        # minibatches without replacement from the relabelled pool: (num_sgd_batches, batch_size, .)
+        num_used = args.num_sgd_batches_per_training_step * args.batch_size
+        pick = jax.random.permutation(perm_key, transitions["state"].shape[0])[:num_used]
+        batches = jax.tree.map(lambda x: x[pick].reshape((-1, args.batch_size) + x.shape[1:]), transitions)
+        # UPDATE on each minibatch in turn (split over the devices: data parallelism)
+        rs, metrics = jax.lax.scan(sgd_step, rs.replace(key=key), split_over_devices(batches, axis=1))
+        return rs, jax.tree.map(jnp.mean, metrics)
+
+    def epoch(rs):
+        rs, metrics = jax.lax.scan(training_step, rs, None, length=steps_per_epoch)
+        return rs, jax.tree.map(jnp.mean, metrics)
+
+    return init, prefill, epoch, actor
+
+
+def checkpoint_params(rs):
+    """The networks written to checkpoint_best and final: what evaluation and eval_stitching.py load."""
+    return {"actor": rs.actor_params, "critic": rs.critic_params}
+
+
+# ==== EVALUATION ====
+def deterministic_rollout(env, actor, actor_params, env_state, length, record):
+    """`length` steps of the deterministic policy a = tanh(mean); returns record(env_state, next_state) of each
+    step, stacked over time (what evaluation scores and what --render draws)."""
+
+    def step(env_state, _):
+        mean, _ = actor.apply(actor_params, env_state.obs)
+        next_state = env.step(env_state, jnp.tanh(mean))
+        return next_state, record(env_state, next_state)
+
+    return jax.lax.scan(step, env_state, None, length=length)[1]
+
+
+def make_evaluate(args, env, actor):
+    """One episode of the deterministic policy in each of num_eval_envs environments, fresh starts and goals.
+
+    time_near_goal, the steps spent within the success radius of the goal, is the paper's score (Sec. 4.1);
+    success is whether the goal was reached at all; dist_to_goal is the distance at the episode's end."""
+
+    def evaluate(actor_params, key):
+        record = lambda _, next_state: (next_state.dist_to_goal, next_state.done)
+        env_state = env.reset(key, args.num_eval_envs)
+        dist, done = deterministic_rollout(env, actor, actor_params, env_state, env.episode_length, record)
+        alive = (jnp.cumsum(done, axis=0) - done) == 0  # (T, n) steps up to and including the episode's end
+        near = (dist < env.success_radius) & alive
+        final_dist = jnp.sum(dist * (done & alive), axis=0)
+        time_near_goal = jnp.mean(jnp.sum(near, axis=0))
+        return {
+            "eval/time_near_goal": time_near_goal,
+            "eval/time_near_goal_fraction": time_near_goal / env.episode_length,
+            "eval/success": jnp.mean(jnp.any(near, axis=0)),
+            "eval/dist_to_goal": jnp.mean(final_dist),
+        }
+
+    return evaluate
+
+
+# ==== MAIN ====
+def main():
+    """The experiment: num_seeds agents trained side by side for num_epochs epochs, each epoch followed by an
+    evaluation; metrics, checkpoints and the final networks go to runs/NAME (README#what-a-run-writes)."""
+    args, resume = parse_args()
+    check_args(args)
+    args.actor_num_blocks = args.actor_num_blocks or args.num_blocks
+    args.critic_num_blocks = args.critic_num_blocks or args.num_blocks
+    env = GoalEnv(args.env_id, args.episode_length)
+    args.episode_length = env.episode_length
+    plan = schedule(args)
+    run_dir = open_run_dir(args, resume)
+    utd = args.num_sgd_batches_per_training_step / (args.num_envs * args.unroll_length)
+    print(
+        f"{run_dir}: {args.env_id}, actor depth {4 * args.actor_num_blocks}, critic depth {4 * args.critic_num_blocks}"
+        f" (Dense layers in the residual trunk), width {args.width}, {args.num_seeds} seed(s), "
+        f"{jax.device_count()} {jax.devices()[0].platform} device(s)\n"
+        f"epoch = {plan.training_steps_per_epoch} training steps x {args.num_envs} envs x {args.unroll_length} steps "
+        f"= {plan.env_steps_per_epoch} env steps; {args.num_epochs} epochs + {plan.prefill_steps} prefill = "
+        f"{plan.total_steps}\nupdate-to-data ratio: {args.num_sgd_batches_per_training_step} SGD steps of "
+        f"{args.batch_size} per {args.num_envs * args.unroll_length} env steps = 1:{1 / utd:.1f} (paper: 1:40)"
+    )
+
+    # BUILD one runner state per seed, spread over the devices, and COMPILE prefill, epoch and evaluation once
+    init, prefill, epoch, actor = make_train(args, env)
+    evaluate = make_evaluate(args, env, actor)
+    seeds = jnp.arange(args.num_seeds) + args.seed
+    rs = jax.vmap(lambda s: init(jax.random.PRNGKey(s)))(seeds)
+    eval_keys = jax.vmap(jax.random.PRNGKey)(seeds)
+    rs = jax.device_put(rs, data_parallel(rs, use_all_devices()))
+    prefill_fn, epoch_fn, evaluate_fn = compile_programs(env, args.num_seeds, rs, eval_keys, prefill, epoch, evaluate)
+
+    # PREFILL the replay buffer with random actions, or continue a killed run from its last checkpoint
+    if resume:
+        rs, first_epoch, best_score = restore_checkpoint(run_dir, rs)
+    else:
+        rs, first_epoch, best_score = prefill_fn(rs), 0, -math.inf
+
+    # TRAIN AND EVALUATE, epoch by epoch
+    log = RunLog(args, run_dir, plan.total_steps, int(rs.env_steps[0]), best_score)
+    for epoch_index in range(first_epoch + 1, args.num_epochs + 1):
+        epoch_start = time.time()
+        rs, train_metrics = jax.block_until_ready(epoch_fn(rs))  # timed apart from the evaluation
+        epoch_seconds = time.time() - epoch_start
+        eval_epoch_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_keys, epoch_index)
+        eval_metrics = evaluate_fn(rs.actor_params, eval_epoch_keys)
+        metrics = {"epoch": epoch_index, **log.progress_metrics(int(rs.env_steps[0]))}
+        metrics["training/epoch_sps"] = plan.env_steps_per_epoch / epoch_seconds  # training alone
+        log.write(epoch_index, over_seeds_summary(jax.device_get({**train_metrics, **eval_metrics})) | metrics, rs)
+    log.close()
+
+    if args.save_model:
+        write_atomic(os.path.join(run_dir, "final.msgpack"), flax.serialization.to_bytes(checkpoint_params(rs)))
+    if args.render:
+        actor_params = jax.tree.map(lambda x: x[0], rs.actor_params)
+        render_episodes(args, env, actor, actor_params, os.path.join(run_dir, "render.html"))
+        print(f"wrote {os.path.join(run_dir, 'render.html')}")
+
+
+# ==== RUN PLUMBING ====
+# Skip on a first read: what a run needs besides the method. Flags (checks, --resume), the run directory
+# (checkpoints, metrics.jsonl, wandb, console), seeds and devices (vmap, sharding, compilation), the renderer.
+
+
+def fail(message, status=2):
+    """A one-line error, no traceback: status 2 for bad input (like argparse), 1 for a run that had to stop."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
+def flag(name):
+    """The command-line spelling of an Args field: num_envs -> --num-envs."""
+    return "--" + name.replace("_", "-")
+
+
+def check_args(args):
+    """Every inconsistency in the flags is a one-line error here, before anything is compiled."""
+    if args.env_id not in ENVIRONMENTS:
+        fail(f"--env-id {args.env_id!r} is unknown; choose one of: {', '.join(ENVIRONMENTS)}")
+    episode_length = args.episode_length or ENVIRONMENTS[args.env_id].episode_length
+    positive = ["num_seeds", "num_envs", "num_eval_envs", "num_epochs", "unroll_length", "batch_size"]
+    positive += ["num_sgd_batches_per_training_step", "max_replay_size", "min_replay_size", "repr_dim", "width"]
+    positive += ["num_blocks", "actor_num_blocks", "critic_num_blocks"]
+    for name in positive:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            fail(f"{flag(name)} must be >= 1, got {value}")
+    if args.episode_length is not None and args.episode_length < 2:
+        fail(f"--episode-length must be >= 2, got {args.episode_length}")
+    if not 0 < args.gamma < 1:
+        fail(f"--gamma must be in (0, 1), got {args.gamma}")
+    for name in ["actor_lr", "critic_lr", "alpha_lr"]:
+        if getattr(args, name) <= 0:
+            fail(f"{flag(name)} must be > 0, got {getattr(args, name)}")
+    for name in ["logsumexp_penalty", "target_entropy_scale"]:
+        if getattr(args, name) < 0:
+            fail(f"{flag(name)} must be >= 0, got {getattr(args, name)}")
+    if args.min_replay_size > args.max_replay_size:
+        fail(f"--min-replay-size {args.min_replay_size} exceeds --max-replay-size {args.max_replay_size}")
+    if args.min_replay_size < episode_length:
+        fail(
+            f"--min-replay-size {args.min_replay_size} is shorter than the episode ({episode_length} steps, "
+            "--episode-length): sampling needs one full episode window per environment"
+        )
+    if args.unroll_length > args.max_replay_size:
+        fail(f"--unroll-length {args.unroll_length} exceeds --max-replay-size {args.max_replay_size}")
+    pool = args.num_envs * episode_length  # relabelled transitions sampled per training step
+    if args.batch_size > pool:
+        fail(
+            f"--batch-size {args.batch_size} is larger than the {pool} transitions sampled per training step "
+            "(--num-envs x --episode-length)"
+        )
+    if args.batch_size * args.num_sgd_batches_per_training_step > pool:
+        fail(
+            f"--num-sgd-batches-per-training-step {args.num_sgd_batches_per_training_step} x --batch-size "
+            f"{args.batch_size} needs more than the {pool} transitions sampled per training step "
+            f"(--num-envs x --episode-length); at most {pool // args.batch_size} batches fit"
+        )
+    for name in ["num_envs", "batch_size"]:  # data parallelism splits both over the devices
+        if getattr(args, name) % jax.device_count():
+            fail(
+                f"{flag(name)} {getattr(args, name)} is not a multiple of the {jax.device_count()} devices it is "
+                f"split over ({jax.devices()[0].platform}); pick a multiple, or hide devices (CUDA_VISIBLE_DEVICES)"
+            )
+    plan = schedule(args)
+    if plan.training_steps_per_epoch < 1:
+        fail(
+            f"--total-env-steps {args.total_env_steps} is too small for one training step per epoch: need at "
+            f"least {plan.min_total_steps} (prefill --min-replay-size x --num-envs + --num-epochs x --num-envs x "
+            "--unroll-length)"
+        )
+    if args.track and args.wandb_mode == "online":
+        host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("//")[-1].split("/")[0]
+        try:
+            socket.create_connection((host.split(":")[0], 443), timeout=3).close()
+        except OSError:
+            fail(f"--track with --wandb-mode online cannot reach {host}; use --wandb-mode offline (sync later)")
+
+
+STATE_FLAGS_EXEMPT = {"track", "wandb_project_name", "wandb_entity", "wandb_mode", "render", "resume"}
+
+
+def parse_args():
+    """tyro.cli, with --resume runs/NAME loading that run's flags as the defaults."""
+    resume = None
+    for i, arg in enumerate(sys.argv):
+        if arg == "--resume" and i + 1 < len(sys.argv):
+            resume = sys.argv[i + 1]
+        elif arg.startswith("--resume="):
+            resume = arg.split("=", 1)[1]
+    if resume is None:
+        return tyro.cli(Args), None
+    saved_path = os.path.join(resume, "args.json")
+    if not os.path.isfile(saved_path):
+        fail(f"--resume {resume} is not a run directory (no args.json); give runs/NAME of an earlier run")
+    if not os.path.isfile(os.path.join(resume, "checkpoint_last.msgpack")):
+        fail(f"--resume {resume} has no checkpoint_last.msgpack: it stopped before its first epoch; start it anew")
+    with open(saved_path) as f:
+        saved = json.load(f)
+    args = tyro.cli(Args, default=Args(**{k: v for k, v in saved.items() if k in Args.__dataclass_fields__}))
+    for name, value in saved.items():
+        if name not in STATE_FLAGS_EXEMPT and getattr(args, name, value) != value:
+            fail(
+                f"{flag(name)} {getattr(args, name)} differs from the run in {resume} ({value}); "
+                "a resumed run keeps the flags it was started with"
+            )
+    return args, resume
+
+
+def open_run_dir(args, resume):
+    """runs/{env_id}__{exp_name}__{seed}__{unix time}, with args.json (every flag, derived values resolved), or
+    the directory of the run that --resume continues."""
+    if resume:
+        return resume
+    run_dir = f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "args.json"), "w") as f:
+        json.dump(dataclasses.asdict(args), f, indent=2)
+    return run_dir
+
+
+def write_atomic(path, data):
+    """Write-then-rename: a killed process leaves either the old file or the new one, never half of one."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(run_dir, rs, epoch_index, best_score):
+    """checkpoint_last.msgpack: every leaf of the runner state (networks, optimisers, environments, buffer, keys),
+    the epoch and the best score so far. Leaves, not the tree: flax cannot serialize every pytree in it (MJX's
+    simulator state); the "train_state" key is the file format's, unchanged since the first release."""
+    state = {"train_state": jax.tree.leaves(rs), "epoch": epoch_index, "best_score": best_score}
+    write_atomic(os.path.join(run_dir, "checkpoint_last.msgpack"), flax.serialization.to_bytes(state))
+
+
+def restore_checkpoint(run_dir, rs):
+    """checkpoint_last.msgpack of run_dir, put on the devices of rs; metrics.jsonl is cut back to its epoch, so
+    the epochs after it are run (and logged) again. Returns (rs, epoch, best score)."""
+    saved = pathlib.Path(run_dir, "checkpoint_last.msgpack").read_bytes()
+    restored = flax.serialization.from_bytes({"train_state": jax.tree.leaves(rs), "epoch": 0, "best_score": 0.0}, saved)
+    leaves = jax.tree.unflatten(jax.tree.structure(rs), restored["train_state"])
+    rs = jax.tree.map(lambda new, old: jax.device_put(new, old.sharding), leaves, rs)
+    epoch = int(restored["epoch"])
+    metrics_path = os.path.join(run_dir, "metrics.jsonl")
+    kept = [line for line in pathlib.Path(metrics_path).read_text().splitlines() if json.loads(line)["epoch"] <= epoch]
+    write_atomic(metrics_path, "".join(line + "\n" for line in kept).encode())
+    print(f"resumed {run_dir} after epoch {epoch} ({int(rs.env_steps[0])} env steps)")
+    return rs, epoch, float(restored["best_score"])
+
+
+def over_seeds_summary(per_seed):
+    """{key: (num_seeds, ...) values} -> each key's mean over seeds; with several seeds also key_std and
+    key_per_seed (the values themselves)."""
+    metrics = {k: float(np.mean(v)) for k, v in per_seed.items()}
+    if len(next(iter(per_seed.values()))) > 1:
+        metrics |= {f"{k}_std": float(np.std(v)) for k, v in per_seed.items()}
+        metrics |= {f"{k}_per_seed": v.tolist() for k, v in per_seed.items()}
+    return metrics
+
+
+def log_line(metrics):
+    return ", ".join(
+        f"{k.split('/')[-1]} {v:.3g}" for k, v in metrics.items() if isinstance(v, float) and not k.endswith("_std")
+    )
+
+
+class RunLog:
+    """What a run writes after every epoch: a line of metrics.jsonl, the wandb log (--track), checkpoint_last and
+    checkpoint_best by eval/time_near_goal (--save-model), the progress bar and one console line. A non-finite
+    loss stops the run before anything of its epoch is written."""
+
+    def __init__(self, args, run_dir, planned_steps, env_steps, best_score, name=None, label="epoch"):
+        self.args, self.run_dir, self.best_score, self.label = args, run_dir, best_score, label
+        self.wandb = None
+        if args.track:
+            import wandb
+
+            name = name or os.path.basename(os.path.normpath(run_dir))
+            config = dataclasses.asdict(args)
+            wandb.init(
+                project=args.wandb_project_name,
+                entity=args.wandb_entity,
+                mode=args.wandb_mode,
+                name=name,
+                id=name,
+                resume="allow",
+                dir=run_dir,
+                config=config,
+            )
+            self.wandb = wandb
+        self.start_time, self.start_steps = time.time(), env_steps
+        self.progress = tqdm.tqdm(
+            total=planned_steps, initial=env_steps, unit="step", unit_scale=True, dynamic_ncols=True
+        )
+
+    def progress_metrics(self, env_steps):
+        elapsed = time.time() - self.start_time
+        sps = (env_steps - self.start_steps) / elapsed
+        return {"training/env_steps": env_steps, "training/sps": sps, "training/walltime": elapsed}
+
+    def write(self, epoch_index, metrics, rs):
+        bad = [k for k, v in metrics.items() if k.startswith("losses/") and not np.all(np.isfinite(v))]
+        if bad:
+            self.progress.close()
+            last = os.path.join(self.run_dir, "checkpoint_last.msgpack")
+            kept = f"the last good checkpoint (epoch {epoch_index - 1}) is kept in {last}"
+            if not (self.args.save_model and epoch_index > 1):
+                kept = "no checkpoint had been written yet"
+            fail(f"{bad[0]} is not finite in epoch {epoch_index}; run stopped, {kept}", status=1)
+        with open(os.path.join(self.run_dir, "metrics.jsonl"), "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        if self.wandb:
+            self.wandb.log(metrics, step=metrics["training/env_steps"])
+        if self.args.save_model:
+            if metrics["eval/time_near_goal"] > self.best_score:
+                self.best_score = metrics["eval/time_near_goal"]
+                params = flax.serialization.to_bytes(checkpoint_params(rs))
+                write_atomic(os.path.join(self.run_dir, "checkpoint_best.msgpack"), params)
+            save_checkpoint(self.run_dir, rs, epoch_index, self.best_score)
+        self.progress.update(metrics["training/env_steps"] - self.progress.n)
+        self.progress.set_postfix(
+            sps=f"{metrics['training/sps']:.0f}",
+            success=f"{metrics['eval/success']:.2f}",
+            near=f"{metrics['eval/time_near_goal']:.0f}/{self.args.episode_length}",
+        )
+        self.progress.write(f"{self.label} {epoch_index}: {log_line(metrics)}")
+
+    def close(self):
+        self.progress.close()
+        if self.wandb:
+            self.wandb.finish()
+
+
+def over_seeds(fn, num_seeds):
+    """fn mapped over the leading seed axis of its arguments and results: vmap for several seeds; for one, the
+    axis is dropped inside the program instead (vmap over a batch of 1 is slower on a CPU: README#performance)."""
+    if num_seeds > 1:
+        return jax.vmap(fn)
+    return lambda *xs: jax.tree.map(lambda y: y[None], fn(*jax.tree.map(lambda x: x[0], xs)))
+
+
+def use_all_devices():
+    """A one-axis mesh over every device JAX sees, set for the process: split_over_devices uses it."""
+    mesh = jax.make_mesh((jax.device_count(),), ("devices",), axis_types=(jax.sharding.AxisType.Auto,))
+    jax.set_mesh(mesh)
+    return mesh
+
+
+def data_parallel(rs, mesh):
+    """Shardings of a (seeds, ...) RunnerState: each device steps its share of the environments and holds their
+    part of the replay buffer; parameters, optimiser states and keys are replicated. XLA's partitioner adds the
+    all-reduce of the gradients (TRAINING splits each minibatch with split_over_devices)."""
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    split = lambda axis: jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*[None] * axis, "devices"))
+    env_state = jax.tree.map(lambda x: split(1) if x.ndim >= 2 else replicated, rs.env_state)  # (seeds, envs, .)
+    buffer = jax.tree.map(lambda x: split(2) if x.ndim >= 3 else replicated, rs.buffer)  # (seeds, time, envs, .)
+    shardings = jax.tree.map(lambda _: replicated, rs)
+    return shardings.replace(env_state=env_state.replace(key=replicated), buffer=buffer)
+
+
+def split_over_devices(tree, axis):
+    """Splits `axis` of every array over the devices of the mesh set by use_all_devices; no-op without one."""
+    if "devices" not in jax.sharding.get_abstract_mesh().axis_names:
+        return tree
+    spec = jax.sharding.PartitionSpec(*[None] * axis, "devices")
+    return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, spec), tree)
+
+
+def compile_programs(env, num_seeds, rs, eval_keys, prefill, epoch, evaluate, label=""):
+    """prefill, epoch and evaluate, each over the seeds, compiled once for rs's shapes and devices with the
+    environment's XLA options; the runner state is donated (updated in place). Prints the compile times."""
+    replicated = jax.sharding.NamedSharding(jax.sharding.get_mesh(), jax.sharding.PartitionSpec())
+    shardings = jax.tree.map(lambda x: x.sharding, rs)
+    seconds = []
+
+    def compiled(fn, *example, **jit_options):
+        start = time.time()
+        program = jax.jit(over_seeds(fn, num_seeds), **jit_options).lower(*example).compile(env.compiler_options)
+        seconds.append(time.time() - start)
+        return program
+
+    prefill_fn = compiled(prefill, rs, donate_argnums=0, out_shardings=shardings)
+    epoch_fn = compiled(epoch, rs, donate_argnums=0, out_shardings=(shardings, replicated))
+    evaluate_fn = compiled(evaluate, rs.actor_params, eval_keys)
+    print(
+        f"{label}compiled in {sum(seconds):.1f} s: one epoch {seconds[1]:.1f} s, prefill {seconds[0]:.1f} s, "
+        f"evaluation {seconds[2]:.1f} s"
+    )
+    return prefill_fn, epoch_fn, evaluate_fn
+
+
+def render_episodes(args, env, actor, actor_params, path, num_episodes=3):
+    """Rolls out the deterministic policy of seed 0 in one environment and writes the brax HTML viewer."""
+
+    def rollout(key):
+        record = lambda env_state, _: (
+            jax.tree.map(lambda x: x[0], env_state.sim_state),
+            env_state.obs[0, env.state_dim :],
+        )
+        length = num_episodes * env.episode_length
+        return deterministic_rollout(env, actor, actor_params, env.reset(key, 1), length, record)
+
+    key = jax.random.PRNGKey(args.seed)
+    sim_states, goals = jax.device_get(jax.jit(rollout).lower(key).compile(env.compiler_options)(key))
+    frames = [
+        env.task.render_frame(jax.tree.map(operator.itemgetter(t), sim_states), goals[t]) for t in range(len(goals))
+    ]
+    write_atomic(path, brax_html.render(env.task.render_system, frames).encode())
+
+
 # ==== ENVIRONMENTS ====
-# Every environment is goal-conditioned: observation = concat(state, goal), goal = state[goal_indices] of a
-# target state. Goals are re-sampled at every reset, automatic resets included. A registry entry says how to
-# build the physics and how the goal is read; `GoalEnv` adds batching, time limits and automatic resets.
+# Skip on a first read. Every environment is goal-conditioned: observation = concat(state, goal), goal =
+# state[goal_indices] of a target state, re-sampled at every reset (automatic resets included). `GoalEnv` is what
+# the method sees: batched environments with time limits and automatic resets. Below it, the tasks it steps (a
+# point in a maze, brax's arms and robots, MJX's Panda arm) and their registry, ENVIRONMENTS, at the end.
+
+
+@flax.struct.dataclass
+class EnvState:
+    sim_state: Any  # (n, ...) simulator state of each environment (the task's own pytree)
+    obs: jax.Array  # (n, state_dim + goal_dim) concat(state, goal)
+    steps: jax.Array  # (n,) steps since the last reset
+    traj_id: jax.Array  # (n,) counts resets: consecutive steps with equal ids belong to one trajectory
+    done: jax.Array  # (n,) the episode ended at this step (time limit or termination); obs is already reset
+    dist_to_goal: jax.Array  # (n,) ||state[goal_indices] - goal|| after this step, before any reset
+    key: jax.Array
+
+
+class GoalEnv:
+    """n environments of one registry entry, batched, with a time limit and automatic resets (a fresh start and
+    goal every time): reset(key, n) -> EnvState, step(env_state, (n, action_dim) actions) -> EnvState."""
+
+    def __init__(self, env_id, episode_length=None):
+        spec = ENVIRONMENTS[env_id]
+        self.task = spec.make()
+        self.state_dim, self.goal_indices = spec.state_dim, jnp.array(spec.goal_indices)
+        self.goal_dim, self.action_dim = len(spec.goal_indices), self.task.action_dim
+        self.obs_dim = self.state_dim + self.goal_dim
+        self.success_radius = spec.success_radius
+        self.episode_length = episode_length or spec.episode_length
+        # XLA options for every program that steps this environment: `jax.jit(f).lower(...).compile(options)`
+        self.compiler_options = getattr(self.task, "compiler_options", {})
+
+    def _fresh(self, key, n):
+        sim_state, goal = jax.vmap(self.task.init)(jax.random.split(key, n))
+        return sim_state, jnp.concatenate([jax.vmap(self.task.state)(sim_state), goal], axis=-1)
+
+    def reset(self, key, n):
+        key, reset_key = jax.random.split(key)
+        sim_state, obs = self._fresh(reset_key, n)
+        zeros = jnp.zeros((n,), dtype=jnp.int32)
+        return EnvState(sim_state, obs, zeros, zeros, zeros.astype(bool), jnp.zeros((n,)), key)
+
+    def step(self, env_state, action):
+        sim_state = jax.vmap(self.task.step)(env_state.sim_state, action)
+        state = jax.vmap(self.task.state)(sim_state)
+        goal = env_state.obs[:, self.state_dim :]
+        dist_to_goal = jnp.linalg.norm(state[:, self.goal_indices] - goal, axis=-1)
+        steps = env_state.steps + 1
+        done = (steps >= self.episode_length) | jax.vmap(self.task.terminated)(sim_state)
+        obs = jnp.concatenate([state, goal], axis=-1)
+        key, reset_key = jax.random.split(env_state.key)
+
+        def reset_done(_):  # only traced branch that samples: runs when some episode ended
+            fresh_sim_state, fresh_obs = self._fresh(reset_key, done.shape[0])
+            pick = lambda new, old: jnp.where(done.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)
+            return jax.tree.map(pick, (fresh_sim_state, fresh_obs), (sim_state, obs))
+
+        sim_state, obs = jax.lax.cond(done.any(), reset_done, lambda _: (sim_state, obs), None)
+        steps = jnp.where(done, 0, steps)
+        return EnvState(sim_state, obs, steps, env_state.traj_id + done, done, dist_to_goal, key)
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvSpec:
+    """A registry entry: how to build the task, where its goal lives in the state, when it counts as reached."""
+
+    make: Callable[[], Any]  # builds the task (a Task)
+    state_dim: int
+    goal_indices: tuple  # which state entries the goal specifies
+    success_radius: float  # "near the goal" when ||state[goal_indices] - goal|| < success_radius
+    episode_length: int
+
 
 MAZE_LAYOUTS = {  # '#' wall, 'R' start, 'G' goal cell, '.' free; cell (i, j) is centred at (i * size, j * size)
     "u_maze": ["#####", "#RGG#", "###G#", "#GGG#", "#####"],
@@ -162,7 +1042,7 @@ MAZE_LAYOUTS = {  # '#' wall, 'R' start, 'G' goal cell, '.' free; cell (i, j) is
         "############",
     ],
 }
-MAZE_EVAL_GOALS = {  # the far cells that the `_eval` variants restrict goals to (SPEC section 3)
+MAZE_EVAL_GOALS = {  # the far cells that the `_eval` variants restrict goals to (the benchmark's far-goal splits)
     "u_maze": [(3, 1), (3, 2), (3, 3)],
     "u4_maze": [(4, 1), (5, 1), (5, 2), (5, 3)],
     "u5_maze": [(4, 1), (4, 6)] + [(5, j) for j in range(1, 7)],
@@ -185,9 +1065,8 @@ def maze_cells(layout, char):
 def maze_walls(layout, size):
     """MJCF boxes covering the wall cells: runs of '#' in a row, stacked over the rows where the run repeats.
 
-    Each box costs one contact test per colliding robot geom per physics substep, so fewer boxes is faster:
-    6 boxes instead of one per wall cell (18) give 1.9x the env steps/s on ant_u_maze, 14 instead of 38 1.7-2.0x
-    on ant_big_maze (CPU, two runs of benchmarks/maze_contacts.py).
+    Each box costs one contact test per colliding robot geom per physics substep, so fewer boxes is faster
+    (README#environments; benchmarks/maze_contacts.py).
     Walls are size / 2 tall, as in the benchmark. They collide with geoms whose contype has bit 1 (brax's feet)
     or bit 2 (set by `Locomotion` on torso geoms); the floor, conaffinity 1, keeps ignoring bit-2 geoms.
     """
@@ -207,7 +1086,30 @@ def maze_walls(layout, size):
     )
 
 
-class PointMaze:
+class Task:
+    """A task's physics, as GoalEnv uses it: init(key) -> (sim_state, goal), step(sim_state, action) -> sim_state,
+    state(sim_state) -> (state_dim,) vector, terminated(sim_state); for --render, render_system (a brax System) and
+    render_frame(sim_state, goal) (its links' poses, the goal marker last)."""
+
+    def terminated(self, sim_state):  # episodes end at the time limit; only brax's robots fall over (Locomotion)
+        return jnp.zeros((), dtype=bool)
+
+
+def viewer_frame(pos, rot, goal):
+    """One frame for brax's viewer: the links' positions (L, 3) and rotations (L, 4), then the goal marker (a
+    2-d goal is drawn at height 0.5)."""
+    marker = jnp.concatenate([goal, jnp.full(3 - len(goal), 0.5)])
+    rot = jnp.vstack([rot, jnp.array([1.0, 0, 0, 0])])
+    return types.SimpleNamespace(x=brax_base.Transform(pos=jnp.vstack([pos, marker]), rot=rot))
+
+
+def maze_start_and_goals(layout, goal_cells, size):
+    """World xy of the start cell R's centre, and (G, 2) of the goal cells' centres (default: every G cell)."""
+    start = jnp.array(maze_cells(layout, "R")[0], dtype=jnp.float32) * size
+    return start, jnp.array(goal_cells or maze_cells(layout, "G"), dtype=jnp.float32) * size
+
+
+class PointMaze(Task):
     """A point mass in a maze, in pure JAX: action = velocity in [-1, 1]^2 scaled by `speed` units per step.
 
     Walls block motion per axis: the x move is undone if it ends inside a wall cell, then the y move. State
@@ -221,8 +1123,7 @@ class PointMaze:
     def __init__(self, layout, goal_cells=None, size=4.0):
         self.layout, self.size = layout, size
         self.walls = jnp.array([[c == "#" for c in row] for row in MAZE_LAYOUTS[layout]])
-        self.start = jnp.array(maze_cells(layout, "R")[0], dtype=jnp.float32) * size
-        self.goals = jnp.array(goal_cells or maze_cells(layout, "G"), dtype=jnp.float32) * size
+        self.start, self.goals = maze_start_and_goals(layout, goal_cells, size)
 
     def in_wall(self, xy):
         ij = jnp.round(xy / self.size).astype(jnp.int32)
@@ -237,8 +1138,7 @@ class PointMaze:
         xy = start + jax.random.uniform(k_start, (2,), minval=-0.5, maxval=0.5)
         cell = jax.random.randint(k_cell, (), 0, len(goals))
         # a uniform point of the cell, not just near its centre: goals that reach the cell's edges lead agents
-        # into neighbouring cells; with goals within +-1 of the centres, CRL never entered the U-maze's far
-        # cell (eval/success stalled at 0.84 in our CPU runs) and with them it passes 0.9
+        # into neighbouring cells, which CRL needs to find the U-maze's far cell (README#notes-and-deviations)
         goal = goals[cell] + jax.random.uniform(k_jitter, (2,), minval=-self.size / 2, maxval=self.size / 2)
         return xy, goal
 
@@ -252,9 +1152,6 @@ class PointMaze:
     def state(self, xy):
         return xy
 
-    def terminated(self, xy):
-        return jnp.zeros((), dtype=bool)
-
     @functools.cached_property
     def render_system(self):
         point = GOAL_MARKER.replace("goal_marker", "point").replace("0.9 0.2 0.2", "0.2 0.4 0.9")
@@ -262,11 +1159,10 @@ class PointMaze:
         return brax_mjcf.loads(f"{xml}{point}{GOAL_MARKER}</worldbody></mujoco>")
 
     def render_frame(self, xy, goal):
-        pos = jnp.stack([jnp.append(xy, 0.5), jnp.append(goal, 0.5)])
-        return types.SimpleNamespace(x=brax_base.Transform(pos=pos, rot=jnp.tile(jnp.array([1.0, 0, 0, 0]), (2, 1))))
+        return viewer_frame(jnp.append(xy, 0.5)[None], jnp.array([[1.0, 0, 0, 0]]), goal)
 
 
-class BraxArm:
+class BraxArm(Task):
     """A brax arm stepped by brax's own environment class with the spring backend, so the class's backend
     settings (timestep, frames per step, actuator gears) come with it. Physics state = brax's pipeline state;
     actions in [-1, 1] are mapped onto the actuators' control range, as brax's classes do."""
@@ -279,9 +1175,6 @@ class BraxArm:
         low, high = self.env.sys.actuator.ctrl_range.T
         ctrl = low + (jnp.clip(action, -1.0, 1.0) + 1) * (high - low) / 2
         return self.env.pipeline_step(pipeline_state, ctrl)
-
-    def terminated(self, pipeline_state):
-        return jnp.zeros((), dtype=bool)
 
     @property
     def render_system(self):
@@ -362,12 +1255,12 @@ class Pusher(BraxArm):
         return jnp.concatenate([q[:7], pos[self.tip], pos[self.object], qd[:7]])
 
 
-class Locomotion:
+class Locomotion(Task):
     """brax's Ant or Humanoid on an open floor or in a maze of box walls; the goal is a torso position.
 
     brax's own class steps the robot, so its spring-backend settings come along: Ant timestep 0.005 and 10
-    frames per step, Humanoid timestep 0.0015, 10 frames and its gear table. The XML's own timestep is not
-    stable: ant.xml with maze walls at its 0.01 turned NaN within 30 random steps (SPEC section 3). brax's
+    frames per step, Humanoid timestep 0.0015, 10 frames and its gear table (the XMLs' own timesteps are not
+    stable with maze walls: README#environments). brax's
     class also gives the reset noise, the observation (positions kept: the ant's state is q, qd = 29 numbers,
     torso xy first) and `done` when the torso height leaves the healthy range (Ant 0.2-1.0, Humanoid 1.0-2.0),
     which ends the episode. Mazes add walls to brax's XML and put the start at the layout's R cell.
@@ -384,8 +1277,7 @@ class Locomotion:
                 if geom.get("name") in wall_geoms:
                     geom.set("contype", "2")  # these collide with the walls (conaffinity 3) but not the floor
             root.find("worldbody").extend(ET.fromstring(f"<walls>{maze_walls(layout, size)}</walls>"))
-            self.start = jnp.array(maze_cells(layout, "R")[0], dtype=jnp.float32) * size
-            self.goals = jnp.array(goal_cells or maze_cells(layout, "G"), dtype=jnp.float32) * size
+            self.start, self.goals = maze_start_and_goals(layout, goal_cells, size)
         self.xml = ET.tostring(root, encoding="unicode")
         sys = brax_mjcf.loads(self.xml)
         # keep what brax's class set for the backend (opt: timestep, solver; actuator: gears); start at R
@@ -431,10 +1323,7 @@ class Locomotion:
         return brax_mjcf.loads(ET.tostring(root, encoding="unicode"))
 
     def render_frame(self, brax_state, goal):
-        x = brax_state.pipeline_state.x
-        marker = jnp.concatenate([goal, jnp.full(3 - len(goal), 0.5)])
-        pos, rot = jnp.vstack([x.pos, marker]), jnp.vstack([x.rot, jnp.array([1.0, 0, 0, 0])])
-        return types.SimpleNamespace(x=brax_base.Transform(pos=pos, rot=rot))
+        return viewer_frame(brax_state.pipeline_state.x.pos, brax_state.pipeline_state.x.rot, goal)
 
 
 # The Panda arm of the manipulation tasks, built in code from primitives: the body frames, joint axes and limits
@@ -442,9 +1331,8 @@ class Locomotion:
 # parallel gripper with two 4 cm pads, a 4 cm cube. Chosen over the Franka meshes shipped in gymnasium-robotics'
 # wheel: no 15 MB dependency, and meshes would change nothing the tasks measure, because only the hand, the pads,
 # the cube, the table and the bin walls collide (explicit contact pairs; the links are visual capsules): MJX pays
-# per contact pair and substep, and box-box pairs are its costly ones (the 8 bin walls halve the CPU speed: 564 ->
-# 272 env steps/s at 16 envs, benchmarks/env_speed.py). The pads and hand pass through the bin walls (only the
-# cube meets them), as in the benchmark's bins.
+# per contact pair and substep, and box-box pairs are its costly ones (README#environments). The pads and hand
+# pass through the bin walls (only the cube meets them), as in the benchmark's bins.
 PANDA_LINKS = (  # (body attributes, joint limits, capsule from-to, mass in kg) for link1 ... link7
     ('pos="0 0 0.333"', "-2.8973 2.8973", "0 0 -0.19 0 0 0", 4.97),
     ('quat="1 -1 0 0"', "-1.7628 1.7628", "0 0 0 0 -0.2 0", 0.65),
@@ -495,9 +1383,8 @@ def panda_xml(cube, walls):
             ("cube", g) for g in ["table", "hand", "left_pad", "right_pad"] + [f"wall{i}" for i in range(len(walls))]
         ]
     grip = 'friction="1.5 1.5 0.005 0.0001 0.0001"'  # rubber pads: a closed gripper holds the cube
-    # stiff contacts (time constant 2 substeps) and 10 solver iterations: with MuJoCo's contact defaults, random
-    # arm motions pressed the 0.2 kg cube 1.2 cm into the table; with 4 iterations MJX let it sink 7 cm and flung
-    # it 4.8 m up; with these, 5 mm and 0.19 m over 500 random steps x 16 envs (1.5x the cost of 4 iterations)
+    # stiff contacts (time constant 2 substeps) and 10 solver iterations: with MuJoCo's contact defaults or fewer
+    # iterations, the arm pressed the cube into the table and flung it away (README#environments)
     stiff = 'solref="0.01 1" solimp="0.95 0.99 0.001"'
     wall_geoms = "".join(
         f'<geom name="wall{i}" type="box" pos="{c}" size="{s}" rgba="0.7 0.5 0.3 1"/>' for i, (c, s) in enumerate(walls)
@@ -528,7 +1415,7 @@ def bin_walls(centre, inner=0.12, height=0.06, thickness=0.01):
     return [(f"{x + dx} {y + dy} {height / 2}", f"{sx} {sy} {height / 2}") for dx, dy, sx, sy in sides]
 
 
-class PandaArm:
+class PandaArm(Task):
     """The benchmark's arm tasks with MJX: push or pick a cube to a goal, or reach a goal with the gripper.
 
     Action, as in the benchmark: targets for joints 1, 2, 4 and 6 mapped from [-1, 1] onto its ranges, joints 3
@@ -558,8 +1445,8 @@ class PandaArm:
     @property
     def compiler_options(self):
         # XLA:CPU's fusion emitters make MJX's forward kinematics exponentially slow in the depth of the body
-        # tree (x8 per body past 6): the 10-body arm stepped 3 env steps/s instead of 1.6k (16 envs). They stay on
-        # for everything else: turned off for the whole process, network updates ran 17% slower (throughput.py).
+        # tree; they stay on for every program that steps no arm, whose network updates they speed up
+        # (README#environments)
         return {"xla_cpu_use_fusion_emitters": False} if jax.default_backend() == "cpu" else {}
 
     def positions(self, data):  # body and site poses and Jacobian rows for the current qpos
@@ -591,9 +1478,6 @@ class PandaArm:
             return jnp.concatenate(arm)
         return jnp.concatenate([data.qpos[9:12], *arm, data.qpos[7:8] + data.qpos[8:9]])
 
-    def terminated(self, data):
-        return jnp.zeros((), dtype=bool)
-
     @functools.cached_property
     def render_system(self):  # the same bodies for brax's viewer, without contact pairs and actuators
         xml = re.sub("<contact>.*</contact>|<actuator>.*</actuator>", "", panda_xml(self.cube, []))
@@ -604,9 +1488,7 @@ class PandaArm:
         return jnp.array([self.model.body(name).id for name in self.render_system.link_names[:-1]])
 
     def render_frame(self, data, goal):
-        rot = jnp.vstack([data.xquat[self.render_bodies], jnp.array([1.0, 0, 0, 0])])
-        pos = jnp.vstack([data.xpos[self.render_bodies], goal])
-        return types.SimpleNamespace(x=brax_base.Transform(pos=pos, rot=rot))
+        return viewer_frame(data.xpos[self.render_bodies], data.xquat[self.render_bodies], goal)
 
 
 def arm_push(cube_region, goal_region):  # xy regions on the table; z is the cube's resting height
@@ -619,19 +1501,10 @@ def arm_binpick(spread):  # cube in the bin at x = -0.2, goal in the bin at x = 
     return PandaArm(region(0.2), region(-0.2), walls=bin_walls((-0.2, 0.55)) + bin_walls((0.2, 0.55)))
 
 
-@dataclasses.dataclass(frozen=True)
-class EnvSpec:
-    make: Callable[[], Any]  # builds the physics: init(key) -> (physics, goal), step, state, terminated
-    state_dim: int
-    goal_indices: tuple  # which state entries the goal specifies
-    success_radius: float  # "near the goal" when ||state[goal_indices] - goal|| < success_radius
-    episode_length: int
-
-
 # Robot geoms that meet the walls besides the feet (which collide already: contype 1 in brax's XML). Every
-# (geom, wall box) pair is a contact test per substep: on humanoid_big_maze (128 envs, CPU) the pelvis alone
-# runs at 2.5-3.3k env steps/s, all eight trunk and leg capsules at 0.9k (benchmarks/maze_contacts.py). The
-# humanoid's walls (1 unit tall) stop below its chest, so the pelvis and the feet are what touch them.
+# (geom, wall box) pair is a contact test per substep, so the humanoid's trunk and leg capsules would cost a
+# factor of 3 (README#notes-and-deviations). Its walls (1 unit tall) stop below its chest, so the pelvis and the
+# feet are what touch them.
 ANT_WALL_GEOMS = ("torso_geom",)
 HUMANOID_WALL_GEOMS = ("butt",)
 
@@ -645,47 +1518,38 @@ def humanoid_maze(layout, goal_cells=None):  # the benchmark's humanoid mazes ha
 
 
 # Humanoid state: brax's observation with positions kept, 246 numbers (q 24, qd 23, per-link inertia 110 and
-# velocity 66 about the centre of mass, actuator forces 23). SPEC section 3 lists 268, the benchmark's count,
-# which also holds its goal marker body (2 slide joints, one more link) inside the state; ours keeps the goal out.
+# velocity 66 about the centre of mass, actuator forces 23). The benchmark's 268 also hold its goal marker body
+# (2 slide joints, one more link); ours keeps the goal out of the state (README#notes-and-deviations).
 # The humanoid's goal height 1.25 is about its standing torso height (the benchmark's choice).
+def maze_ids(robot, make, layouts, state_dim, goal_indices, episode_length=1000):
+    """`{robot}_{layout}` with goals in every G cell and `{robot}_{layout}_eval` with goals only in the layout's
+    far cells (MAZE_EVAL_GOALS), for each layout: the same walls, start and physics."""
+    specs = {}
+    for layout in layouts:
+        for suffix, cells in [("", None), ("_eval", MAZE_EVAL_GOALS[layout])]:
+            make_maze = functools.partial(make, layout, cells)
+            specs[f"{robot}_{layout}{suffix}"] = EnvSpec(make_maze, state_dim, goal_indices, 0.5, episode_length)
+    return specs
+
+
 ENVIRONMENTS = {
     "reacher": EnvSpec(Reacher, 10, (0, 1, 2), 0.05, 1000),
     "pusher_easy": EnvSpec(lambda: Pusher([[-0.55, -0.2], [-0.25, 0.2]]), 20, (10, 11, 12), 0.1, 1000),
     "pusher_hard": EnvSpec(lambda: Pusher([[-0.65, -0.55], [0.35, 0.45]]), 20, (10, 11, 12), 0.1, 1000),
-    "point_u_maze": EnvSpec(lambda: PointMaze("u_maze"), 2, (0, 1), 0.5, 100),
-    "point_u_maze_eval": EnvSpec(lambda: PointMaze("u_maze", MAZE_EVAL_GOALS["u_maze"]), 2, (0, 1), 0.5, 100),
-    "point_big_maze": EnvSpec(lambda: PointMaze("big_maze"), 2, (0, 1), 0.5, 1000),
-    "point_big_maze_eval": EnvSpec(lambda: PointMaze("big_maze", MAZE_EVAL_GOALS["big_maze"]), 2, (0, 1), 0.5, 1000),
+    **maze_ids("point", PointMaze, ["u_maze"], 2, (0, 1), episode_length=100),
+    **maze_ids("point", PointMaze, ["big_maze"], 2, (0, 1)),
     "ant": EnvSpec(lambda: Locomotion("ant"), 29, (0, 1), 0.5, 1000),
-    "ant_u_maze": EnvSpec(lambda: ant_maze("u_maze"), 29, (0, 1), 0.5, 1000),
-    "ant_u_maze_eval": EnvSpec(lambda: ant_maze("u_maze", MAZE_EVAL_GOALS["u_maze"]), 29, (0, 1), 0.5, 1000),
-    "ant_u4_maze": EnvSpec(lambda: ant_maze("u4_maze"), 29, (0, 1), 0.5, 1000),
-    "ant_u4_maze_eval": EnvSpec(lambda: ant_maze("u4_maze", MAZE_EVAL_GOALS["u4_maze"]), 29, (0, 1), 0.5, 1000),
-    "ant_u5_maze": EnvSpec(lambda: ant_maze("u5_maze"), 29, (0, 1), 0.5, 1000),
-    "ant_u5_maze_eval": EnvSpec(lambda: ant_maze("u5_maze", MAZE_EVAL_GOALS["u5_maze"]), 29, (0, 1), 0.5, 1000),
-    "ant_big_maze": EnvSpec(lambda: ant_maze("big_maze"), 29, (0, 1), 0.5, 1000),
-    "ant_big_maze_eval": EnvSpec(lambda: ant_maze("big_maze", MAZE_EVAL_GOALS["big_maze"]), 29, (0, 1), 0.5, 1000),
-    "ant_hardest_maze": EnvSpec(lambda: ant_maze("hardest_maze"), 29, (0, 1), 0.5, 1000),
-    "ant_hardest_maze_eval": EnvSpec(
-        lambda: ant_maze("hardest_maze", MAZE_EVAL_GOALS["hardest_maze"]), 29, (0, 1), 0.5, 1000
-    ),
+    **maze_ids("ant", ant_maze, ["u_maze", "u4_maze", "u5_maze", "big_maze", "hardest_maze"], 29, (0, 1)),
     "humanoid": EnvSpec(lambda: Locomotion("humanoid", radius=(1.0, 5.0), goal_z=(1.25,)), 246, (0, 1, 2), 0.5, 1000),
-    "humanoid_u_maze": EnvSpec(lambda: humanoid_maze("u_maze"), 246, (0, 1, 2), 0.5, 1000),
-    "humanoid_u_maze_eval": EnvSpec(
-        lambda: humanoid_maze("u_maze", MAZE_EVAL_GOALS["u_maze"]), 246, (0, 1, 2), 0.5, 1000
-    ),
-    "humanoid_big_maze": EnvSpec(lambda: humanoid_maze("big_maze"), 246, (0, 1, 2), 0.5, 1000),
-    "humanoid_big_maze_eval": EnvSpec(
-        lambda: humanoid_maze("big_maze", MAZE_EVAL_GOALS["big_maze"]), 246, (0, 1, 2), 0.5, 1000
-    ),
+    **maze_ids("humanoid", humanoid_maze, ["u_maze", "big_maze"], 246, (0, 1, 2)),
     # Arm tasks (Panda + cube, MJX): success = the cube (reach: the gripper) within 0.1 of the goal. Regions are
     # ours, inside the arm's reach (the base is at the origin, facing +y): push easy = adjacent 20 cm squares
     # (cube x -0.2..0, goal x 0..0.2, y 0.5..0.7); push hard = 40 x 30 cm regions 0.3 apart (cube x -0.35..0.05,
     # goal x -0.05..0.35, y 0.45..0.75); binpick = from the bin at x = -0.2 into the bin at x = +0.2 (inner
     # 24 cm squares, 6 cm walls, y = 0.55), cube and goal +-5 cm (easy) or +-10 cm (hard) around the bin centres;
     # reach = a gripper point in a 30 cm cube around (0, 0.6, 0.2). The benchmark's reach box, (0, 0.5, 0.3) +- 0.2,
-    # is for its wrist (link 7's origin, 20 cm behind the gripper point): for the gripper point 22% of that box is
-    # more than 10 cm out of reach of the action's joint ranges, of ours 0.1% (benchmarks/arm_workspace.py).
+    # is for its wrist (link 7's origin, 20 cm behind the gripper point): for the gripper point a fifth of that box
+    # is out of the action's reach, ours is within it (benchmarks/arm_workspace.py, README#environments).
     # Episodes: 150 steps of 0.05 s (reach 50); the paper's Table 1 scores are out of 1000 steps: pass
     # --episode-length 1000 to compare.
     "arm_reach": EnvSpec(lambda: PandaArm([[-0.15, 0.45, 0.05], [0.15, 0.75, 0.35]]), 13, (7, 8, 9), 0.1, 50),
@@ -700,754 +1564,5 @@ ENVIRONMENTS = {
 }
 
 
-@flax.struct.dataclass
-class EnvState:
-    physics: Any  # (n, ...) physics state of each environment
-    obs: jax.Array  # (n, state_dim + goal_dim) concat(state, goal)
-    steps: jax.Array  # (n,) steps since the last reset
-    traj_id: jax.Array  # (n,) counts resets: consecutive steps with equal ids belong to one trajectory
-    done: jax.Array  # (n,) the episode ended at this step (time limit or termination); obs is already reset
-    dist_to_goal: jax.Array  # (n,) ||state[goal_indices] - goal|| after this step, before any reset
-    key: jax.Array
-
-
-class GoalEnv:
-    """Batched goal-conditioned environment with time limit and automatic reset (a fresh goal every time)."""
-
-    def __init__(self, env_id, episode_length=None):
-        spec = ENVIRONMENTS[env_id]
-        self.physics = spec.make()
-        self.state_dim, self.goal_indices = spec.state_dim, jnp.array(spec.goal_indices)
-        self.goal_dim, self.action_dim = len(spec.goal_indices), self.physics.action_dim
-        self.obs_dim = self.state_dim + self.goal_dim
-        self.success_radius = spec.success_radius
-        self.episode_length = episode_length or spec.episode_length
-        # XLA options for every program that steps this environment: `jax.jit(f).lower(...).compile(options)`
-        self.compiler_options = getattr(self.physics, "compiler_options", {})
-
-    def _fresh(self, key, n):
-        physics, goal = jax.vmap(self.physics.init)(jax.random.split(key, n))
-        return physics, jnp.concatenate([jax.vmap(self.physics.state)(physics), goal], axis=-1)
-
-    def reset(self, key, n):
-        key, reset_key = jax.random.split(key)
-        physics, obs = self._fresh(reset_key, n)
-        zeros = jnp.zeros((n,), dtype=jnp.int32)
-        return EnvState(physics, obs, zeros, zeros, zeros.astype(bool), jnp.zeros((n,)), key)
-
-    def step(self, env_state, action):
-        physics = jax.vmap(self.physics.step)(env_state.physics, action)
-        state = jax.vmap(self.physics.state)(physics)
-        goal = env_state.obs[:, self.state_dim :]
-        dist_to_goal = jnp.linalg.norm(state[:, self.goal_indices] - goal, axis=-1)
-        steps = env_state.steps + 1
-        done = (steps >= self.episode_length) | jax.vmap(self.physics.terminated)(physics)
-        obs = jnp.concatenate([state, goal], axis=-1)
-        key, reset_key = jax.random.split(env_state.key)
-
-        def reset_done(_):  # only traced branch that samples: runs when some episode ended
-            fresh_physics, fresh_obs = self._fresh(reset_key, done.shape[0])
-            pick = lambda new, old: jnp.where(done.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)
-            return jax.tree.map(pick, (fresh_physics, fresh_obs), (physics, obs))
-
-        physics, obs = jax.lax.cond(done.any(), reset_done, lambda _: (physics, obs), None)
-        steps = jnp.where(done, 0, steps)
-        return EnvState(physics, obs, steps, env_state.traj_id + done, done, dist_to_goal, key)
-
-
-# ==== NETWORKS ====
-# Kernel init: variance scaling 1/3, fan-in, uniform; zero biases (SPEC section 4).
-dense_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
-LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
-
-
-def dense_layernorm_swish(x, width, dtype):
-    """One layer (called inside a module): the matmul in `dtype`, LayerNorm and swish in float32."""
-    x = nn.Dense(width, kernel_init=dense_init, dtype=dtype)(x).astype(jnp.float32)
-    return nn.swish(nn.LayerNorm()(x))
-
-
-class ResidualBlock(nn.Module):
-    """4 x [Dense -> LayerNorm -> swish], identity added after the last activation (paper Fig. 2)."""
-
-    width: int
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, h, _):
-        x = h
-        for _ in range(4):
-            x = dense_layernorm_swish(x, self.width, self.dtype)
-        return h + x, None
-
-
-class ResidualTrunk(nn.Module):
-    """Dense -> LayerNorm -> swish, then num_blocks residual blocks, scanned so compile time is flat in depth."""
-
-    width: int
-    num_blocks: int
-    remat: bool = False
-    scan_unroll: int = 1
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        x = dense_layernorm_swish(x, self.width, self.dtype)
-        # backward pass: keep each Dense output, recompute LayerNorm and swish (cheaper than storing them: 1.3x
-        # faster updates on a CPU, benchmarks/throughput.py); --remat keeps only each block's input
-        saved = jax.checkpoint_policies.nothing_saveable if self.remat else jax.checkpoint_policies.dots_saveable
-        block = nn.remat(ResidualBlock, prevent_cse=False, policy=saved)
-        blocks = nn.scan(
-            block,
-            variable_axes={"params": 0},
-            split_rngs={"params": True},
-            length=self.num_blocks,
-            unroll=min(self.scan_unroll, self.num_blocks),
-        )
-        x, _ = blocks(self.width, self.dtype, name="blocks")(x, None)
-        return x
-
-
-class Encoder(nn.Module):
-    """sa_encoder phi(s, a) or g_encoder psi(g): residual trunk, then Dense(repr_dim)."""
-
-    repr_dim: int
-    width: int
-    num_blocks: int
-    remat: bool = False
-    scan_unroll: int = 1
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        x = ResidualTrunk(self.width, self.num_blocks, self.remat, self.scan_unroll, self.dtype)(x)
-        return nn.Dense(self.repr_dim, kernel_init=dense_init, dtype=self.dtype)(x).astype(jnp.float32)
-
-
-class Actor(nn.Module):
-    """pi(a | s, g): residual trunk, then Dense heads for the mean and the tanh-squashed log-std."""
-
-    action_dim: int
-    width: int
-    num_blocks: int
-    remat: bool = False
-    scan_unroll: int = 1
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, obs):
-        x = ResidualTrunk(self.width, self.num_blocks, self.remat, self.scan_unroll, self.dtype)(obs)
-        mean = nn.Dense(self.action_dim, kernel_init=dense_init, dtype=self.dtype)(x).astype(jnp.float32)
-        log_std = nn.Dense(self.action_dim, kernel_init=dense_init, dtype=self.dtype)(x).astype(jnp.float32)
-        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(log_std) + 1)
-        return mean, log_std
-
-
-def make_networks(args, env):
-    dtype = jnp.dtype(args.compute_dtype)
-    trunk = (args.width, args.critic_num_blocks, args.remat, args.scan_unroll, dtype)
-    sa_encoder = Encoder(args.repr_dim, *trunk)
-    g_encoder = Encoder(args.repr_dim, *trunk)
-    actor = Actor(env.action_dim, args.width, args.actor_num_blocks, *trunk[2:])
-    return sa_encoder, g_encoder, actor
-
-
-# ==== REPLAY BUFFER ====
-# A circular buffer of trajectories shaped (time, num_envs, .) with a trajectory id per step. Sampling takes
-# one window of `episode_length` consecutive steps per environment and relabels every step with a future
-# state of the same trajectory, j - t ~ Geometric(1 - gamma) truncated to the trajectory (SPEC section 5).
-
-
-@flax.struct.dataclass
-class ReplayBuffer:
-    obs: jax.Array  # (capacity, num_envs, obs_dim) concat(state, commanded goal)
-    action: jax.Array  # (capacity, num_envs, action_dim)
-    traj_id: jax.Array  # (capacity, num_envs)
-    insert_pos: jax.Array  # next row to write
-    size: jax.Array  # rows filled
-
-
-def buffer_init(capacity, num_envs, obs_dim, action_dim):
-    return ReplayBuffer(
-        obs=jnp.zeros((capacity, num_envs, obs_dim)),
-        action=jnp.zeros((capacity, num_envs, action_dim)),
-        traj_id=jnp.zeros((capacity, num_envs), dtype=jnp.int32),
-        insert_pos=jnp.zeros((), dtype=jnp.int32),
-        size=jnp.zeros((), dtype=jnp.int32),
-    )
-
-
-def buffer_insert(buffer, obs, action, traj_id):
-    """Append (T, num_envs, .) rows, overwriting the oldest once full."""
-    capacity = buffer.obs.shape[0]
-    rows = (buffer.insert_pos + jnp.arange(obs.shape[0])) % capacity
-    return ReplayBuffer(
-        obs=buffer.obs.at[rows].set(obs),
-        action=buffer.action.at[rows].set(action),
-        traj_id=buffer.traj_id.at[rows].set(traj_id),
-        insert_pos=(buffer.insert_pos + obs.shape[0]) % capacity,
-        size=jnp.minimum(buffer.size + obs.shape[0], capacity),
-    )
-
-
-def future_indices(traj_id, key, gamma):
-    """For each step t of each (W,) window of trajectory ids, a future step j with P(j) ∝ gamma^(j - t).
-
-    j ranges over t+1 .. last step of t's trajectory inside the window; a last step falls back to itself.
-    Inverse CDF of the geometric law truncated to K = last - t steps:
-    j - t = 1 + floor(log(1 - u (1 - gamma^K)) / log gamma).
-    """
-    window = traj_id.shape[-1]
-    t = jnp.arange(window)
-    # ids never decrease within a window, so the trajectory of t ends just before the first larger id
-    last = jax.vmap(lambda ids: jnp.searchsorted(ids, ids, side="right"))(traj_id) - 1
-    horizon = last - t  # (E, W) steps left in the trajectory
-    u = jax.random.uniform(key, traj_id.shape)
-    offset = 1 + jnp.floor(jnp.log1p(-u * (1 - gamma**horizon)) / jnp.log(gamma)).astype(jnp.int32)
-    return t + jnp.where(horizon > 0, jnp.clip(offset, 1, horizon), 0)
-
-
-def sample_transitions(buffer, key, window, gamma, state_dim, goal_indices):
-    """One window per environment, every step relabelled: flat (num_envs * window, .) transitions."""
-    k_start, k_future = jax.random.split(key)
-    capacity, num_envs = buffer.traj_id.shape
-    oldest = (buffer.insert_pos - buffer.size) % capacity
-    start = jax.random.randint(k_start, (num_envs,), 0, buffer.size - window + 1)
-    rows = (oldest + start[:, None] + jnp.arange(window)) % capacity  # (E, W)
-    envs = jnp.arange(num_envs)[:, None]
-    obs, action, traj_id = buffer.obs[rows, envs], buffer.action[rows, envs], buffer.traj_id[rows, envs]
-    future = future_indices(traj_id, k_future, gamma)  # (E, W)
-    future_state = jnp.take_along_axis(obs, future[..., None], axis=1)[..., :state_dim]
-    successor = jnp.minimum(jnp.arange(window) + 1, window - 1)  # (W,) index of s_{t+1} in the window
-    transitions = {
-        "state": obs[..., :state_dim],
-        "action": action,
-        "goal": future_state[..., goal_indices],  # the relabelled goal
-        "commanded_goal": obs[..., state_dim:],  # what the episode asked for (SAC+HER keeps it for some rows)
-        # s_{t+1} for the TD methods; after a reset (or at the window's end) the stored successor is another
-        # trajectory's first state, so such steps have no usable next state
-        "next_state": obs[:, successor, :state_dim],
-        "has_next": (traj_id[:, successor] == traj_id) & (jnp.arange(window) + 1 < window),
-    }
-    return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), transitions)
-
-
-# ==== LOSSES ====
-def l2_energy(phi, psi):
-    """(B, B) logits L_ij = f(s_i, a_i, g_j) = -||phi_i - psi_j||_2 (paper Sec. 3, SPEC section 5)."""
-    # ||phi_i||^2 + ||psi_j||^2 - 2 phi_i.psi_j is one matmul instead of a (B, B, repr_dim) tensor: 1.5x faster
-    # training steps on a CPU; the floor keeps sqrt and its gradient finite where rounding meets phi_i == psi_j
-    squared = jnp.sum(phi**2, -1)[:, None] + jnp.sum(psi**2, -1)[None, :] - 2 * phi @ psi.T
-    return -jnp.sqrt(jnp.maximum(squared, 1e-12))
-
-
-def infonce_loss(logits, logsumexp_penalty):
-    """mean_i[-L_ii + logsumexp_j L_ij] + penalty * mean_i[(logsumexp_j L_ij)^2]; row i's positive is g_i."""
-    lse = jax.nn.logsumexp(logits, axis=1)
-    return jnp.mean(-jnp.diag(logits) + lse) + logsumexp_penalty * jnp.mean(lse**2)
-
-
-def sample_tanh_gaussian(key, mean, log_std):
-    """a = tanh(u), u ~ N(mean, std); log pi(a) includes the tanh change of variables."""
-    u = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
-    log_prob = jnp.sum(-0.5 * ((u - mean) / jnp.exp(log_std)) ** 2 - log_std - 0.5 * jnp.log(2 * jnp.pi), -1)
-    log_det = jnp.sum(2 * (jnp.log(2.0) - u - jax.nn.softplus(-2 * u)), -1)  # log(1 - tanh(u)^2), stably
-    return jnp.tanh(u), log_prob - log_det
-
-
-def make_losses(args, sa_encoder, g_encoder, actor):
-    def critic_loss(critic_params, batch):
-        phi = sa_encoder.apply(critic_params["sa_encoder"], jnp.concatenate([batch["state"], batch["action"]], -1))
-        psi = g_encoder.apply(critic_params["g_encoder"], batch["goal"])
-        logits = l2_energy(phi, psi)  # (B, B)
-        loss = infonce_loss(logits, args.logsumexp_penalty)
-        accuracy = jnp.mean(jnp.argmax(logits, axis=1) == jnp.arange(logits.shape[0]))
-        info = {"losses/critic_accuracy": accuracy, "losses/logits_pos": jnp.mean(jnp.diag(logits))}
-        return loss, (info, psi)
-
-    def actor_loss(actor_params, critic_params, log_alpha, batch, psi, key):
-        """psi = g_encoder(goal) from critic_loss: the actor's gradient does not flow into it, so reuse it."""
-        mean, log_std = actor.apply(actor_params, jnp.concatenate([batch["state"], batch["goal"]], -1))
-        action, log_prob = sample_tanh_gaussian(key, mean, log_std)
-        phi = sa_encoder.apply(critic_params["sa_encoder"], jnp.concatenate([batch["state"], action], -1))
-        q = -jnp.linalg.norm(phi - psi, axis=-1)  # f(s, a, g) on the diagonal only
-        alpha = jnp.exp(log_alpha)
-        return jnp.mean(alpha * log_prob - q), log_prob
-
-    def alpha_loss(log_alpha, log_prob, target_entropy):
-        # raises alpha when the policy's entropy (-log_prob) falls below the target, lowers it above
-        return jnp.mean(-jnp.exp(log_alpha) * jax.lax.stop_gradient(log_prob + target_entropy))
-
-    return critic_loss, actor_loss, alpha_loss
-
-
-# ==== TRAINING ====
-@flax.struct.dataclass
-class TrainState:
-    actor_params: Any
-    critic_params: Any  # {"sa_encoder": ..., "g_encoder": ...}
-    log_alpha: jax.Array
-    actor_opt_state: Any
-    critic_opt_state: Any
-    alpha_opt_state: Any
-    env_state: EnvState
-    buffer: ReplayBuffer
-    key: jax.Array
-    env_steps: jax.Array
-
-
-def split_over_devices(tree, axis):
-    """Splits `axis` of every array over the devices of the mesh that MAIN sets (jax.set_mesh); no-op without one."""
-    if "devices" not in jax.sharding.get_abstract_mesh().axis_names:
-        return tree
-    spec = jax.sharding.PartitionSpec(*[None] * axis, "devices")
-    return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, spec), tree)
-
-
-def make_train(args, env):
-    """Returns init(key), prefill(ts) and epoch(ts) for one seed, and the actor module for evaluation."""
-    sa_encoder, g_encoder, actor = make_networks(args, env)
-    critic_loss, actor_loss, alpha_loss = make_losses(args, sa_encoder, g_encoder, actor)
-    actor_opt, critic_opt, alpha_opt = optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr)
-    target_entropy = -args.target_entropy_scale * env.action_dim
-    steps_per_epoch = training_steps_per_epoch(args)
-
-    def init(key):
-        key, k_actor, k_sa, k_g, k_env = jax.random.split(key, 5)
-        actor_params = actor.init(k_actor, jnp.zeros((1, env.obs_dim)))
-        critic_params = {
-            "sa_encoder": sa_encoder.init(k_sa, jnp.zeros((1, env.state_dim + env.action_dim))),
-            "g_encoder": g_encoder.init(k_g, jnp.zeros((1, env.goal_dim))),
-        }
-        log_alpha = jnp.zeros(())
-        return TrainState(
-            actor_params,
-            critic_params,
-            log_alpha,
-            actor_opt.init(actor_params),
-            critic_opt.init(critic_params),
-            alpha_opt.init(log_alpha),
-            env.reset(k_env, args.num_envs),
-            buffer_init(args.max_replay_size, args.num_envs, env.obs_dim, env.action_dim),
-            key,
-            jnp.zeros((), dtype=jnp.int32),
-        )
-
-    def policy(actor_params, obs, key):
-        mean, log_std = actor.apply(actor_params, obs)
-        return sample_tanh_gaussian(key, mean, log_std)[0]
-
-    def collect(ts, num_steps, act):
-        """Steps every environment num_steps times with actions act(obs, key) and stores the transitions."""
-
-        def env_step(env_state, key):
-            action = act(env_state.obs, key)
-            next_state = env.step(env_state, action)
-            return next_state, (env_state.obs, action, env_state.traj_id)
-
-        key, collect_key = jax.random.split(ts.key)
-        env_state, (obs, action, traj_id) = jax.lax.scan(
-            env_step, ts.env_state, jax.random.split(collect_key, num_steps)
-        )
-        buffer = buffer_insert(ts.buffer, obs, action, traj_id)
-        env_steps = ts.env_steps + num_steps * args.num_envs
-        return ts.replace(env_state=env_state, buffer=buffer, key=key, env_steps=env_steps)
-
-    def prefill(ts):
-        random_action = lambda obs, key: jax.random.uniform(key, (obs.shape[0], env.action_dim), minval=-1, maxval=1)
-        return collect(ts, args.min_replay_size, random_action)
-
-    def sgd_step(ts, batch):
-        key, actor_key = jax.random.split(ts.key)
-        (c_loss, (c_info, psi)), c_grads = jax.value_and_grad(critic_loss, has_aux=True)(ts.critic_params, batch)
-        (a_loss, log_prob), a_grads = jax.value_and_grad(actor_loss, has_aux=True)(
-            ts.actor_params, ts.critic_params, ts.log_alpha, batch, psi, actor_key
-        )
-        al_loss, al_grad = jax.value_and_grad(alpha_loss)(ts.log_alpha, log_prob, target_entropy)
-        c_updates, critic_opt_state = critic_opt.update(c_grads, ts.critic_opt_state)
-        a_updates, actor_opt_state = actor_opt.update(a_grads, ts.actor_opt_state)
-        al_update, alpha_opt_state = alpha_opt.update(al_grad, ts.alpha_opt_state)
-        ts = ts.replace(
-            critic_params=optax.apply_updates(ts.critic_params, c_updates),
-            actor_params=optax.apply_updates(ts.actor_params, a_updates),
-            log_alpha=optax.apply_updates(ts.log_alpha, al_update),
-            critic_opt_state=critic_opt_state,
-            actor_opt_state=actor_opt_state,
-            alpha_opt_state=alpha_opt_state,
-            key=key,
-        )
-        metrics = {
-            "losses/critic_loss": c_loss,
-            "losses/actor_loss": a_loss,
-            "losses/alpha_loss": al_loss,
-            "losses/alpha": jnp.exp(ts.log_alpha),
-            "losses/entropy": -jnp.mean(log_prob),
-            # gradient health of deep nets: vanishing shows as a norm drifting to 0, explosion as a blow-up
-            "gradients/critic_norm": optax.tree.norm(c_grads),
-            "gradients/actor_norm": optax.tree.norm(a_grads),
-            **c_info,
-        }
-        return ts, metrics
-
-    def training_step(ts, _):
-        ts = collect(ts, args.unroll_length, lambda obs, key: policy(ts.actor_params, obs, key))
-        key, sample_key, perm_key = jax.random.split(ts.key, 3)
-        transitions = sample_transitions(
-            ts.buffer, sample_key, env.episode_length, args.gamma, env.state_dim, env.goal_indices
-        )
-        # minibatches without replacement from the relabelled pool: (num_sgd_batches, batch_size, .)
-        num_used = args.num_sgd_batches_per_training_step * args.batch_size
-        pick = jax.random.permutation(perm_key, transitions["state"].shape[0])[:num_used]
-        batches = jax.tree.map(lambda x: x[pick].reshape((-1, args.batch_size) + x.shape[1:]), transitions)
-        ts, metrics = jax.lax.scan(sgd_step, ts.replace(key=key), split_over_devices(batches, axis=1))
-        return ts, jax.tree.map(jnp.mean, metrics)
-
-    def epoch(ts):
-        ts, metrics = jax.lax.scan(training_step, ts, None, length=steps_per_epoch)
-        return ts, jax.tree.map(jnp.mean, metrics)
-
-    return init, prefill, epoch, actor
-
-
-def checkpoint_params(ts):
-    """The networks written to checkpoint_best and final: what evaluation and eval_stitching.py load."""
-    return {"actor": ts.actor_params, "critic": ts.critic_params}
-
-
-def training_steps_per_epoch(args):
-    prefill = args.min_replay_size * args.num_envs
-    return (args.total_env_steps - prefill) // (args.num_epochs * args.num_envs * args.unroll_length)
-
-
-# ==== EVALUATION AND LOGGING ====
-def make_evaluate(args, env, actor):
-    """Deterministic policy tanh(mean) for one episode in num_eval_envs environments (SPEC section 3)."""
-
-    def evaluate(actor_params, key):
-        def step(env_state, _):
-            mean, _ = actor.apply(actor_params, env_state.obs)
-            env_state = env.step(env_state, jnp.tanh(mean))
-            return env_state, (env_state.dist_to_goal, env_state.done)
-
-        _, (dist, done) = jax.lax.scan(step, env.reset(key, args.num_eval_envs), None, length=env.episode_length)
-        alive = (jnp.cumsum(done, axis=0) - done) == 0  # (T, n) steps up to and including the episode's end
-        near = (dist < env.success_radius) & alive
-        final_dist = jnp.sum(dist * (done & alive), axis=0)
-        time_near_goal = jnp.mean(jnp.sum(near, axis=0))
-        return {
-            "eval/time_near_goal": time_near_goal,
-            "eval/time_near_goal_fraction": time_near_goal / env.episode_length,
-            "eval/success": jnp.mean(jnp.any(near, axis=0)),
-            "eval/dist_to_goal": jnp.mean(final_dist),
-        }
-
-    return evaluate
-
-
-def over_seeds(fn, num_seeds):
-    """fn mapped over the leading seed axis of its arguments and results: vmap for several seeds; for one, the
-    axis is dropped inside the program instead (vmap over a batch of 1 made CPU epochs up to 1.75x slower)."""
-    if num_seeds > 1:
-        return jax.vmap(fn)
-    return lambda *xs: jax.tree.map(lambda y: y[None], fn(*jax.tree.map(lambda x: x[0], xs)))
-
-
-def data_parallel(ts, mesh):
-    """Shardings of a (seeds, ...) TrainState: each device steps its share of the environments and holds their
-    part of the replay buffer; parameters, optimiser states and keys are replicated. XLA's partitioner adds the
-    all-reduce of the gradients (TRAINING splits each minibatch with split_over_devices)."""
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    split = lambda axis: jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*[None] * axis, "devices"))
-    env_state = jax.tree.map(lambda x: split(1) if x.ndim >= 2 else replicated, ts.env_state)  # (seeds, envs, .)
-    buffer = jax.tree.map(lambda x: split(2) if x.ndim >= 3 else replicated, ts.buffer)  # (seeds, time, envs, .)
-    shardings = jax.tree.map(lambda _: replicated, ts)
-    return shardings.replace(env_state=env_state.replace(key=replicated), buffer=buffer), replicated
-
-
-def fail(message, status=2):
-    """A one-line error, no traceback: status 2 for bad input (like argparse), 1 for a run that had to stop."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(status)
-
-
-def check_args(args):
-    """Every inconsistency in the flags is a one-line error here, before anything is compiled."""
-    if args.env_id not in ENVIRONMENTS:
-        fail(f"--env-id {args.env_id!r} is unknown; choose one of: {', '.join(ENVIRONMENTS)}")
-    episode_length = args.episode_length or ENVIRONMENTS[args.env_id].episode_length
-    positive = ["num_seeds", "num_envs", "num_eval_envs", "num_epochs", "unroll_length", "batch_size"]
-    positive += ["num_sgd_batches_per_training_step", "max_replay_size", "min_replay_size", "repr_dim", "width"]
-    positive += ["num_blocks", "actor_num_blocks", "critic_num_blocks"]
-    for name in positive:
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            fail(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    if args.episode_length is not None and args.episode_length < 2:
-        fail(f"--episode-length must be >= 2, got {args.episode_length}")
-    if not 0 < args.gamma < 1:
-        fail(f"--gamma must be in (0, 1), got {args.gamma}")
-    for name in ["actor_lr", "critic_lr", "alpha_lr"]:
-        if getattr(args, name) <= 0:
-            fail(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
-    for name in ["logsumexp_penalty", "target_entropy_scale"]:
-        if getattr(args, name) < 0:
-            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    if args.min_replay_size > args.max_replay_size:
-        fail(f"--min-replay-size {args.min_replay_size} exceeds --max-replay-size {args.max_replay_size}")
-    if args.min_replay_size < episode_length:
-        fail(
-            f"--min-replay-size {args.min_replay_size} is shorter than the episode ({episode_length} steps, "
-            "--episode-length): sampling needs one full episode window per environment"
-        )
-    if args.unroll_length > args.max_replay_size:
-        fail(f"--unroll-length {args.unroll_length} exceeds --max-replay-size {args.max_replay_size}")
-    pool = args.num_envs * episode_length  # relabelled transitions sampled per training step
-    if args.batch_size > pool:
-        fail(
-            f"--batch-size {args.batch_size} is larger than the {pool} transitions sampled per training step "
-            "(--num-envs x --episode-length)"
-        )
-    if args.batch_size * args.num_sgd_batches_per_training_step > pool:
-        fail(
-            f"--num-sgd-batches-per-training-step {args.num_sgd_batches_per_training_step} x --batch-size "
-            f"{args.batch_size} needs more than the {pool} transitions sampled per training step "
-            f"(--num-envs x --episode-length); at most {pool // args.batch_size} batches fit"
-        )
-    for name in ["num_envs", "batch_size"]:  # data parallelism splits both over the devices
-        if getattr(args, name) % jax.device_count():
-            fail(
-                f"--{name.replace('_', '-')} {getattr(args, name)} is not a multiple of the {jax.device_count()} "
-                f"devices it is split over ({jax.devices()[0].platform}); pick a multiple, or hide devices "
-                "(CUDA_VISIBLE_DEVICES)"
-            )
-    if training_steps_per_epoch(args) < 1:
-        need = args.min_replay_size * args.num_envs + args.num_epochs * args.num_envs * args.unroll_length
-        fail(
-            f"--total-env-steps {args.total_env_steps} is too small for one training step per epoch: need at "
-            f"least {need} (prefill --min-replay-size x --num-envs + --num-epochs x --num-envs x --unroll-length)"
-        )
-    if args.track and args.wandb_mode == "online":
-        host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("//")[-1].split("/")[0]
-        try:
-            socket.create_connection((host.split(":")[0], 443), timeout=3).close()
-        except OSError:
-            fail(f"--track with --wandb-mode online cannot reach {host}; use --wandb-mode offline (sync later)")
-
-
-STATE_FLAGS_EXEMPT = {"track", "wandb_project_name", "wandb_entity", "wandb_mode", "render", "resume"}
-
-
-def parse_args():
-    """tyro.cli, with --resume runs/NAME loading that run's flags as the defaults."""
-    resume = None
-    for i, arg in enumerate(sys.argv):
-        if arg == "--resume" and i + 1 < len(sys.argv):
-            resume = sys.argv[i + 1]
-        elif arg.startswith("--resume="):
-            resume = arg.split("=", 1)[1]
-    if resume is None:
-        return tyro.cli(Args), None
-    saved_path = os.path.join(resume, "args.json")
-    if not os.path.isfile(saved_path):
-        fail(f"--resume {resume} is not a run directory (no args.json); give runs/NAME of an earlier run")
-    if not os.path.isfile(os.path.join(resume, "checkpoint_last.msgpack")):
-        fail(f"--resume {resume} has no checkpoint_last.msgpack: it stopped before its first epoch; start it anew")
-    with open(saved_path) as f:
-        saved = json.load(f)
-    args = tyro.cli(Args, default=Args(**{k: v for k, v in saved.items() if k in Args.__dataclass_fields__}))
-    for name, value in saved.items():
-        if name not in STATE_FLAGS_EXEMPT and getattr(args, name, value) != value:
-            fail(
-                f"--{name.replace('_', '-')} {getattr(args, name)} differs from the run in {resume} ({value}); "
-                "a resumed run keeps the flags it was started with"
-            )
-    return args, resume
-
-
-def write_atomic(path, data):
-    """Write-then-rename: a killed process leaves either the old file or the new one, never half of one."""
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def log_line(metrics):
-    return ", ".join(
-        f"{k.split('/')[-1]} {v:.3g}" for k, v in metrics.items() if isinstance(v, float) and not k.endswith("_std")
-    )
-
-
-def render_episodes(args, env, actor, actor_params, path, num_episodes=3):
-    """Rolls out the deterministic policy of seed 0 in one environment and writes the brax HTML viewer."""
-
-    def rollout(key):
-        def step(env_state, _):
-            mean, _ = actor.apply(actor_params, env_state.obs)
-            frame = (jax.tree.map(lambda x: x[0], env_state.physics), env_state.obs[0, env.state_dim :])
-            return env.step(env_state, jnp.tanh(mean)), frame
-
-        return jax.lax.scan(step, env.reset(key, 1), None, length=num_episodes * env.episode_length)[1]
-
-    key = jax.random.PRNGKey(args.seed)
-    physics, goals = jax.device_get(jax.jit(rollout).lower(key).compile(env.compiler_options)(key))
-    frames = [
-        env.physics.render_frame(jax.tree.map(operator.itemgetter(t), physics), goals[t]) for t in range(len(goals))
-    ]
-    write_atomic(path, brax_html.render(env.physics.render_system, frames).encode())
-
-
-# ==== MAIN ====
 if __name__ == "__main__":
-    args, resume = parse_args()
-    check_args(args)
-    args.actor_num_blocks = args.actor_num_blocks or args.num_blocks
-    args.critic_num_blocks = args.critic_num_blocks or args.num_blocks
-    env = GoalEnv(args.env_id, args.episode_length)
-    args.episode_length = env.episode_length
-    steps_per_epoch = training_steps_per_epoch(args)
-    env_steps_per_epoch = steps_per_epoch * args.num_envs * args.unroll_length
-    prefill_steps = args.min_replay_size * args.num_envs
-    planned_steps = prefill_steps + args.num_epochs * env_steps_per_epoch
-
-    run_dir = resume or f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_name = os.path.basename(os.path.normpath(run_dir))
-    os.makedirs(run_dir, exist_ok=True)
-    if resume is None:
-        with open(os.path.join(run_dir, "args.json"), "w") as f:
-            json.dump(dataclasses.asdict(args), f, indent=2)
-    utd = args.num_sgd_batches_per_training_step / (args.num_envs * args.unroll_length)
-    print(
-        f"{run_dir}: {args.env_id}, actor depth {4 * args.actor_num_blocks}, critic depth {4 * args.critic_num_blocks}"
-        f" (Dense layers in the residual trunk), width {args.width}, {args.num_seeds} seed(s), "
-        f"{jax.device_count()} {jax.devices()[0].platform} device(s)\n"
-        f"epoch = {steps_per_epoch} training steps x {args.num_envs} envs x {args.unroll_length} steps = "
-        f"{env_steps_per_epoch} env steps; {args.num_epochs} epochs + {prefill_steps} prefill = {planned_steps}\n"
-        f"update-to-data ratio: {args.num_sgd_batches_per_training_step} SGD steps of {args.batch_size} per "
-        f"{args.num_envs * args.unroll_length} env steps = 1:{1 / utd:.1f} (paper: 1:40)"
-    )
-
-    init, prefill, epoch, actor = make_train(args, env)
-    evaluate = make_evaluate(args, env, actor)
-    seeds = jnp.arange(args.num_seeds) + args.seed
-    ts = jax.vmap(lambda s: init(jax.random.PRNGKey(s)))(seeds)
-    eval_keys = jax.vmap(jax.random.PRNGKey)(seeds)
-    mesh = jax.make_mesh((jax.device_count(),), ("devices",), axis_types=(jax.sharding.AxisType.Auto,))
-    jax.set_mesh(mesh)
-    shardings, replicated = data_parallel(ts, mesh)
-    ts = jax.device_put(ts, shardings)
-    compile_times = [time.time()]
-    prefill_fn = (
-        jax.jit(over_seeds(prefill, args.num_seeds), donate_argnums=0, out_shardings=shardings)
-        .lower(ts)
-        .compile(env.compiler_options)
-    )
-    compile_times.append(time.time())
-    epoch_fn = (
-        jax.jit(over_seeds(epoch, args.num_seeds), donate_argnums=0, out_shardings=(shardings, replicated))
-        .lower(ts)
-        .compile(env.compiler_options)
-    )
-    compile_times.append(time.time())
-    evaluate_fn = (
-        jax.jit(over_seeds(evaluate, args.num_seeds)).lower(ts.actor_params, eval_keys).compile(env.compiler_options)
-    )
-    compile_times.append(time.time())
-    prefill_s, epoch_s, eval_s = np.diff(compile_times)
-    total_s = compile_times[-1] - compile_times[0]
-    print(
-        f"compiled in {total_s:.1f} s: one epoch {epoch_s:.1f} s, prefill {prefill_s:.1f} s, evaluation {eval_s:.1f} s"
-    )
-
-    first_epoch, best_score = 0, -math.inf
-    ckpt_last = os.path.join(run_dir, "checkpoint_last.msgpack")
-    if resume is not None:
-        restored = flax.serialization.from_bytes(
-            {"train_state": jax.tree.leaves(ts), "epoch": 0, "best_score": 0.0}, pathlib.Path(ckpt_last).read_bytes()
-        )
-        ts = jax.tree.unflatten(jax.tree.structure(ts), restored["train_state"])
-        first_epoch, best_score = int(restored["epoch"]), float(restored["best_score"])
-        ts = jax.device_put(ts, shardings)
-        metrics_lines = pathlib.Path(run_dir, "metrics.jsonl").read_text().splitlines()
-        kept = [line for line in metrics_lines if json.loads(line)["epoch"] <= first_epoch]
-        write_atomic(os.path.join(run_dir, "metrics.jsonl"), "".join(line + "\n" for line in kept).encode())
-        print(f"resumed {run_dir} after epoch {first_epoch} ({int(ts.env_steps[0])} env steps)")
-    else:
-        ts = prefill_fn(ts)
-
-    if args.track:
-        import wandb
-
-        wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            mode=args.wandb_mode,
-            name=run_name,
-            id=run_name,
-            resume="allow",
-            dir=run_dir,
-            config=dataclasses.asdict(args),
-        )
-
-    start_time, start_steps = time.time(), int(ts.env_steps[0])
-    progress = tqdm.tqdm(total=planned_steps, initial=start_steps, unit="step", unit_scale=True, dynamic_ncols=True)
-    for epoch_index in range(first_epoch + 1, args.num_epochs + 1):
-        epoch_start = time.time()
-        ts, train_metrics = jax.block_until_ready(epoch_fn(ts))  # timed apart from the evaluation
-        epoch_seconds = time.time() - epoch_start
-        eval_metrics = evaluate_fn(
-            ts.actor_params, jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_keys, epoch_index)
-        )
-        per_seed = jax.device_get({**train_metrics, **eval_metrics})
-        env_steps = int(ts.env_steps[0])
-        elapsed = time.time() - start_time
-        metrics = {k: float(np.mean(v)) for k, v in per_seed.items()}
-        metrics |= {
-            "epoch": epoch_index,
-            "training/env_steps": env_steps,
-            "training/sps": (env_steps - start_steps) / elapsed,
-            "training/epoch_sps": env_steps_per_epoch / epoch_seconds,  # this epoch's training, evaluation excluded
-            "training/walltime": elapsed,
-        }
-        if args.num_seeds > 1:
-            metrics |= {f"{k}_std": float(np.std(v)) for k, v in per_seed.items()}
-            metrics |= {f"{k}_per_seed": v.tolist() for k, v in per_seed.items()}
-        bad = [k for k, v in per_seed.items() if k.startswith("losses/") and not np.all(np.isfinite(v))]
-        if bad:
-            progress.close()
-            kept = f"the last good checkpoint (epoch {epoch_index - 1}) is kept in {ckpt_last}"
-            if not (args.save_model and epoch_index > 1):
-                kept = "no checkpoint had been written yet"
-            fail(f"{bad[0]} is not finite in epoch {epoch_index}; run stopped, {kept}", status=1)
-        with open(os.path.join(run_dir, "metrics.jsonl"), "a") as f:
-            f.write(json.dumps(metrics) + "\n")
-        if args.track:
-            wandb.log(metrics, step=env_steps)
-        if args.save_model:
-            score = metrics["eval/time_near_goal"]
-            if score > best_score:
-                best_score = score
-                params = flax.serialization.to_bytes(checkpoint_params(ts))
-                write_atomic(os.path.join(run_dir, "checkpoint_best.msgpack"), params)
-            # the train state's leaves: flax cannot serialize every pytree in it (MJX's physics state)
-            state = {"train_state": jax.tree.leaves(ts), "epoch": epoch_index, "best_score": best_score}
-            write_atomic(ckpt_last, flax.serialization.to_bytes(state))
-        progress.update(env_steps - progress.n)
-        progress.set_postfix(
-            sps=f"{metrics['training/sps']:.0f}",
-            success=f"{metrics['eval/success']:.2f}",
-            near=f"{metrics['eval/time_near_goal']:.0f}/{env.episode_length}",
-        )
-        progress.write(f"epoch {epoch_index}: {log_line(metrics)}")
-    progress.close()
-
-    if args.save_model:
-        write_atomic(os.path.join(run_dir, "final.msgpack"), flax.serialization.to_bytes(checkpoint_params(ts)))
-    if args.render:
-        actor_params = jax.tree.map(lambda x: x[0], ts.actor_params)
-        render_episodes(args, env, actor, actor_params, os.path.join(run_dir, "render.html"))
-        print(f"wrote {os.path.join(run_dir, 'render.html')}")
-    if args.track:
-        wandb.finish()
+    main()

@@ -89,7 +89,7 @@ def make_variant(cli, changes):
         jax.block_until_ready((state["ts"], metrics))
         return time.perf_counter() - start
 
-    updates = crl.training_steps_per_epoch(args) * args.num_sgd_batches_per_training_step
+    updates = crl.schedule(args).training_steps_per_epoch * args.num_sgd_batches_per_training_step
     return run, updates, update_flops(args, env)
 
 

@@ -63,7 +63,7 @@ def test_500_random_steps_are_finite_and_the_cube_stays_on_the_table_and_out_of_
     # wedged between a pad and a bin wall it once sank 2 cm (binpick_hard, 1 of 8000 steps) but never through
     sink = 0.007 if "push" in env_id else 0.021
     assert cube[..., 2].min() > crl.CUBE_HALF - sink, "the cube stays on the table"
-    for centre, half in [(np.array(c.split(), float), np.array(s.split(), float)) for c, s in env.physics.walls]:
+    for centre, half in [(np.array(c.split(), float), np.array(s.split(), float)) for c, s in env.task.walls]:
         inside = np.all(np.abs(cube - centre) < half + crl.CUBE_HALF - 0.005, axis=-1)
         assert not inside.any(), "the cube's centre never comes within 1.5 cm of a wall's middle"
     print(f"{env_id}: cube height {cube[..., 2].min():.4f}..{cube[..., 2].max():.3f}")
@@ -74,7 +74,7 @@ def test_500_random_steps_are_finite_and_the_cube_stays_on_the_table_and_out_of_
 def test_goals_and_cubes_start_only_inside_their_declared_regions(env_id):
     env = crl.GoalEnv(env_id)
     obs = np.asarray(jax.jit(lambda key: env.reset(key, 2000).obs)(jax.random.PRNGKey(0)))
-    arm = env.physics
+    arm = env.task
     regions = [(obs[:, env.state_dim :], arm.goal_region)] + ([(obs[:, :3], arm.cube_region)] if arm.cube else [])
     for points, (low, high) in regions:
         low, high = np.asarray(low), np.asarray(high)
@@ -122,7 +122,7 @@ def command(arm, joints, x, max_change=0.15):
 def reach_policy(env):
     def act(obs):
         joints, goal = obs[:7], obs[13:16]
-        return command(env.physics, joints, gripper_ik(env.physics, joints, goal, weight=0.0))  # high goals: tilted
+        return command(env.task, joints, gripper_ik(env.task, joints, goal, weight=0.0))  # high goals: tilted
 
     return lambda obs, key: jax.vmap(act)(obs)
 
@@ -143,8 +143,8 @@ def push_policy(env):
         target_z = jnp.where(push | above_behind, 0.03, 0.12)
         target = jnp.append(target_xy, target_z)
         target = jnp.where(jnp.linalg.norm((goal - cube)[:2]) < 0.02, grip, target)  # arrived: hold still
-        x = gripper_ik(env.physics, joints, target)
-        return jnp.append(command(env.physics, joints, x), 1.0)  # > 0: gripper closed
+        x = gripper_ik(env.task, joints, target)
+        return jnp.append(command(env.task, joints, x), 1.0)  # > 0: gripper closed
 
     return lambda obs, key: jax.vmap(act)(obs)
 

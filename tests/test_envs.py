@@ -81,7 +81,7 @@ def test_maze_goals_come_only_from_the_goal_cells_and_eval_variants_only_from_th
     layout = layout_of(env_id)
     expected = set(crl.MAZE_EVAL_GOALS[layout]) if env_id.endswith("_eval") else set(crl.maze_cells(layout, "G"))
     env = crl.GoalEnv(env_id)
-    goals = np.asarray(jax.jit(jax.vmap(env.physics.init))(jax.random.split(jax.random.PRNGKey(0), 2000))[1])
+    goals = np.asarray(jax.jit(jax.vmap(env.task.init))(jax.random.split(jax.random.PRNGKey(0), 2000))[1])
     cells, counts = np.unique(np.round(goals[:, :2] / cell_size(env_id)).astype(int), axis=0, return_counts=True)
     assert {tuple(c) for c in cells} == expected
     assert stats.chisquare(counts).pvalue > 1e-3, "goal cells are drawn uniformly"
@@ -116,12 +116,12 @@ def test_early_termination_when_the_torso_leaves_its_healthy_height(robot):
     low, high = {"ant": (0.2, 1.0), "humanoid": (1.0, 2.0)}[robot]  # brax's Ant and Humanoid healthy_z_range
     env = crl.GoalEnv(robot, episode_length=1000)
     state = jax.jit(env.reset, static_argnums=1)(jax.random.PRNGKey(0), 8)
-    physics = state.physics
-    q = physics.pipeline_state.q
+    sim_state = state.sim_state
+    q = sim_state.pipeline_state.q
     # torsos 0-1 upside down just above the floor (they sink: only the feet meet the floor), 2-3 lifted high
     q = q.at[:2, 2].set(low - 0.05).at[:2, 3:7].set(jnp.array([0.0, 1.0, 0.0, 0.0])).at[2:4, 2].set(high + 0.2)
-    moved = jax.jit(jax.vmap(env.physics.env.pipeline_init))(q, physics.pipeline_state.qd)  # the link poses
-    state = state.replace(physics=physics.replace(pipeline_state=moved))
+    moved = jax.jit(jax.vmap(env.task.env.pipeline_init))(q, sim_state.pipeline_state.qd)  # the link poses
+    state = state.replace(sim_state=sim_state.replace(pipeline_state=moved))
     nxt = jax.jit(env.step)(state, jnp.zeros((8, env.action_dim)))
     assert np.array_equal(np.asarray(nxt.done), [True] * 4 + [False] * 4)
     assert np.array_equal(np.asarray(nxt.traj_id), [1] * 4 + [0] * 4)
@@ -183,7 +183,7 @@ def test_the_torso_cannot_pass_through_a_maze_wall(env_id, healthy_z, min_depth)
     """Start next to a wall, shove the torso into it at 2 m/s every 10 steps under random actions, and check
     its xy against every wall cell while the robot is healthy (an unhealthy step ends the episode)."""
     env = crl.GoalEnv(env_id)
-    brax_env, size = env.physics.env, cell_size(env_id)
+    brax_env, size = env.task.env, cell_size(env_id)
     walls = np.argwhere(np.array([[c == "#" for c in row] for row in crl.MAZE_LAYOUTS["u_maze"]])) * size
 
     @jax.jit
@@ -247,14 +247,14 @@ def test_success_radius_is_applied_to_the_goal_indices():
     np.testing.assert_allclose(goal[:, 2], tip[:, 2], atol=3e-3)
 
 
-def goal_entity_position(env_id, physics):
-    """Where the goal entity really is, read from the physics: torso (ant, humanoid) or object (pusher)."""
+def goal_entity_position(env_id, sim_state):
+    """Where the goal entity really is, read from the simulator state: torso (ant, humanoid) or object (pusher)."""
     if env_id.startswith("ant"):
-        return physics.pipeline_state.x.pos[:, 0, :2]
+        return sim_state.pipeline_state.x.pos[:, 0, :2]
     if env_id.startswith("humanoid"):
-        return physics.pipeline_state.x.pos[:, 0]
+        return sim_state.pipeline_state.x.pos[:, 0]
     pusher = crl.ENVIRONMENTS[env_id].make()
-    return jax.vmap(pusher.positions)(physics)[:, pusher.object]
+    return jax.vmap(pusher.positions)(sim_state)[:, pusher.object]
 
 
 @pytest.mark.parametrize(
@@ -265,7 +265,7 @@ def test_goal_indices_read_the_goal_entity_and_the_distance_uses_them(env_id):
     state = jax.jit(env.reset, static_argnums=1)(jax.random.PRNGKey(0), 4)
     nxt = jax.jit(env.step)(state, 0.5 * jnp.ones((4, env.action_dim)))
     achieved = np.asarray(nxt.obs[:, env.goal_indices])
-    np.testing.assert_allclose(achieved, np.asarray(goal_entity_position(env_id, nxt.physics)), atol=1e-5)
+    np.testing.assert_allclose(achieved, np.asarray(goal_entity_position(env_id, nxt.sim_state)), atol=1e-5)
     goal = np.asarray(state.obs[:, env.state_dim :])
     np.testing.assert_allclose(np.asarray(nxt.dist_to_goal), np.linalg.norm(achieved - goal, axis=-1), rtol=1e-5)
 
@@ -273,16 +273,16 @@ def test_goal_indices_read_the_goal_entity_and_the_distance_uses_them(env_id):
 @pytest.mark.parametrize("env_id", ["point_u_maze", "ant_u_maze"])
 def test_maze_init_can_start_in_any_cell_with_given_goal_cells(env_id):
     """What eval_stitching.py relies on: init(key, start, goals) starts at `start` and draws goals from `goals`."""
-    physics = crl.ENVIRONMENTS[env_id].make()
+    task = crl.ENVIRONMENTS[env_id].make()
     start, goal = jnp.array([12.0, 4.0]), jnp.array([[12.0, 12.0]])  # cells (3, 1) and (3, 3) of u_maze
     keys = jax.random.split(jax.random.PRNGKey(0), 64)
-    states, goals = jax.jit(jax.vmap(lambda k: physics.init(k, start, goal)))(keys)
-    obs = jax.jit(jax.vmap(physics.state))(states)
+    states, goals = jax.jit(jax.vmap(lambda k: task.init(k, start, goal)))(keys)
+    obs = jax.jit(jax.vmap(task.state))(states)
     assert np.all(np.abs(np.asarray(obs[:, :2]) - start) <= 0.5), "starts near the given cell's centre"
     assert np.all(np.abs(np.asarray(goals[:, :2]) - goal[0]) <= 2.0), "goals inside the given cell"
     if env_id == "ant_u_maze":  # the physics moved with the observation
         np.testing.assert_allclose(states.pipeline_state.q[:, :2], obs[:, :2], atol=1e-5)
         torso = states.pipeline_state.x.pos[:, 0, :2]
         np.testing.assert_allclose(torso, obs[:, :2], atol=1e-4)
-        after = jax.jit(jax.vmap(physics.step))(states, jnp.zeros((64, physics.action_dim)))
+        after = jax.jit(jax.vmap(task.step))(states, jnp.zeros((64, task.action_dim)))
         assert np.all(np.abs(np.asarray(after.obs[:, :2]) - start) <= 0.6), "and stays there when stepped"

@@ -156,7 +156,7 @@ args.actor_num_blocks = args.critic_num_blocks = 1
 init, _, _, _ = crl.make_train(args, crl.GoalEnv(args.env_id))
 ts = jax.vmap(lambda s: init(jax.random.PRNGKey(s)))(jnp.arange(3))
 mesh = jax.make_mesh((2,), ("devices",), axis_types=(jax.sharding.AxisType.Auto,))
-ts = jax.device_put(ts, crl.data_parallel(ts, mesh)[0])
+ts = jax.device_put(ts, crl.data_parallel(ts, mesh))
 local = lambda tree: [[list(s.data.shape) for s in x.addressable_shards] for x in jax.tree.leaves(tree)]
 full = lambda tree: [[list(x.shape)] * 2 for x in jax.tree.leaves(tree)]
 rest = ts.replace(env_state=None, buffer=None)

@@ -1,39 +1,67 @@
-"""Sibling scripts: shared sections byte-identical, crl_mlp.py differs from crl_resnet.py only where it must."""
+"""Sibling scripts: the method first, shared sections byte-identical, each sibling differs only where it must."""
 
 import difflib
 import os
 import pathlib
 import re
+import subprocess
 
 from conftest import ROOT
 
 SCRIPTS = ["crl_resnet.py", "crl_mlp.py", "sac_her.py", "gcbc.py", "eval_stitching.py"]
-SHARED = ["ENVIRONMENTS", "REPLAY BUFFER"]  # byte-identical in every script (SPEC section 3)
+ORDER = ["HEADER", "ARGS", "NETWORKS", "REPLAY BUFFER", "LOSSES", "TRAINING", "EVALUATION", "MAIN", "RUN PLUMBING"]
+ORDER += ["ENVIRONMENTS", "ENTRY POINT"]
+SHARED = ["REPLAY BUFFER", "ENVIRONMENTS", "ENTRY POINT"]  # byte-identical in every script
+TRAINERS = ["crl_resnet.py", "crl_mlp.py", "sac_her.py", "gcbc.py"]  # also share EVALUATION and RUN PLUMBING
 MARKER = re.compile(r"^# ==== (.+?) ====\s*$")
+ENTRY = 'if __name__ == "__main__":\n'
+
+
+def lines(script):
+    return pathlib.Path(ROOT, script).read_text().splitlines(keepends=True)
 
 
 def sections(script):
-    """{NAME: text} for every `# ==== NAME ====` marker; the text before the first marker is 'HEADER'."""
+    """{NAME: text} for every `# ==== NAME ====` marker; the text before the first marker is 'HEADER' and the
+    closing `if __name__ == "__main__":` block is 'ENTRY POINT'."""
     out, name = {"HEADER": []}, "HEADER"
-    for line in pathlib.Path(ROOT, script).read_text().splitlines(keepends=True):
+    for line in lines(script):
         match = MARKER.match(line)
-        if match:
-            name = match.group(1)
-            out[name] = []
+        if match or line == ENTRY:
+            name = match.group(1) if match else "ENTRY POINT"
+            out[name] = [] if match else [line]
         else:
             out[name].append(line)
     return {k: "".join(v) for k, v in out.items()}
+
+
+def start_line(script, name):
+    """1-based line of a section's marker."""
+    return next(i for i, line in enumerate(lines(script), 1) if line.strip() == f"# ==== {name} ====")
 
 
 def present():
     return [s for s in SCRIPTS if os.path.exists(os.path.join(ROOT, s))]
 
 
-def test_every_script_has_the_sections_in_order():
-    order = ["HEADER", "ARGS", "ENVIRONMENTS", "NETWORKS", "REPLAY BUFFER", "LOSSES", "TRAINING"]
-    order += ["EVALUATION AND LOGGING", "MAIN"]
+def test_every_script_has_the_sections_in_order_and_ends_by_calling_main():
     for script in present():
-        assert list(sections(script)) == order, script
+        assert list(sections(script)) == ORDER, script
+        assert sections(script)["ENTRY POINT"] == ENTRY + "    main()\n", script
+
+
+def test_a_reader_meets_the_method_and_the_experiment_before_the_plumbing():
+    """The first network class within ~250 lines; main(), the experiment, ends within ~650 lines (training scripts)."""
+    for script in present():
+        first_class = next(
+            i
+            for i, line in enumerate(lines(script), 1)
+            if i > start_line(script, "NETWORKS") and line.startswith("class ")
+        )
+        assert first_class <= 250, (script, first_class)
+        assert "def main():" in sections(script)["MAIN"], script
+    for script in TRAINERS:
+        assert start_line(script, "RUN PLUMBING") <= 650, script
 
 
 def test_shared_sections_are_byte_identical_in_every_script():
@@ -46,26 +74,12 @@ def test_shared_sections_are_byte_identical_in_every_script():
             assert theirs == reference[name], f"{name} differs in {script}:\n{diff[:2000]}"
 
 
-def test_crl_mlp_differs_from_crl_resnet_only_in_networks_and_the_flags_they_need():
-    resnet, mlp = sections("crl_resnet.py"), sections("crl_mlp.py")
-    for name in ["ENVIRONMENTS", "REPLAY BUFFER", "LOSSES", "TRAINING"]:
-        assert mlp[name] == resnet[name], name
-    lines = list(difflib.ndiff(resnet["NETWORKS"].splitlines(), mlp["NETWORKS"].splitlines()))
-    assert any(line.startswith("+ ") for line in lines), "the networks differ"
-    # outside NETWORKS: the docstring, the depth flags, their check and their use in MAIN
-    whole = difflib.unified_diff(
-        pathlib.Path(ROOT, "crl_resnet.py").read_text().splitlines(),
-        pathlib.Path(ROOT, "crl_mlp.py").read_text().splitlines(),
-        n=0,
-    )
-    changed = [line for line in whole if line[:1] in "+-" and not line.startswith(("+++", "---"))]
-    removed, added = sum(line[0] == "-" for line in changed), sum(line[0] == "+" for line in changed)
-    assert max(removed, added) <= 60, f"diff crl_resnet.py crl_mlp.py: -{removed} +{added} lines"
-
-
-def without_check_args(text):
-    """The section with the body of check_args (the flags each algorithm validates) cut out."""
-    return re.sub(r"\ndef check_args\(args\):\n(?:    .*\n|\n(?=    ))*", "\ndef check_args(args): ...\n", text)
+def without(text, *functions):
+    """The section with the bodies of the named top-level functions cut out."""
+    for name in functions:
+        text, found = re.subn(rf"\ndef {name}\((.*)\):\n(?:    .*\n|\n(?=    ))*", rf"\ndef {name}(\1): ...\n", text)
+        assert found == 1, name
+    return text
 
 
 def changed_lines(a, b):
@@ -76,24 +90,60 @@ def changed_lines(a, b):
     ]
 
 
-def test_baselines_share_evaluation_and_main_with_crl_resnet():
-    """sac_her.py and gcbc.py: evaluation, checkpoints, logging and MAIN are CRL's; only the checks and the
-    line that prints the network depths follow the algorithm's flags."""
+def test_training_scripts_share_evaluation_and_run_plumbing_except_the_flag_checks():
+    reference = sections("crl_resnet.py")
+    assert "def check_args(args): ...\n\n\nSTATE_FLAGS_EXEMPT" in without(reference["RUN PLUMBING"], "check_args")
+    for script in TRAINERS[1:]:
+        theirs = sections(script)
+        assert theirs["EVALUATION"] == reference["EVALUATION"], script
+        assert without(theirs["RUN PLUMBING"], "check_args") == without(reference["RUN PLUMBING"], "check_args"), script
+
+
+def test_crl_mlp_differs_from_crl_resnet_only_in_networks_and_the_flags_they_need():
+    resnet, mlp = sections("crl_resnet.py"), sections("crl_mlp.py")
+    for name in ["LOSSES", "TRAINING"]:
+        assert mlp[name] == resnet[name], name
+    assert changed_lines(resnet["NETWORKS"], mlp["NETWORKS"]), "the networks differ"
+    # outside NETWORKS: the docstring, the depth flags, their check and their use in MAIN
+    assert len(changed_lines(resnet["MAIN"], mlp["MAIN"])) <= 8
+    whole = changed_lines(*(pathlib.Path(ROOT, s).read_text() for s in ["crl_resnet.py", "crl_mlp.py"]))
+    removed, added = sum(line[0] == "-" for line in whole), sum(line[0] == "+" for line in whole)
+    assert max(removed, added) <= 60, f"diff crl_resnet.py crl_mlp.py: -{removed} +{added} lines"
+
+
+def test_baselines_differ_from_crl_resnet_in_their_algorithm_and_the_line_that_prints_it():
+    """sac_her.py and gcbc.py: the algorithm lives in NETWORKS, LOSSES and TRAINING; MAIN differs only in the line
+    that prints the network depths (and, for gcbc.py, the critic's depth flags it does not have)."""
     resnet = sections("crl_resnet.py")
-    assert "def check_args(args): ...\n\n\nSTATE_FLAGS_EXEMPT" in without_check_args(resnet["EVALUATION AND LOGGING"])
     for script, main_lines in [("sac_her.py", 2), ("gcbc.py", 6)]:
         theirs = sections(script)
-        assert without_check_args(theirs["EVALUATION AND LOGGING"]) == without_check_args(
-            resnet["EVALUATION AND LOGGING"]
-        ), script
         assert len(changed_lines(resnet["MAIN"], theirs["MAIN"])) <= main_lines, script
-        # the algorithm lives in LOSSES and TRAINING; the networks differ by a critic head or its absence
-        assert changed_lines(resnet["LOSSES"], theirs["LOSSES"]) and changed_lines(
-            resnet["TRAINING"], theirs["TRAINING"]
-        )
+        for name in ["NETWORKS", "LOSSES", "TRAINING"]:
+            assert changed_lines(resnet[name], theirs[name]), (script, name)
 
 
 def test_eval_stitching_trains_exactly_what_crl_resnet_trains():
     resnet, stitching = sections("crl_resnet.py"), sections("eval_stitching.py")
     for name in ["NETWORKS", "LOSSES", "TRAINING"]:
         assert stitching[name] == resnet[name], name
+    assert stitching["EVALUATION"].startswith(resnet["EVALUATION"])  # then the held-out goals and the figures
+    cut = ("check_args", "parse_args")
+    assert without(stitching["RUN PLUMBING"], *cut) == without(resnet["RUN PLUMBING"], *cut)
+
+
+def diff_sizes(script, reference="crl_resnet.py"):
+    """Lines out / in of `diff REFERENCE SCRIPT` (GNU diff)."""
+    result = subprocess.run(["diff", reference, script], cwd=ROOT, capture_output=True, text=True, check=False)
+    diff = result.stdout.splitlines()
+    return sum(line.startswith("< ") for line in diff), sum(line.startswith("> ") for line in diff)
+
+
+def test_readme_quotes_the_sibling_diff_sizes_that_diff_gives():
+    readme = pathlib.Path(ROOT, "README.md").read_text()
+    for script in present()[1:]:
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{script}` |"))
+        quoted = re.search(r"\| (\d+) / (\d+):", row)
+        assert quoted, f"README's row of {script} quotes no 'out / in' diff size"
+        assert tuple(map(int, quoted.groups())) == diff_sizes(script), (script, quoted.groups(), diff_sizes(script))
+    quoted = re.search(r"`diff sac_her.py gcbc.py` is (\d+) / (\d+) lines", readme)
+    assert quoted and tuple(map(int, quoted.groups())) == diff_sizes("gcbc.py", "sac_her.py")

@@ -95,7 +95,7 @@ def test_tiny_run_renders_logs_offline_and_writes_checkpoints(script, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("script", SIBLINGS)
 def test_killed_run_resumes_to_the_same_parameters(script, tmp_path):
-    """crl_resnet.py's resume test (default suite) covers the shared MAIN; this checks each TrainState round-trips."""
+    """crl_resnet.py's resume test (default suite) covers the shared MAIN; this checks each RunnerState round-trips."""
     run_a = tiny_run(script, tmp_path)
     (tmp_path / "b").mkdir()
     killed = start(script, *TINY, cwd=tmp_path / "b")

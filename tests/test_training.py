@@ -309,7 +309,7 @@ def test_environment_is_traced_once_per_compiled_epoch(monkeypatch):
         init, _, epoch, _ = crl.make_train(args, env)
         ts = jax.eval_shape(init, jax.random.PRNGKey(0))
         jax.jit(epoch).lower(ts)
-        assert crl.training_steps_per_epoch(args) > 1
+        assert crl.schedule(args).training_steps_per_epoch > 1
         assert len(calls) == 1
 
 
