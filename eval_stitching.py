@@ -86,7 +86,7 @@ class Args:
     resume: Optional[str] = None
     """path of a run directory (runs/NAME) to continue from its last checkpoint with the same flags"""
     render: bool = False
-    """after training, write runs/{run_name}/render.html (brax viewer) of three evaluation episodes"""
+    """after training each depth, write depth{D}/render.html (brax viewer): three episodes from R to the far end"""
     num_seeds: int = 1
     """independent seeds per depth in one jitted program (vmap); metrics.jsonl: means, stitching.json: per seed"""
 
@@ -861,6 +861,10 @@ def train_depth(args, depth_dir, path, train_pairs, held_out):
     log.close()
     params = jax.device_get(checkpoint_params(rs))
     write_atomic(final_path, flax.serialization.to_bytes(params))  # always: it marks the depth as done
+    if args.render:  # seed 0 from R to the farthest held-out goal
+        far_env = pairs_env(args, [(path[0], held_out[-1])])
+        actor_params = jax.tree.map(lambda x: x[0], params["actor"])
+        render_episodes(args, far_env, actor, actor_params, os.path.join(depth_dir, "render.html"))
     return params
 
 

@@ -10,6 +10,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 from conftest import ROOT
+from test_training import render_states
 
 import eval_stitching as st
 
@@ -142,9 +143,12 @@ def check_outputs(run_dir, depths, seeds):
 
 
 def test_tiny_sweep_writes_the_json_and_figures_and_resumes(tmp_path):
-    out = run("eval_stitching.py", "--env-id", "point_u_maze", "--depths", "4", "--num-seeds", "2", *TINY, cwd=tmp_path)
+    flags = ["--env-id", "point_u_maze", "--depths", "4", "--num-seeds", "2", "--render"]
+    out = run("eval_stitching.py", *flags, *TINY, cwd=tmp_path)
     [run_dir] = list((tmp_path / "runs").iterdir())
     check_outputs(run_dir, [4], seeds=2)
+    frames = render_states(run_dir / "depth4")["states"]["x"]
+    assert len(frames) == 3 * 100 and set(cells([f["pos"][-1][:2] for f in frames])) == {(3, 1)}, "the far goal"
     logged = [json.loads(x) for x in (run_dir / "depth4" / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in logged] == [1, 2] and "eval/success_3_1" in logged[-1]
     assert "held-out goals from R (1, 1): [(3, 3), (3, 2), (3, 1)]" in out
