@@ -1,4 +1,4 @@
-"""Bad input: a one-line error naming the flag, exit status 2, before anything is compiled (SPEC section 8)."""
+"""Bad input: a one-line error naming the flag, exit status 2, before anything is compiled (README#flags-that-matter)."""
 
 import json
 import os
