@@ -2,7 +2,8 @@
 """Stitching and value maps: do deeper CRL networks combine short experience into long paths?
 
 Reruns Sec. 4.5 / Fig. 6 and Sec. 4.4 / Fig. 5 of "1000 Layer Networks for Self-Supervised RL" (Wang et al.)
-with the CRL of crl_resnet.py. On a U-maze, training episodes start in a corridor cell and target a cell at most
+with the CRL of crl_resnet.py. In a corridor maze (the U-mazes: U, U4, U5), training episodes start in a corridor
+cell and target a cell at most
 `--max-train-gap` cells further along the U (paper: 3); evaluation starts at R and targets the far cells, which
 no training episode ever pairs with R, so reaching them means stitching short pieces together. One CRL agent is
 trained per depth in `--depths` (one after another, `--num-seeds` seeds each in one program), then:
@@ -92,8 +93,9 @@ class Args:
 
     # Algorithm specific arguments
     env_id: str = "ant_u_maze"
-    """a U-maze: point_u_maze (CPU, minutes), ant_u_maze (the paper's) or humanoid_u_maze; the defaults of the
-    other flags depend on it (PRESETS below; the ones shown are ant_u_maze's, the paper's Table 2)"""
+    """a corridor maze: point_u_maze (CPU, minutes), ant_u_maze (the paper's Fig. 6), ant_u4_maze (Fig. 5's value
+    maps), ant_u5_maze or humanoid_u_maze; the defaults of the other flags depend on it (PRESETS below; the ones
+    shown are the paper's Table 2)"""
     total_env_steps: int = 100_000_000
     """total environment steps, prefill included (paper: 100M-400M)"""
     num_envs: int = 512
@@ -102,8 +104,8 @@ class Args:
     """parallel evaluation environments (one episode each per evaluation)"""
     episode_length: Optional[int] = None
     """steps per episode; None uses the environment's own (1000 for the paper's environments)"""
-    num_epochs: int = 50
-    """number of epochs; each epoch is one compiled program followed by an evaluation"""
+    num_epochs: int = 100
+    """number of epochs; each epoch is one compiled program followed by an evaluation (the paper's code: 100)"""
     unroll_length: int = 62
     """environment steps collected per environment in one training step"""
     batch_size: int = 512
@@ -113,7 +115,7 @@ class Args:
     max_replay_size: int = 10_000
     """replay capacity in time steps; each step holds num_envs transitions"""
     min_replay_size: int = 1_000
-    """time steps collected with random actions before training (must be >= episode_length)"""
+    """time steps collected by the untrained policy before training (must be >= episode_length)"""
     gamma: float = 0.99
     """discount of the future-state (goal) distribution"""
     actor_lr: float = 3e-4
@@ -150,7 +152,7 @@ class Args:
     """residual blocks of sa_encoder and g_encoder (depth / 4)"""
 
 
-# Defaults per environment (any flag on the command line overrides them). ant_u_maze and humanoid_u_maze keep the
+# Defaults per environment (any flag on the command line overrides them). The ant and humanoid mazes keep the
 # paper's Table 2 (the Args defaults); point_u_maze uses the CPU quick-start's sizes of crl_resnet.py with a budget
 # that trains depths 4 and 16 with 3 seeds each in about 15 minutes on 2 CPU cores.
 PRESETS = {
@@ -169,6 +171,8 @@ PRESETS = {
         "scan_unroll": 2,
     },
     "ant_u_maze": {},
+    "ant_u4_maze": {},
+    "ant_u5_maze": {},
     "humanoid_u_maze": {},
 }
 
@@ -434,7 +438,7 @@ class RunnerState:
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
-    """How --total-env-steps is spent: a prefill of random actions, then --num-epochs epochs of whole training
+    """How --total-env-steps is spent: a prefill by the untrained policy, then --num-epochs epochs of whole training
     steps, each num_envs x unroll_length env steps; a remainder too small for one more step is not run."""
 
     prefill_steps: int
@@ -503,9 +507,8 @@ def make_train(args, env):
         env_steps = rs.env_steps + num_steps * args.num_envs
         return rs.replace(env_state=env_state, buffer=buffer, key=key, env_steps=env_steps)
 
-    def prefill(rs):
-        random_action = lambda obs, key: jax.random.uniform(key, (obs.shape[0], env.action_dim), minval=-1, maxval=1)
-        return collect(rs, args.min_replay_size, random_action)
+    def prefill(rs):  # the untrained stochastic policy fills the buffer, as in the paper's code
+        return collect(rs, args.min_replay_size, lambda obs, key: policy(rs.actor_params, obs, key))
 
     def sgd_step(rs, batch):
         """UPDATE on one minibatch: critic, actor and temperature, each from the parameters before this step."""
@@ -605,7 +608,7 @@ def make_evaluate(args, env, actor):
     return evaluate
 
 
-# The experiment (paper Sec. 4.5): the U-maze corridor in path order from R; training pairs are (path[i],
+# The experiment (paper Sec. 4.5): the maze's corridor in path order from R; training pairs are (path[i],
 # path[i + k]) for k = 1 .. max_train_gap, evaluation goes from R to path[max_train_gap + 1:], pairs no training
 # episode ever had.
 
@@ -902,7 +905,8 @@ def check_args(args):
     """Every inconsistency in the flags is a one-line error here, before anything is compiled."""
     if args.env_id not in PRESETS:
         fail(
-            f"--env-id {args.env_id!r} has no stitching experiment (it needs a U-maze); choose one of: {', '.join(PRESETS)}"
+            f"--env-id {args.env_id!r} has no stitching experiment (it needs a corridor maze); choose one of: "
+            f"{', '.join(PRESETS)}"
         )
     made_on = set()
     for run in args.from_runs:
@@ -926,10 +930,12 @@ def check_args(args):
             fail(
                 f"--depths {depth} is not a positive multiple of 4 (depth = 4 x residual blocks); e.g. --depths 4 16 64"
             )
-    cells = len(corridor_path("u_maze"))
+    layout = (min(made_on)[0] if made_on else args.env_id).split("_", 1)[1]  # the maze of --from-runs' runs
+    cells = len(corridor_path(layout))
     if not 1 <= args.max_train_gap <= cells - 2:
         fail(
-            f"--max-train-gap must be in [1, {cells - 2}] on the U-maze ({cells} corridor cells), got {args.max_train_gap}"
+            f"--max-train-gap must be in [1, {cells - 2}] on the {layout} ({cells} corridor cells), got "
+            f"{args.max_train_gap}"
         )
     episode_length = args.episode_length or ENVIRONMENTS[args.env_id].episode_length
     positive = ["num_seeds", "num_envs", "num_eval_envs", "num_epochs", "unroll_length", "batch_size"]
@@ -1083,6 +1089,27 @@ def log_line(metrics):
     return ", ".join(
         f"{k.split('/')[-1]} {v:.3g}" for k, v in metrics.items() if isinstance(v, float) and not k.endswith("_std")
     )
+
+
+def write_summary(args, run_dir):
+    """summary.json: the paper's single number for a run (Sec. 4.1), the mean of eval/time_near_goal over the last
+    five evaluations (all of them if fewer), per seed and over seeds, with eval/success averaged the same way."""
+    logged = [json.loads(line) for line in pathlib.Path(run_dir, "metrics.jsonl").read_text().splitlines()][-5:]
+    per_seed = lambda key: np.mean([m.get(f"{key}_per_seed", [m[key]]) for m in logged], axis=0)
+    score, success = per_seed("eval/time_near_goal"), per_seed("eval/success")
+    summary = {
+        "score": float(np.mean(score)),  # steps near the goal, out of episode_length
+        "score_std_over_seeds": float(np.std(score)),
+        "score_per_seed": score.tolist(),
+        "success": float(np.mean(success)),
+        "success_per_seed": success.tolist(),
+        "epochs": [m["epoch"] for m in logged],
+        "episode_length": args.episode_length,
+        "env_id": args.env_id,
+        "eval_env_id": args.eval_env_id,
+        "env_steps": logged[-1]["training/env_steps"],
+    }
+    write_atomic(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=2).encode())
 
 
 class RunLog:
@@ -1245,14 +1272,17 @@ class EnvState:
     done: jax.Array  # (n,) the episode ended at this step (time limit or termination); obs is already reset
     dist_to_goal: jax.Array  # (n,) ||state[goal_indices] - goal|| after this step, before any reset
     key: jax.Array
+    first: Any = None  # (sim_state, obs) of the first reset, which every reset restores when goals are fixed
 
 
 class GoalEnv:
-    """n environments of one registry entry, batched, with a time limit and automatic resets (a fresh start and
-    goal every time): reset(key, n) -> EnvState, step(env_state, (n, action_dim) actions) -> EnvState."""
+    """n environments of one registry entry, batched, with a time limit and automatic resets: reset(key, n) ->
+    EnvState, step(env_state, (n, action_dim) actions) -> EnvState. Every reset draws a fresh start and goal, or,
+    with fixed_goals, restores each environment's first ones (brax's AutoResetWrapper in the paper's code)."""
 
-    def __init__(self, env_id, episode_length=None):
+    def __init__(self, env_id, episode_length=None, fixed_goals=False):
         spec = ENVIRONMENTS[env_id]
+        self.fixed_goals = fixed_goals
         self.task = spec.make()
         self.state_dim, self.goal_indices = spec.state_dim, jnp.array(spec.goal_indices)
         self.goal_dim, self.action_dim = len(spec.goal_indices), self.task.action_dim
@@ -1270,7 +1300,8 @@ class GoalEnv:
         key, reset_key = jax.random.split(key)
         sim_state, obs = self._fresh(reset_key, n)
         zeros = jnp.zeros((n,), dtype=jnp.int32)
-        return EnvState(sim_state, obs, zeros, zeros, zeros.astype(bool), jnp.zeros((n,)), key)
+        first = jax.tree.map(jnp.copy, (sim_state, obs)) if self.fixed_goals else None  # own buffers: donated apart
+        return EnvState(sim_state, obs, zeros, zeros, zeros.astype(bool), jnp.zeros((n,)), key, first)
 
     def step(self, env_state, action):
         sim_state = jax.vmap(self.task.step)(env_state.sim_state, action)
@@ -1283,13 +1314,13 @@ class GoalEnv:
         key, reset_key = jax.random.split(env_state.key)
 
         def reset_done(_):  # only traced branch that samples: runs when some episode ended
-            fresh_sim_state, fresh_obs = self._fresh(reset_key, done.shape[0])
+            fresh = env_state.first if self.fixed_goals else self._fresh(reset_key, done.shape[0])
             pick = lambda new, old: jnp.where(done.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)
-            return jax.tree.map(pick, (fresh_sim_state, fresh_obs), (sim_state, obs))
+            return jax.tree.map(pick, fresh, (sim_state, obs))
 
         sim_state, obs = jax.lax.cond(done.any(), reset_done, lambda _: (sim_state, obs), None)
         steps = jnp.where(done, 0, steps)
-        return EnvState(sim_state, obs, steps, env_state.traj_id + done, done, dist_to_goal, key)
+        return EnvState(sim_state, obs, steps, env_state.traj_id + done, done, dist_to_goal, key, env_state.first)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1301,6 +1332,7 @@ class EnvSpec:
     goal_indices: tuple  # which state entries the goal specifies
     success_radius: float  # "near the goal" when ||state[goal_indices] - goal|| < success_radius
     episode_length: int
+    fixed_goals: bool = True  # the benchmark's protocol in training (see GoalEnv); False for our point mazes
 
 
 MAZE_LAYOUTS = {  # '#' wall, 'R' start, 'G' goal cell, '.' free; cell (i, j) is centred at (i * size, j * size)
@@ -1329,11 +1361,11 @@ MAZE_LAYOUTS = {  # '#' wall, 'R' start, 'G' goal cell, '.' free; cell (i, j) is
         "############",
     ],
 }
-MAZE_EVAL_GOALS = {  # the far cells that the `_eval` variants restrict goals to (the benchmark's far-goal splits)
+MAZE_EVAL_GOALS = {  # the far cells that the `_eval` variants restrict goals to: the paper's code's splits
     "u_maze": [(3, 1), (3, 2), (3, 3)],
     "u4_maze": [(4, 1), (5, 1), (5, 2), (5, 3)],
     "u5_maze": [(4, 1), (4, 6)] + [(5, j) for j in range(1, 7)],
-    "big_maze": [(1, 5), (1, 6), (2, 5), (2, 6), (5, 3), (5, 6), (6, 2), (6, 3), (6, 5), (6, 6)],
+    "big_maze": [(1, 5), (1, 6), (2, 6), (5, 3), (5, 6), (6, 2), (6, 3), (6, 5), (6, 6)],  # the humanoid's adds (2, 5)
     # ours (the benchmark defines no split here): the 13 goal cells 13-15 cells from R along the corridors
     "hardest_maze": [(1, 10), (2, 10), (3, 8), (3, 9), (3, 10), (4, 10), (5, 4), (5, 10), (6, 4)]
     + [(7, 4), (7, 8), (7, 9), (7, 10)],
@@ -1547,18 +1579,45 @@ class Locomotion(Task):
 
     brax's own class steps the robot, so its spring-backend settings come along: Ant timestep 0.005 and 10
     frames per step, Humanoid timestep 0.0015, 10 frames and its gear table (the XMLs' own timesteps are not
-    stable with maze walls: README#environments). brax's
-    class also gives the reset noise, the observation (positions kept: the ant's state is q, qd = 29 numbers,
-    torso xy first) and `done` when the torso height leaves the healthy range (Ant 0.2-1.0, Humanoid 1.0-2.0),
-    which ends the episode. Mazes add walls to brax's XML and put the start at the layout's R cell.
+    stable with maze walls: README#environments). brax's class also gives the observation (positions kept: the
+    ant's state is q, qd = 29 numbers, torso xy first) and `done` when the torso height leaves the healthy range
+    (Ant 0.2-1.0, Humanoid 1.0-2.0), which ends the episode. Mazes add walls to brax's XML and put the start at
+    the layout's R cell. benchmark_humanoid makes brax's humanoid the benchmark's: every geom collides (with the
+    floor and the walls), the goal marker is a body of the model, so the state holds its 2 slide joints and its
+    link (268 numbers), and starts have no reset noise.
     """
 
-    def __init__(self, robot, layout=None, goal_cells=None, size=4.0, wall_geoms=(), radius=(10.0, 10.0), goal_z=()):
-        self.env = brax_envs.get_environment(robot, backend="spring", exclude_current_positions_from_observation=False)
+    def __init__(
+        self,
+        robot,
+        layout=None,
+        goal_cells=None,
+        size=4.0,
+        wall_geoms=(),
+        radius=(10.0, 10.0),
+        goal_z=(),
+        benchmark_humanoid=False,
+    ):
+        self.goal_body = benchmark_humanoid
+        noise = {"reset_noise_scale": 0.0} if self.goal_body else {}
+        self.env = brax_envs.get_environment(
+            robot, backend="spring", exclude_current_positions_from_observation=False, **noise
+        )
         self.layout, self.size = layout, size
         self.action_dim, self.radius, self.goal_z = self.env.action_size, radius, jnp.array(goal_z)
         root = ET.parse(os.path.join(os.path.dirname(brax_envs.__file__), "assets", f"{robot}.xml")).getroot()
         self.start, self.goals = jnp.zeros(2), None
+        if self.goal_body:  # the benchmark's humanoid.xml: geoms default to contype 1, the goal is a body
+            root.find("default/geom").set("contype", "1")
+            reach = 100 if layout is not None else 20  # the slide joints' range, as in the benchmark
+            joints = "".join(
+                f'<joint name="target_{axis}" type="slide" axis="{v}" range="-{reach} {reach}" armature="0" '
+                'damping="0" stiffness="0"/>'
+                for axis, v in [("x", "1 0 0"), ("y", "0 1 0")]
+            )
+            body = f'<body name="target" pos="0 0 {goal_z[0]}">{joints}<geom name="target" type="sphere" size="0.5" '
+            body += 'mass="1" contype="0" conaffinity="0" rgba="0.9 0.2 0.2 1"/></body>'
+            root.find("worldbody").append(ET.fromstring(body))
         if layout is not None:
             for geom in root.iter("geom"):
                 if geom.get("name") in wall_geoms:
@@ -1577,18 +1636,20 @@ class Locomotion(Task):
         goals = self.goals if goals is None else goals
         k_reset, k_cell, k_radius, k_angle = jax.random.split(key, 4)
         brax_state = self.env.reset(k_reset)
-        if start is not None:  # q[:2] is the torso xy and the only absolute position in brax's observation
-            shift = start - self.start
-            q, qd = brax_state.pipeline_state.q.at[:2].add(shift), brax_state.pipeline_state.qd
-            brax_state = brax_state.replace(
-                pipeline_state=self.env.pipeline_init(q, qd), obs=brax_state.obs.at[:2].add(shift)
-            )
         if goals is not None:  # the centre of a uniformly chosen goal cell, as in the benchmark
             xy = goals[jax.random.randint(k_cell, (), 0, len(goals))]
         else:  # uniform angle; radius uniform in [radius[0], radius[1]]
             angle = 2 * jnp.pi * jax.random.uniform(k_angle)
             radius = jax.random.uniform(k_radius, minval=self.radius[0], maxval=self.radius[1])
             xy = radius * jnp.array([jnp.cos(angle), jnp.sin(angle)])
+        if start is not None or self.goal_body:  # move the torso (q[:2]) and the goal body (q[-2:]), observe again
+            q, qd = brax_state.pipeline_state.q, brax_state.pipeline_state.qd
+            q = q if start is None else q.at[:2].add(start - self.start)
+            q = q.at[-2:].set(xy) if self.goal_body else q
+            pipeline_state = self.env.pipeline_init(q, qd)
+            observe = self.env._get_obs  # the humanoid's also reads the actuator forces of an action
+            obs = observe(pipeline_state, jnp.zeros(self.action_dim)) if self.goal_body else observe(pipeline_state)
+            brax_state = brax_state.replace(pipeline_state=pipeline_state, obs=obs)
         return brax_state, jnp.concatenate([xy, self.goal_z])
 
     def step(self, brax_state, action):
@@ -1602,6 +1663,8 @@ class Locomotion(Task):
 
     @functools.cached_property
     def render_system(self):
+        if self.goal_body:  # the goal is drawn by the model's own marker
+            return self.env.sys
         root = ET.fromstring(self.xml)
         for custom in root.iter("custom"):  # brax's init_qpos would miss the marker's two joints
             for init_qpos in custom.findall("numeric[@name='init_qpos']"):
@@ -1610,124 +1673,197 @@ class Locomotion(Task):
         return brax_mjcf.loads(ET.tostring(root, encoding="unicode"))
 
     def render_frame(self, brax_state, goal):
+        if self.goal_body:
+            return brax_state.pipeline_state
         return viewer_frame(brax_state.pipeline_state.x.pos, brax_state.pipeline_state.x.rot, goal)
 
 
-# The Panda arm of the manipulation tasks, built in code from primitives: the body frames, joint axes and limits
-# of Franka's published kinematics (as in MuJoCo Menagerie's panda.xml), its link masses and joint PD gains, a
-# parallel gripper with two 4 cm pads, a 4 cm cube. Chosen over the Franka meshes shipped in gymnasium-robotics'
-# wheel: no 15 MB dependency, and meshes would change nothing the tasks measure, because only the hand, the pads,
-# the cube, the table and the bin walls collide (explicit contact pairs; the links are visual capsules): MJX pays
-# per contact pair and substep, and box-box pairs are its costly ones (README#environments). The pads and hand
-# pass through the bin walls (only the cube meets them), as in the benchmark's bins.
-PANDA_LINKS = (  # (body attributes, joint limits, capsule from-to, mass in kg) for link1 ... link7
-    ('pos="0 0 0.333"', "-2.8973 2.8973", "0 0 -0.19 0 0 0", 4.97),
-    ('quat="1 -1 0 0"', "-1.7628 1.7628", "0 0 0 0 -0.2 0", 0.65),
-    ('pos="0 -0.316 0" quat="1 1 0 0"', "-2.8973 2.8973", "0 0 -0.12 0.0825 0 0", 3.23),
-    ('pos="0.0825 0 0" quat="1 1 0 0"', "-3.0718 -0.0698", "0 0 0 -0.0825 0.2 0", 3.59),
-    ('pos="-0.0825 0.384 0" quat="1 -1 0 0"', "-2.8973 2.8973", "0 0 -0.22 0 0 0", 1.23),
-    ('quat="1 1 0 0"', "-0.0175 3.7525", "0 0 0 0.088 0 0", 1.67),
-    ('pos="0.088 0 0" quat="1 1 0 0"', "-2.8973 2.8973", "0 0 -0.02 0 0 0.08", 0.74),
+# The Panda arm of the manipulation tasks, as the benchmark's panda_*.xml files build it from MuJoCo Menagerie's
+# Franka Panda: Menagerie's body frames, joint limits and link inertials, the benchmark's actuators (joints 3-7
+# with a gain below their stiffness, so they settle at 0.57 or 0.5 of their targets), a two-finger gripper
+# opening 0-8 cm per finger, a 6 cm cube, 25 substeps of 0.002 s per env step with 6 solver iterations. Built in
+# code from primitives: the benchmark's link meshes are visual only, and what collides (the hand capsule, the
+# finger boxes, the cube, the table, the bin walls) is the same, through the same explicit contact pairs with
+# MuJoCo's pair defaults. The hand has no mass of its own (the benchmark's loader fuses it into link 7).
+PANDA_LINKS = (  # (frame, joint range, mass, centre of mass, full inertia, visual capsule) of link1 ... link7
+    (
+        'pos="0 0 0.333"',
+        "-2.8973 2.8973",
+        4.970684,
+        "0.003875 0.002081 -0.04762",
+        "0.70337 0.70661 0.0091170 -0.00013900 0.0067720 0.019169",
+        "0 0 -0.19 0 0 0",
+    ),
+    (
+        'quat="1 -1 0 0"',
+        "-1.7628 1.7628",
+        0.646926,
+        "-0.003141 -0.02872 0.003495",
+        "0.0079620 2.8110e-2 2.5995e-2 -3.925e-3 1.0254e-2 7.04e-4",
+        "0 0 0 0 -0.2 0",
+    ),
+    (
+        'pos="0 -0.316 0" quat="1 1 0 0"',
+        "-2.8973 2.8973",
+        3.228604,
+        "2.7518e-2 3.9252e-2 -6.6502e-2",
+        "3.7242e-2 3.6155e-2 1.083e-2 -4.761e-3 -1.1396e-2 -1.2805e-2",
+        "0 0 -0.12 0.0825 0 0",
+    ),
+    (
+        'pos="0.0825 0 0" quat="1 1 0 0"',
+        "-3.0718 -0.0698",
+        3.587895,
+        "-5.317e-2 1.04419e-1 2.7454e-2",
+        "2.5853e-2 1.9552e-2 2.8323e-2 7.796e-3 -1.332e-3 8.641e-3",
+        "0 0 0 -0.0825 0.2 0",
+    ),
+    (
+        'pos="-0.0825 0.384 0" quat="1 -1 0 0"',
+        "-2.8973 2.8973",
+        1.225946,
+        "-1.1953e-2 4.1065e-2 -3.8437e-2",
+        "3.5549e-2 2.9474e-2 8.627e-3 -2.117e-3 -4.037e-3 2.29e-4",
+        "0 0 -0.22 0 0 0",
+    ),
+    (
+        'quat="1 1 0 0"',
+        "-0.0175 3.7525",
+        1.666555,
+        "6.0149e-2 -1.4117e-2 -1.0517e-2",
+        "1.964e-3 4.354e-3 5.433e-3 1.09e-4 -1.158e-3 3.41e-4",
+        "0 0 0 0.088 0 0",
+    ),
+    (
+        'pos="0.088 0 0" quat="1 1 0 0"',
+        "-2.8973 2.8973",
+        0.735522,
+        "1.0517e-2 -4.252e-3 6.1597e-2",
+        "1.2516e-2 1.0027e-2 4.815e-3 -4.28e-4 -1.196e-3 -7.41e-4",
+        "0 0 -0.02 0 0 0.08",
+    ),
 )
-PANDA_GAINS = (
-    (4500, 87),
-    (4500, 87),
-    (3500, 87),
-    (3500, 87),
-    (2000, 12),
-    (2000, 12),
-    (2000, 12),
-)  # kp (kv = kp/10), N m
-CUBE_HALF = 0.02  # the cube's half size: its centre rests 0.02 above the table
+PANDA_ACTUATORS = (  # (gain, stiffness, damping, force limit) of joints 1-7: force = gain ctrl - stiffness q - damping qd
+    (4500, 4500, 450, 87),
+    (4500, 4500, 450, 87),
+    (2000, 3500, 350, 87),
+    (2000, 3500, 350, 87),
+    (1000, 2000, 200, 12),
+    (1000, 2000, 200, 12),
+    (1000, 2000, 200, 12),
+)
+CUBE_HALF = 0.03  # the cube's half size: its centre rests 0.03 above the table
 
 
-def panda_xml(cube, walls):
-    """MJCF of the arm on a table (z = 0 plane, base at the origin, facing +y), with a cube if `cube` and boxes
-    `walls` = [(centre, half sizes)] that only the cube meets. 10 substeps of 0.005 s per env step (0.05 s, the
-    benchmark's 25 x 0.002 s); implicitfast integration keeps the stiff joint gains stable at that timestep."""
+def panda_xml(cube, walls, pairs):
+    """MJCF of the arm on a table (the z = 0 plane; base at the origin, facing +y), with the cube if `cube`, boxes
+    `walls` = {name: (centre, half sizes)} and the contact pairs `pairs` (every other geom passes through all)."""
     links = ""
-    for i, (frame, limits, capsule, mass) in enumerate(PANDA_LINKS, 1):
+    for i, (frame, limits, mass, centre, inertia, capsule) in enumerate(PANDA_LINKS, 1):
         links += f'<body name="link{i}" {frame}><joint name="joint{i}" range="{limits}"/>'
-        links += f'<geom type="capsule" fromto="{capsule}" size="0.05" mass="{mass}"/>'
-    finger = lambda side, frame: (  # a pad slides 0-0.04 from the hand's axis: the gripper opens 0-8 cm
-        f'<body name="{side}_finger" pos="0 0 0.0584" {frame}><joint name="{side}_finger" type="slide" axis="0 1 0" '
-        f'range="0 0.04" damping="10" armature="0.01"/><geom name="{side}_pad" type="box" pos="0 0.008 0.022" '
-        'size="0.01 0.008 0.022" mass="0.015"/></body>'
+        links += f'<inertial mass="{mass}" pos="{centre}" fullinertia="{inertia}"/>'
+        links += f'<geom type="capsule" fromto="{capsule}" size="0.05"/>'
+    finger = lambda side, frame: (  # slides 0-0.08 from the hand's axis
+        f'<body name="{side}_finger" pos="0 0 0.0584" {frame}><inertial mass="0.015" pos="0 0 0" '
+        f'diaginertia="2.375e-6 2.375e-6 7.5e-7"/><joint name="{side}_finger" type="slide" axis="0 1 0" range="0 0.08"/>'
+        f'<geom name="{side}_finger" type="box" size="0.015 0.005 0.04" pos="0 0.0055 0.035" rgba="0.25 0.25 0.25 1"/>'
+        "</body>"
     )
-    hand = (
-        '<body name="hand" pos="0 0 0.107" quat="0.9238795 0 0 -0.3826834">'
-        '<geom name="hand" type="box" pos="0 0 0.03" size="0.03 0.09 0.028" mass="0.73"/><site name="grip" pos="0 0 0.0804"/>'
-        + finger("left", "")
-        + finger("right", 'quat="0 0 0 1"')
-        + "</body>"
+    hand = (  # the hand's frame on link 7, fused into it as the benchmark's loader does (no mass of its own)
+        '<frame name="hand" pos="0 0 0.107" quat="0.9238795 0 0 -0.3826834">'
+        '<geom name="hand" type="capsule" size="0.04 0.06" pos="0 0 0.035" quat="1 1 0 0"/>'
+        '<site name="grip" pos="0 0 0.1334"/>'  # between the fingertips (for scripted tests; not observed)
+        + (finger("left", "") + finger("right", 'quat="0 0 0 1"') if cube else "")
+        + "</frame>"
     )
-    pairs = [("left_pad", "table"), ("right_pad", "table")]
     body = ""
-    if cube:
-        body = f'<body name="cube" pos="0 0.6 {CUBE_HALF}"><freejoint/><geom name="cube" type="box" mass="0.2" '
+    if cube:  # the benchmark drops it from 7 cm
+        body = '<body name="cube" pos="0 0.6 0.07"><freejoint/><geom name="cube" type="box" '
         body += f'size="{CUBE_HALF} {CUBE_HALF} {CUBE_HALF}" rgba="0.2 0.4 0.9 1"/></body>'
-        pairs += [
-            ("cube", g) for g in ["table", "hand", "left_pad", "right_pad"] + [f"wall{i}" for i in range(len(walls))]
-        ]
-    grip = 'friction="1.5 1.5 0.005 0.0001 0.0001"'  # rubber pads: a closed gripper holds the cube
-    # stiff contacts (time constant 2 substeps) and 10 solver iterations: with MuJoCo's contact defaults or fewer
-    # iterations, the arm pressed the cube into the table and flung it away (README#environments)
-    stiff = 'solref="0.01 1" solimp="0.95 0.99 0.001"'
     wall_geoms = "".join(
-        f'<geom name="wall{i}" type="box" pos="{c}" size="{s}" rgba="0.7 0.5 0.3 1"/>' for i, (c, s) in enumerate(walls)
+        f'<geom name="{name}" type="box" pos="{c}" size="{s}" rgba="0.7 0.5 0.3 1"/>' for name, (c, s) in walls.items()
     )
     actuators = "".join(
-        f'<position joint="joint{i}" kp="{kp}" kv="{kp / 10}" forcerange="-{f} {f}"/>'
-        for i, (kp, f) in enumerate(PANDA_GAINS, 1)
+        f'<general joint="joint{i}" gainprm="{gain}" biasprm="0 -{kp} -{kv}" biastype="affine" '
+        f'ctrlrange="{PANDA_LINKS[i - 1][1]}" forcerange="-{f} {f}"/>'
+        for i, (gain, kp, kv, f) in enumerate(PANDA_ACTUATORS, 1)
     )
+    if cube:  # ctrl 0-255 moves a finger's target over 0-0.08, as in the benchmark; the fingers move together
+        actuators += "".join(
+            f'<general joint="{s}_finger" gainprm="0.15686" biasprm="0 -500 -50" biastype="affine" ctrlrange="0 255" '
+            'forcerange="-500 500"/>'
+            for s in ("left", "right")
+        )
+    impratio = ' impratio="10"' if walls else ""  # the benchmark's binpick files set it
     return (
         '<mujoco model="panda"><compiler angle="radian" autolimits="true"/>'
-        '<option timestep="0.005" integrator="implicitfast" iterations="10" ls_iterations="20"/>'
-        '<default><joint damping="1" armature="0.1"/><geom contype="0" conaffinity="0" rgba="0.95 0.95 0.95 1"/></default>'
+        f'<option timestep="0.002" integrator="implicitfast" iterations="6" ls_iterations="12"{impratio}/>'
+        '<default><joint damping="5" armature="0.1"/><geom contype="0" conaffinity="0" rgba="0.95 0.95 0.95 1"/></default>'
         '<worldbody><geom name="table" type="plane" size="1.5 1.5 0.05" rgba="0.6 0.55 0.5 1"/>'
         f'<geom type="capsule" fromto="0 0 0 0 0 0.14" size="0.07"/>{wall_geoms}{links}{hand}{"</body>" * 7}{body}'
-        "</worldbody><contact>"
-        + "".join(f'<pair geom1="{a}" geom2="{b}" {stiff} {grip if "pad" in b else ""}/>' for a, b in pairs)
-        + f"</contact><actuator>{actuators}"
-        + "".join(f'<position joint="{s}_finger" kp="1000" kv="50" forcerange="-100 100"/>' for s in ("left", "right"))
-        + "</actuator></mujoco>"
+        "</worldbody>"
+        + (
+            '<equality><joint joint1="left_finger" joint2="right_finger" solimp="0.95 0.99 0.001" solref="0.005 1"/>'
+            "</equality>"
+            if cube
+            else ""
+        )
+        + "<contact>"
+        + "".join(f'<pair geom1="{a}" geom2="{b}"/>' for a, b in pairs)
+        + f"</contact><actuator>{actuators}</actuator></mujoco>"
     )
 
 
-def bin_walls(centre, inner=0.12, height=0.06, thickness=0.01):
-    """Four walls around a square bin of inner half-width `inner` centred at `centre` (x, y) on the table."""
-    (x, y), out = centre, inner + thickness
-    sides = [(out, 0, thickness, out + thickness), (-out, 0, thickness, out + thickness)]
-    sides += [(0, out, out + thickness, thickness), (0, -out, out + thickness, thickness)]
-    return [(f"{x + dx} {y + dy} {height / 2}", f"{sx} {sy} {height / 2}") for dx, dy, sx, sy in sides]
+def bin_walls(name, centre, inner, height=0.066, thickness=0.01):
+    """The four walls of a square bin (no floor: the table is its floor) of inner half-width `inner`."""
+    (x, y), mid, out = centre, inner + thickness / 2, inner + thickness
+    sides = [(0, -mid, out, thickness / 2), (0, mid, out, thickness / 2)]
+    sides += [(mid, 0, thickness / 2, inner), (-mid, 0, thickness / 2, inner)]
+    return {
+        f"{name}{i}": (f"{x + dx} {y + dy} {height / 2}", f"{sx} {sy} {height / 2}")
+        for i, (dx, dy, sx, sy) in enumerate(sides, 1)
+    }
 
 
 class PandaArm(Task):
-    """The benchmark's arm tasks with MJX: push or pick a cube to a goal, or reach a goal with the gripper.
+    """The benchmark's arm tasks with MJX: push or pick a cube to a goal, or reach a goal with link 7.
 
-    Action, as in the benchmark: targets for joints 1, 2, 4 and 6 mapped from [-1, 1] onto its ranges, joints 3
-    and 5 held at 0 and joint 7 at 1.4487; a fifth entry closes the gripper when > 0 (not for reach). State:
-    cube xyz (3), joint angles (7), gripper xyz (3) and velocity (3), gripper opening (1) = 17; reach drops the
-    cube and the opening = 13. The gripper point is the centre between the pads. Episodes start at the
-    benchmark's arm pose with the cube uniform in `cube_region` and the goal uniform in `goal_region` (each
-    [[low x, y, z], [high x, y, z]]; the goal's z is the cube's resting height for push and binpick).
+    Action, as in the benchmark: targets for joints 1, 2, 4 and 6 mapped from [-1, 1] onto their ranges, joints 3
+    and 5 held at target 0 and joint 7 at 1.4487; a fifth entry closes the gripper when > 0 (not for reach).
+    State, the benchmark's: cube xyz (3), joint angles (7), link 7's origin (the wrist) xyz (3) and velocity (3),
+    finger distance (1) = 17; reach drops the cube and the fingers = 13, and its goal is for link 7's origin.
+    Episodes start at the benchmark's arm pose, fingers open 4 cm each, the cube dropped from 7 cm at a uniform
+    point of `cube_region` ([[low x, y], [high x, y]]); goals are uniform in `goal_region` ([[low x, y, z],
+    [high x, y, z]]; for the cube, z = its resting height). Episodes never end early.
     """
 
-    home = (1.571, 0.742, 0.0, -1.571, 0.0, 3.054, 1.4487)  # the benchmark's start pose, joints 1-7
+    home = (1.571, 0.742, 0.0, -1.571, 0.0, 3.054, 1.449)  # the benchmark's start pose, joints 1-7
     target_low = jnp.array([0.3491, 0.0, -3.0718, 2.3562])  # joints 1, 2, 4, 6
     target_high = jnp.array([2.7925, 1.48353, -0.0698, 3.7525])
-    frames = 10
+    frames = 25
 
-    def __init__(self, goal_region, cube_region=None, walls=()):
-        self.cube, self.walls = cube_region is not None, list(walls)
+    def __init__(self, goal_region, cube_region=None, walls=None):
+        self.cube, self.walls = cube_region is not None, walls or {}
+        pairs = [("table", "hand")]
+        if self.cube and not self.walls:
+            pairs = [("cube", g) for g in ["table", "hand", "left_finger", "right_finger"]]
+            pairs += [("table", "hand"), ("table", "left_finger"), ("table", "right_finger")]
+            pairs += [("left_finger", "right_finger")]
+        elif self.cube:  # the benchmark's binpick pairs, each listed twice there but for three: kept so
+            twice = lambda a, bs: [(a, b) for b in bs for _ in range(2)]
+            pairs = [("cube", "table")] + twice("cube", list(self.walls) + ["hand", "left_finger", "right_finger"])
+            pairs += twice("table", ["hand"]) + [("table", "left_finger"), ("table", "right_finger")]
+            pairs += twice("left_finger", self.walls) + twice("right_finger", self.walls) + twice("hand", self.walls)
+            pairs += twice("left_finger", ["right_finger"])
+        self.xml = panda_xml(self.cube, self.walls, pairs)
         with contextlib.redirect_stdout(io.StringIO()):
-            self.model = mujoco.MjModel.from_xml_string(panda_xml(self.cube, walls))
+            self.model = mujoco.MjModel.from_xml_string(self.xml)
         self.mjx_model = mjx.put_model(self.model)
         self.data = mjx.make_data(self.mjx_model)
         self.goal_region = jnp.array(goal_region, dtype=jnp.float32)
         self.cube_region = None if cube_region is None else jnp.array(cube_region, dtype=jnp.float32)
         self.action_dim, self.state_dim = (5, 17) if self.cube else (4, 13)
-        self.grip, self.hand = self.model.site("grip").id, self.model.body("hand").id
+        self.wrist, self.grip = self.model.body("link7").id, self.model.site("grip").id
 
     @property
     def compiler_options(self):
@@ -1741,59 +1877,59 @@ class PandaArm(Task):
 
     def init(self, key):
         k_cube, k_goal = jax.random.split(key)
-        qpos = jnp.array(self.home + (0.04, 0.04))  # fingers open
+        qpos = jnp.array(self.home + ((0.04, 0.04) if self.cube else ()))
         if self.cube:
-            cube_xyz = jax.random.uniform(k_cube, (3,), minval=self.cube_region[0], maxval=self.cube_region[1])
-            qpos = jnp.concatenate([qpos, cube_xyz, jnp.array([1.0, 0, 0, 0])])
+            cube_xy = jax.random.uniform(k_cube, (2,), minval=self.cube_region[0], maxval=self.cube_region[1])
+            qpos = jnp.concatenate([qpos, cube_xy, jnp.array([0.07, 1.0, 0, 0, 0])])
         goal = jax.random.uniform(k_goal, (3,), minval=self.goal_region[0], maxval=self.goal_region[1])
-        return self.positions(self.data.replace(qpos=qpos, ctrl=qpos[:9])), goal
+        return self.positions(self.data.replace(qpos=qpos)), goal
 
     def step(self, data, action):
         action = jnp.clip(action, -1.0, 1.0)
         targets = self.target_low + (action[:4] + 1) * (self.target_high - self.target_low) / 2
-        arm = jnp.array(self.home).at[jnp.array([0, 1, 3, 5])].set(targets)
-        fingers = jnp.where(action[4] > 0, 0.0, 0.04) if self.cube else 0.04
-        data = data.replace(ctrl=jnp.concatenate([arm, jnp.full(2, fingers)]))
+        ctrl = jnp.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.4487]).at[jnp.array([0, 1, 3, 5])].set(targets)
+        if self.cube:  # closed (target 0) when > 0, else open (255: 8 cm per finger)
+            ctrl = jnp.concatenate([ctrl, jnp.full(2, jnp.where(action[4] > 0, 0.0, 255.0))])
+        data = data.replace(ctrl=ctrl)
         data = jax.lax.fori_loop(0, self.frames, lambda _, d: mjx.step(self.mjx_model, d), data)
         return self.positions(data)
 
     def state(self, data):
-        grip = data.site_xpos[self.grip]
-        grip_velocity = mjx.jac(self.mjx_model, data, grip, self.hand)[0].T @ data.qvel
-        arm = [data.qpos[:7], grip, grip_velocity]
+        wrist = data.xpos[self.wrist]
+        wrist_velocity = mjx.jac(self.mjx_model, data, wrist, self.wrist)[0].T @ data.qvel
+        arm = [data.qpos[:7], wrist, wrist_velocity]
         if not self.cube:
             return jnp.concatenate(arm)
         return jnp.concatenate([data.qpos[9:12], *arm, data.qpos[7:8] + data.qpos[8:9]])
 
     @functools.cached_property
-    def render_system(self):  # the same bodies for brax's viewer, without contact pairs and actuators
-        xml = re.sub("<contact>.*</contact>|<actuator>.*</actuator>", "", panda_xml(self.cube, []))
-        return brax_mjcf.loads(xml.replace("</worldbody>", GOAL_MARKER.replace("0.5", "0.02") + "</worldbody>"))
+    def render_system(self):  # the same bodies for brax's viewer, without contacts, equality and actuators
+        xml = re.sub("<contact>.*</contact>|<actuator>.*</actuator>|<equality>.*</equality>", "", self.xml)
+        return brax_mjcf.loads(xml.replace("</worldbody>", GOAL_MARKER.replace("0.5", "0.03") + "</worldbody>"))
 
     @functools.cached_property
-    def render_bodies(self):  # brax fuses the hand into link 7 (no joint between them): the bodies it kept
+    def render_bodies(self):  # the bodies brax's viewer kept (all but the goal marker)
         return jnp.array([self.model.body(name).id for name in self.render_system.link_names[:-1]])
 
     def render_frame(self, data, goal):
         return viewer_frame(data.xpos[self.render_bodies], data.xquat[self.render_bodies], goal)
 
 
-def arm_push(cube_region, goal_region):  # xy regions on the table; z is the cube's resting height
-    lift = lambda region: [[*region[0], CUBE_HALF], [*region[1], CUBE_HALF]]
-    return PandaArm(lift(goal_region), lift(cube_region))
+def arm_push(cube_centre, goal_centre, spread):  # cube and goal uniform within +-spread of their centres (x, y)
+    square = lambda c, z: [[c[0] - spread, c[1] - spread, *z], [c[0] + spread, c[1] + spread, *z]]
+    return PandaArm(square(goal_centre, (CUBE_HALF,)), square(cube_centre, ()))
 
 
-def arm_binpick(spread):  # cube in the bin at x = -0.2, goal in the bin at x = +0.2, each +-spread around the centre
-    region = lambda x: [[x - spread, 0.55 - spread, CUBE_HALF], [x + spread, 0.55 + spread, CUBE_HALF]]
-    return PandaArm(region(0.2), region(-0.2), walls=bin_walls((-0.2, 0.55)) + bin_walls((0.2, 0.55)))
+def arm_binpick(bin_x, cube_x, spread, inner):  # from the bin at x = -bin_x to the one at +bin_x, both at y = 0.6
+    walls = bin_walls("bin_a", (-bin_x, 0.6), inner) | bin_walls("bin_b", (bin_x, 0.6), inner)
+    square = lambda x, z: [[x - spread, 0.6 - spread, *z], [x + spread, 0.6 + spread, *z]]
+    return PandaArm(square(bin_x, (CUBE_HALF,)), square(cube_x, ()), walls)
 
 
-# Robot geoms that meet the walls besides the feet (which collide already: contype 1 in brax's XML). Every
-# (geom, wall box) pair is a contact test per substep, so the humanoid's trunk and leg capsules would cost a
-# factor of 3 (README#notes-and-deviations). Its walls (1 unit tall) stop below its chest, so the pelvis and the
-# feet are what touch them.
-ANT_WALL_GEOMS = ("torso_geom",)
-HUMANOID_WALL_GEOMS = ("butt",)
+# The ant's geoms that meet the walls besides the feet (which collide already: contype 1 in brax's XML), as in
+# the benchmark's ant_maze.xml: the torso and the four hip capsules. Every (geom, wall box) pair is a contact test
+# per physics substep. The humanoid collides everywhere (benchmark_humanoid).
+ANT_WALL_GEOMS = ("torso_geom", "aux_1_geom", "aux_2_geom", "aux_3_geom", "aux_4_geom")
 
 
 def ant_maze(layout, goal_cells=None):
@@ -1801,53 +1937,60 @@ def ant_maze(layout, goal_cells=None):
 
 
 def humanoid_maze(layout, goal_cells=None):  # the benchmark's humanoid mazes have 2-unit cells
-    return Locomotion("humanoid", layout, goal_cells, size=2.0, wall_geoms=HUMANOID_WALL_GEOMS, goal_z=(1.25,))
+    return Locomotion("humanoid", layout, goal_cells, size=2.0, goal_z=(1.25,), benchmark_humanoid=True)
 
 
-# Humanoid state: brax's observation with positions kept, 246 numbers (q 24, qd 23, per-link inertia 110 and
-# velocity 66 about the centre of mass, actuator forces 23). The benchmark's 268 also hold its goal marker body
-# (2 slide joints, one more link); ours keeps the goal out of the state (README#notes-and-deviations).
-# The humanoid's goal height 1.25 is about its standing torso height (the benchmark's choice).
-def maze_ids(robot, make, layouts, state_dim, goal_indices, episode_length=1000):
+# Humanoid state: brax's observation with positions kept, 268 numbers as in the benchmark: q 26 and qd 25 (the
+# goal body's two slide joints included), per-link inertia 120 and velocity 72 about the centre of mass (12
+# links, the goal body's among them), actuator forces 25. The goal height 1.25 is about the standing torso's.
+def maze_ids(
+    robot, make, layouts, state_dim, goal_indices, episode_length=1000, eval_goals=MAZE_EVAL_GOALS, fixed=True
+):
     """`{robot}_{layout}` with goals in every G cell and `{robot}_{layout}_eval` with goals only in the layout's
-    far cells (MAZE_EVAL_GOALS), for each layout: the same walls, start and physics."""
+    far cells (eval_goals), for each layout: the same walls, start and physics."""
     specs = {}
     for layout in layouts:
-        for suffix, cells in [("", None), ("_eval", MAZE_EVAL_GOALS[layout])]:
+        for suffix, cells in [("", None), ("_eval", eval_goals[layout])]:
             make_maze = functools.partial(make, layout, cells)
-            specs[f"{robot}_{layout}{suffix}"] = EnvSpec(make_maze, state_dim, goal_indices, 0.5, episode_length)
+            specs[f"{robot}_{layout}{suffix}"] = EnvSpec(make_maze, state_dim, goal_indices, 0.5, episode_length, fixed)
     return specs
+
+
+HUMANOID_EVAL_GOALS = MAZE_EVAL_GOALS | {"big_maze": sorted(MAZE_EVAL_GOALS["big_maze"] + [(2, 5)])}
+
+
+def default_eval_env_id(env_id):
+    """Where a run is evaluated by default, as in the paper's code: a maze's far-goal split where that code has one
+    (every layout but the hardest maze, whose split is ours), else env_id itself."""
+    split = f"{env_id}_eval"
+    return split if split in ENVIRONMENTS and "hardest" not in env_id else env_id
 
 
 ENVIRONMENTS = {
     "reacher": EnvSpec(Reacher, 10, (0, 1, 2), 0.05, 1000),
     "pusher_easy": EnvSpec(lambda: Pusher([[-0.55, -0.2], [-0.25, 0.2]]), 20, (10, 11, 12), 0.1, 1000),
     "pusher_hard": EnvSpec(lambda: Pusher([[-0.65, -0.55], [0.35, 0.45]]), 20, (10, 11, 12), 0.1, 1000),
-    **maze_ids("point", PointMaze, ["u_maze"], 2, (0, 1), episode_length=100),
-    **maze_ids("point", PointMaze, ["big_maze"], 2, (0, 1)),
+    **maze_ids("point", PointMaze, ["u_maze"], 2, (0, 1), episode_length=100, fixed=False),
+    **maze_ids("point", PointMaze, ["big_maze"], 2, (0, 1), fixed=False),
     "ant": EnvSpec(lambda: Locomotion("ant"), 29, (0, 1), 0.5, 1000),
     **maze_ids("ant", ant_maze, ["u_maze", "u4_maze", "u5_maze", "big_maze", "hardest_maze"], 29, (0, 1)),
-    "humanoid": EnvSpec(lambda: Locomotion("humanoid", radius=(1.0, 5.0), goal_z=(1.25,)), 246, (0, 1, 2), 0.5, 1000),
-    **maze_ids("humanoid", humanoid_maze, ["u_maze", "big_maze"], 246, (0, 1, 2)),
-    # Arm tasks (Panda + cube, MJX): success = the cube (reach: the gripper) within 0.1 of the goal. Regions are
-    # ours, inside the arm's reach (the base is at the origin, facing +y): push easy = adjacent 20 cm squares
-    # (cube x -0.2..0, goal x 0..0.2, y 0.5..0.7); push hard = 40 x 30 cm regions 0.3 apart (cube x -0.35..0.05,
-    # goal x -0.05..0.35, y 0.45..0.75); binpick = from the bin at x = -0.2 into the bin at x = +0.2 (inner
-    # 24 cm squares, 6 cm walls, y = 0.55), cube and goal +-5 cm (easy) or +-10 cm (hard) around the bin centres;
-    # reach = a gripper point in a 30 cm cube around (0, 0.6, 0.2). The benchmark's reach box, (0, 0.5, 0.3) +- 0.2,
-    # is for its wrist (link 7's origin, 20 cm behind the gripper point): for the gripper point a fifth of that box
-    # is out of the action's reach, ours is within it (benchmarks/arm_workspace.py, README#environments).
-    # Episodes: 150 steps of 0.05 s (reach 50); the paper's Table 1 scores are out of 1000 steps: pass
-    # --episode-length 1000 to compare.
-    "arm_reach": EnvSpec(lambda: PandaArm([[-0.15, 0.45, 0.05], [0.15, 0.75, 0.35]]), 13, (7, 8, 9), 0.1, 50),
-    "arm_push_easy": EnvSpec(
-        lambda: arm_push([[-0.2, 0.5], [0.0, 0.7]], [[0.0, 0.5], [0.2, 0.7]]), 17, (0, 1, 2), 0.1, 150
+    "humanoid": EnvSpec(
+        lambda: Locomotion("humanoid", radius=(1.0, 5.0), goal_z=(1.25,), benchmark_humanoid=True),
+        268,
+        (0, 1, 2),
+        0.5,
+        1000,
     ),
-    "arm_push_hard": EnvSpec(
-        lambda: arm_push([[-0.35, 0.45], [0.05, 0.75]], [[-0.05, 0.45], [0.35, 0.75]]), 17, (0, 1, 2), 0.1, 150
-    ),
-    "arm_binpick_easy": EnvSpec(lambda: arm_binpick(0.05), 17, (0, 1, 2), 0.1, 150),
-    "arm_binpick_hard": EnvSpec(lambda: arm_binpick(0.1), 17, (0, 1, 2), 0.1, 150),
+    **maze_ids("humanoid", humanoid_maze, ["u_maze", "big_maze"], 268, (0, 1, 2), eval_goals=HUMANOID_EVAL_GOALS),
+    # Arm tasks (Panda + cube, MJX), as in the paper's code: success = the cube (reach: link 7's origin) within 0.1 of
+    # the goal; cube and goal centres (x, y) and spreads: push easy (-0.1, 0.6) -> (0.1, 0.6) +-0.1, push hard
+    # (-0.25, 0.65) -> (0.25, 0.65) +-0.25, binpick easy from (-0.15, 0.6) into the bin at (0.17, 0.6) +-0.09 (bins
+    # of inner half-width 0.135), binpick hard (-0.3, 0.6) -> (0.3, 0.6) +-0.15 (0.185); reach (0, 0.5, 0.3) +-0.2.
+    "arm_reach": EnvSpec(lambda: PandaArm([[-0.2, 0.3, 0.1], [0.2, 0.7, 0.5]]), 13, (7, 8, 9), 0.1, 1000),
+    "arm_push_easy": EnvSpec(lambda: arm_push((-0.1, 0.6), (0.1, 0.6), 0.1), 17, (0, 1, 2), 0.1, 1000),
+    "arm_push_hard": EnvSpec(lambda: arm_push((-0.25, 0.65), (0.25, 0.65), 0.25), 17, (0, 1, 2), 0.1, 1000),
+    "arm_binpick_easy": EnvSpec(lambda: arm_binpick(0.17, -0.15, 0.09, 0.135), 17, (0, 1, 2), 0.1, 1000),
+    "arm_binpick_hard": EnvSpec(lambda: arm_binpick(0.3, -0.3, 0.15, 0.185), 17, (0, 1, 2), 0.1, 1000),
 }
 
 

@@ -1,13 +1,16 @@
-"""The manipulation tasks (Panda arm + cube, MJX): stepping is finite, the cube stays on the table and inside the
-bins, goals and cubes start inside their declared regions, and scripted policies solve arm_reach and
-arm_push_easy (so the tasks are solvable and the success metric reads the right entries).
+"""The manipulation tasks (Panda arm + cube, MJX), built as the paper's code builds them: geometry, timing and
+episode length; stepping is finite, the cube stays on the table and out of the bin walls, goals and cubes start
+inside their regions, and scripted policies do far better than random actions on arm_reach and arm_push_easy
+(so the tasks are solvable and the success metric reads the right entries).
 
-MJX costs 30-60 s of compilation per environment and ~1-2k env steps/s on 2 CPU cores, so everything here is
-marked slow except one random-action test on arm_push_easy: `python -m pytest -m slow tests/test_arm.py`.
+MJX costs 30-60 s of compilation per environment and 25-1000 env steps/s on 2 CPU cores, so everything here is
+marked slow except the geometry test and one random-action test on arm_push_easy:
+`python -m pytest -m slow tests/test_arm.py`.
 """
 
 import jax
 import jax.numpy as jnp
+import mujoco
 import numpy as np
 import pytest
 from mujoco import mjx
@@ -37,35 +40,81 @@ def random_policy(env):
     return lambda obs, key: jax.random.uniform(key, (obs.shape[0], env.action_dim), minval=-1, maxval=1)
 
 
-def test_every_arm_task_is_registered_with_the_benchmark_dimensions():
+def test_every_arm_task_is_the_benchmarks_geometry_timing_and_episode():
     assert ARMS == ["arm_reach", "arm_push_easy", "arm_push_hard", "arm_binpick_easy", "arm_binpick_hard"]
+    expected = {  # cube centre, goal centre, spread (x, y), bin inner half-width; reach: the goal box of link 7
+        "arm_push_easy": ((-0.1, 0.6), (0.1, 0.6), 0.1, None),
+        "arm_push_hard": ((-0.25, 0.65), (0.25, 0.65), 0.25, None),
+        "arm_binpick_easy": ((-0.15, 0.6), (0.17, 0.6), 0.09, 0.135),
+        "arm_binpick_hard": ((-0.3, 0.6), (0.3, 0.6), 0.15, 0.185),
+    }
     for env_id in ARMS:
-        spec = crl.ENVIRONMENTS[env_id]
-        assert spec.success_radius == 0.1
-        if env_id == "arm_reach":  # the gripper point is the goal
-            assert (spec.state_dim, spec.goal_indices) == (13, (7, 8, 9))
-        else:  # the cube is the goal
-            assert (spec.state_dim, spec.goal_indices) == (17, (0, 1, 2))
+        spec, arm = crl.ENVIRONMENTS[env_id], crl.ENVIRONMENTS[env_id].make()
+        model = arm.model
+        assert (spec.success_radius, spec.episode_length, spec.fixed_goals) == (0.1, 1000, True)
+        assert (model.opt.timestep, arm.frames, model.opt.iterations, model.opt.ls_iterations) == (0.002, 25, 6, 12)
+        assert model.opt.integrator == mujoco.mjtIntegrator.mjINT_IMPLICITFAST
+        np.testing.assert_allclose(arm.home, [1.571, 0.742, 0, -1.571, 0, 3.054, 1.449])
+        gains = model.actuator_gainprm[:7, 0], -model.actuator_biasprm[:7, 1], -model.actuator_biasprm[:7, 2]
+        np.testing.assert_allclose(
+            np.stack(gains),
+            [
+                [4500, 4500, 2000, 2000, 1000, 1000, 1000],
+                [4500] * 2 + [3500] * 2 + [2000] * 3,
+                [450] * 2 + [350] * 2 + [200] * 3,
+            ],
+        )
+        if env_id == "arm_reach":  # link 7's origin is the goal
+            assert (spec.state_dim, spec.goal_indices, model.npair) == (13, (7, 8, 9), 1)
+            np.testing.assert_allclose(arm.goal_region, [[-0.2, 0.3, 0.1], [0.2, 0.7, 0.5]])
+            continue
+        assert (spec.state_dim, spec.goal_indices) == (17, (0, 1, 2))
+        cube = model.body("cube").id
+        np.testing.assert_allclose(
+            [model.body_mass[cube], *model.geom_size[model.geom("cube").id]], [0.216, 0.03, 0.03, 0.03]
+        )
+        np.testing.assert_allclose(model.jnt_range[model.joint("left_finger").id], [0, 0.08])
+        cube_centre, goal_centre, spread, inner = expected[env_id]
+        np.testing.assert_allclose(
+            arm.cube_region, [np.subtract(cube_centre, spread), np.add(cube_centre, spread)], atol=1e-6
+        )
+        np.testing.assert_allclose(
+            arm.goal_region[:, :2], [np.subtract(goal_centre, spread), np.add(goal_centre, spread)], atol=1e-6
+        )
+        np.testing.assert_allclose(arm.goal_region[:, 2], crl.CUBE_HALF)
+        if inner is None:
+            assert model.npair == 8 and not arm.walls
+            continue
+        assert model.npair == 77 and model.opt.impratio == 10  # the benchmark's binpick pairs, most listed twice
+        walls = np.array([[*map(float, c.split()), *map(float, s.split())] for c, s in arm.walls.values()])
+        bin_x = goal_centre[0]
+        centres = np.array([[-bin_x, 0.6]] * 4 + [[bin_x, 0.6]] * 4)  # bin A's walls, then bin B's
+        inner_faces = np.abs(walls[:, :2] - centres) - walls[:, 3:5]
+        np.testing.assert_allclose(np.max(np.where(walls[:, 3:5] < 0.01, inner_faces, 0), axis=1), inner, atol=1e-9)
+        np.testing.assert_allclose(walls[:, [2, 5]], 0.033)  # 6.6 cm tall, standing on the table
+        hand_and_fingers = {model.geom(g).name for g in ["hand", "left_finger", "right_finger"]}
+        pairs = [{model.geom(int(a)).name, model.geom(int(b)).name} for a, b in zip(model.pair_geom1, model.pair_geom2)]
+        met_by_walls = {name for pair in pairs if any("bin" in n for n in pair) for name in pair}
+        assert hand_and_fingers <= met_by_walls, "the hand and the fingers meet the bin walls, as in the benchmark"
 
 
 @pytest.mark.parametrize(
     "env_id", [pytest.param(e, marks=() if e in IN_DEFAULT_SUITE else pytest.mark.slow) for e in ARMS]
 )
 def test_500_random_steps_are_finite_and_the_cube_stays_on_the_table_and_out_of_the_walls(env_id):
-    env = crl.GoalEnv(env_id)
+    env = crl.GoalEnv(env_id, episode_length=250)  # resets inside the rollout
     obs, dist, done = rollout(env, random_policy(env), num_envs=8, num_steps=500)
     assert obs.shape == (500, 8, env.obs_dim) and np.all(np.isfinite(obs)) and np.all(np.isfinite(dist))
-    assert done.sum() == 500 // env.episode_length * 8, "an automatic reset at every time limit"
+    assert done.sum() == 2 * 8, "an automatic reset at every time limit"
     if env_id == "arm_reach":
         return
     cube = obs[..., :3]
-    # pressed by the arm's full joint torques the cube sinks into the table a little (push: 5 mm at most seen);
-    # wedged between a pad and a bin wall it once sank 2 cm (binpick_hard, 1 of 8000 steps) but never through
-    sink = 0.007 if "push" in env_id else 0.021
-    assert cube[..., 2].min() > crl.CUBE_HALF - sink, "the cube stays on the table"
-    for centre, half in [(np.array(c.split(), float), np.array(s.split(), float)) for c, s in env.task.walls]:
-        inside = np.all(np.abs(cube - centre) < half + crl.CUBE_HALF - 0.005, axis=-1)
-        assert not inside.any(), "the cube's centre never comes within 1.5 cm of a wall's middle"
+    # the benchmark's soft contacts (MuJoCo's pair defaults) let the arm press the cube into the table by up to
+    # about a centimetre; never through it
+    assert cube[..., 2].min() > crl.CUBE_HALF - 0.015, "the cube stays on the table"
+    for centre, half in [(np.array(c.split(), float), np.array(s.split(), float)) for c, s in env.task.walls.values()]:
+        inside = np.all(np.abs(cube - centre) < half + crl.CUBE_HALF - 0.01, axis=-1)
+        assert not inside.any(), "the cube never passes a wall: its centre stays 2 cm or more from a wall's middle"
     print(f"{env_id}: cube height {cube[..., 2].min():.4f}..{cube[..., 2].max():.3f}")
 
 
@@ -75,89 +124,109 @@ def test_goals_and_cubes_start_only_inside_their_declared_regions(env_id):
     env = crl.GoalEnv(env_id)
     obs = np.asarray(jax.jit(lambda key: env.reset(key, 2000).obs)(jax.random.PRNGKey(0)))
     arm = env.task
-    regions = [(obs[:, env.state_dim :], arm.goal_region)] + ([(obs[:, :3], arm.cube_region)] if arm.cube else [])
+    regions = [(obs[:, env.state_dim :], arm.goal_region)] + ([(obs[:, :2], arm.cube_region)] if arm.cube else [])
     for points, (low, high) in regions:
         low, high = np.asarray(low), np.asarray(high)
         assert np.all(points >= low - 1e-6) and np.all(points <= high + 1e-6)
-        spread = high - low  # uniform: the samples reach near every face of a box (z is fixed for cubes on the table)
+        spread = high - low  # uniform: the samples reach near every face of a box (z is fixed for goals on the table)
         np.testing.assert_allclose(points.min(0), low, atol=0.02 * spread.max())
         np.testing.assert_allclose(points.max(0), high, atol=0.02 * spread.max())
-    if arm.cube:  # the cube starts at rest on the table, the gripper open
-        np.testing.assert_allclose(obs[:, 2], crl.CUBE_HALF, atol=1e-6)
+    if arm.cube:  # the cube is dropped from 7 cm, the gripper open 4 cm per finger
+        np.testing.assert_allclose(obs[:, 2], 0.07, atol=1e-6)
         np.testing.assert_allclose(obs[:, 16], 0.08, atol=1e-6)
 
 
-# ---- scripted policies: inverse kinematics of the gripper point for joints 1, 2, 4, 6 (the action's joints) ----
-ACTION_JOINTS = jnp.array([0, 1, 3, 5])
+# ---- scripted policies. The benchmark's joints 3-7 settle short of their targets (gain below stiffness, joint 6
+# at its 12 N m force limit), so the policies do not invert kinematics: they look actions up in a table of where
+# the arm comes to rest under each of 4000 random actions (MuJoCo, 1 s each), averaging the 8 nearest. ----
 
 
-def gripper_ik(arm, joints, target, weight=0.3, iterations=12):
-    """Joint 1, 2, 4, 6 angles within the action's ranges that put the gripper point at `target`, with the hand as
-    near to pointing down as `weight` asks (Gauss-Newton on MJX's own forward kinematics from the current angles;
-    the last iterations drop the hand term, so that where joint 6's range cannot point the hand down, the
-    position still comes out exact)."""
-
-    def residual(x, weight):
-        qpos = arm.data.qpos.at[:7].set(joints.at[ACTION_JOINTS].set(x))
-        data = mjx.kinematics(arm.mjx_model, arm.data.replace(qpos=qpos))
-        hand_z = data.site_xmat[arm.grip][:, 2] + jnp.array([0.0, 0.0, 1.0])  # the hand's z axis should be -z
-        return jnp.concatenate([data.site_xpos[arm.grip] - target, weight * hand_z])
-
-    def gauss_newton(i, x):
-        w = jnp.where(i < iterations - 4, weight, 0.0)
-        jac = jax.jacfwd(residual)(x, w)
-        step = jnp.linalg.solve(jac.T @ jac + 1e-4 * jnp.eye(4), jac.T @ residual(x, w))
-        return jnp.clip(x - step, arm.target_low, arm.target_high)
-
-    return jax.lax.fori_loop(0, iterations, gauss_newton, joints[ACTION_JOINTS])
+def resting_poses(arm, num=4000, seed=0):
+    """(actions (num, 4), resting positions of the fingertips (num, 3)), gripper closed, cube out of the way."""
+    model, data = arm.model, mujoco.MjData(arm.model)
+    low, high = np.asarray(arm.target_low), np.asarray(arm.target_high)
+    actions = np.random.default_rng(seed).uniform(-1, 1, (num, 4))
+    tips = np.zeros((num, 3))
+    for i, action in enumerate(actions):
+        mujoco.mj_resetData(model, data)
+        data.qpos[:7] = arm.home
+        if arm.cube:
+            data.qpos[9:16] = [1.5, 1.5, crl.CUBE_HALF, 1, 0, 0, 0]
+        data.ctrl[:7] = np.array([0, 0, 0, 0, 0, 0, 1.4487])
+        data.ctrl[[0, 1, 3, 5]] = low + (action + 1) * (high - low) / 2
+        for _ in range(500):
+            mujoco.mj_step(model, data)
+        tips[i] = data.site_xpos[arm.grip]
+    return jnp.asarray(actions, jnp.float32), jnp.asarray(tips, jnp.float32)
 
 
-def command(arm, joints, x, max_change=0.15):
-    """The action that moves joints 1, 2, 4, 6 toward angles `x` by at most `max_change` rad per step: a slow,
-    straight path in joint space (the home pose cannot point the hand down, so a Cartesian path from it can't)."""
-    x = joints[ACTION_JOINTS] + jnp.clip(x - joints[ACTION_JOINTS], -max_change, max_change)
-    return 2 * (x - arm.target_low) / (arm.target_high - arm.target_low) - 1
+def lookup(table, target, k=8):
+    """The action whose resting fingertips land at `target`: the inverse-distance average of the k nearest."""
+    actions, tips = table
+    neg_d2, nearest = jax.lax.top_k(-jnp.sum((tips - target) ** 2, -1), k)
+    weights = 1.0 / (1e-6 - neg_d2)
+    return jnp.sum(weights[:, None] * actions[nearest], 0) / jnp.sum(weights)
+
+
+def fingertips(arm, joints):
+    qpos = arm.data.qpos.at[:7].set(joints)
+    return mjx.kinematics(arm.mjx_model, arm.data.replace(qpos=qpos)).site_xpos[arm.grip]
 
 
 def reach_policy(env):
+    """Link 7's origin to the goal: the table of resting link-7 positions instead of fingertips."""
+    arm, model, data = env.task, env.task.model, mujoco.MjData(env.task.model)
+    actions, _ = resting_poses(arm)
+    wrists = np.zeros((len(actions), 3))
+    low, high = np.asarray(arm.target_low), np.asarray(arm.target_high)
+    for i, action in enumerate(np.asarray(actions)):
+        mujoco.mj_resetData(model, data)
+        data.qpos[:7], data.ctrl[:7] = arm.home, [0, 0, 0, 0, 0, 0, 1.4487]
+        data.ctrl[[0, 1, 3, 5]] = low + (action + 1) * (high - low) / 2
+        for _ in range(500):
+            mujoco.mj_step(model, data)
+        wrists[i] = data.xpos[arm.wrist]
+    table = (actions, jnp.asarray(wrists, jnp.float32))
+    return lambda obs, key: jax.vmap(lambda o: lookup(table, o[13:16]))(obs)
+
+
+def push_policy(env, high=0.10, low=0.012):
+    """Closed gripper: fingertips above a point 7 cm behind the cube (seen from the goal), down, then sweep through
+    the cube to the goal; lift when low and out of line; hold still once the cube is there."""
+    arm, table = env.task, resting_poses(env.task)
+
     def act(obs):
-        joints, goal = obs[:7], obs[13:16]
-        return command(env.task, joints, gripper_ik(env.task, joints, goal, weight=0.0))  # high goals: tilted
-
-    return lambda obs, key: jax.vmap(act)(obs)
-
-
-def push_policy(env):
-    """Closed gripper: go 6 cm behind the cube (seen from the goal) at 12 cm height, descend, push toward the goal."""
-
-    def act(obs):
-        cube, joints, grip, goal = obs[:3], obs[3:10], obs[10:13], obs[17:20]
+        cube, joints, goal = obs[:3], obs[3:10], obs[17:20]
+        tips = fingertips(arm, joints)
         u = (goal - cube)[:2] / (jnp.linalg.norm((goal - cube)[:2]) + 1e-6)
-        behind = cube[:2] - 0.06 * u
-        rel = grip[:2] - cube[:2]
-        lateral = jnp.linalg.norm(rel - (rel @ u) * u)
-        aligned = (rel @ u < -0.03) & (lateral < 0.015)
-        above_behind = jnp.linalg.norm(grip[:2] - behind) < 0.015
-        push = aligned & (grip[2] < 0.05)
-        target_xy = jnp.where(push, grip[:2] + 0.04 * u - 0.5 * (rel - (rel @ u) * u), behind)
-        target_z = jnp.where(push | above_behind, 0.03, 0.12)
-        target = jnp.append(target_xy, target_z)
-        target = jnp.where(jnp.linalg.norm((goal - cube)[:2]) < 0.02, grip, target)  # arrived: hold still
-        x = gripper_ik(env.task, joints, target)
-        return jnp.append(command(env.task, joints, x), 1.0)  # > 0: gripper closed
+        rel = tips[:2] - cube[:2]
+        in_line = (rel @ u < -0.03) & (jnp.linalg.norm(rel - (rel @ u) * u) < 0.045)
+        is_low = tips[2] < 0.045
+        behind = cube[:2] - 0.07 * u
+        target = jnp.where(in_line, jnp.append(behind, low), jnp.append(behind, high))
+        target = jnp.where(in_line & is_low, jnp.append(goal[:2] + 0.03 * u, low), target)
+        target = jnp.where(~in_line & is_low, jnp.append(tips[:2], high), target)
+        target = jnp.where(jnp.linalg.norm((goal - cube)[:2]) < 0.03, jnp.append(tips[:2], high), target)
+        return jnp.append(lookup(table, target), 1.0)  # > 0: gripper closed
 
     return lambda obs, key: jax.vmap(act)(obs)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "env_id, policy, min_success", [("arm_reach", reach_policy, 0.9), ("arm_push_easy", push_policy, 0.7)]
+    "env_id, policy, min_success", [("arm_reach", reach_policy, 0.45), ("arm_push_easy", push_policy, 0.45)]
 )
-def test_a_scripted_policy_succeeds_on_most_episodes(env_id, policy, min_success):
-    env = crl.GoalEnv(env_id)
-    dist = rollout(env, policy(env), num_envs=32, num_steps=env.episode_length)[1]
-    success = (dist < env.success_radius).any(0)
-    print(f"{env_id}: scripted success {success.mean():.2f}, final distance {dist[-1].mean():.3f}")
-    assert success.mean() >= min_success
-    random_dist = rollout(env, random_policy(env), num_envs=32, num_steps=env.episode_length)[1]
-    assert success.mean() > (random_dist < env.success_radius).any(0).mean() + 0.3, "far better than random actions"
+def test_a_scripted_policy_does_far_better_than_random_actions(env_id, policy, min_success):
+    """100-step episodes (5 s), 64 of each. Measured (seed 0): arm_reach success 0.53 and 49.6 steps near the goal
+    against random actions' 0.22 and 1.0 (much of the benchmark's reach box is out of the settled arm's reach:
+    README#environments); arm_push_easy 0.58 and 38.0 against 0.23 and 11.0."""
+    env = crl.GoalEnv(env_id, episode_length=100)
+    dist = rollout(env, policy(env), num_envs=64, num_steps=env.episode_length)[1]
+    random_dist = rollout(env, random_policy(env), num_envs=64, num_steps=env.episode_length)[1]
+    near, random_near = dist < env.success_radius, random_dist < env.success_radius
+    print(
+        f"{env_id}: scripted success {near.any(0).mean():.2f}, time near goal {near.sum(0).mean():.1f}; random "
+        f"{random_near.any(0).mean():.2f}, {random_near.sum(0).mean():.1f}"
+    )
+    assert near.any(0).mean() >= min_success and near.any(0).mean() > random_near.any(0).mean() + 0.2
+    assert near.sum(0).mean() > 3 * random_near.sum(0).mean(), "and it stays near the goal"

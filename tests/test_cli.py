@@ -70,6 +70,8 @@ BAD = [
     (["--num-seeds", "0"], "--num-seeds", ">= 1"),
     (["--logsumexp-penalty", "-0.1"], "--logsumexp-penalty", ">= 0"),
     (["--target-entropy-scale", "-1"], "--target-entropy-scale", ">= 0"),
+    (["--eval-env-id", "nope"], "--eval-env-id", "is unknown"),
+    (["--eval-env-id", "ant_u_maze"], "--eval-env-id", "does not fit --env-id point_u_maze"),
 ]
 
 

@@ -286,3 +286,61 @@ def test_maze_init_can_start_in_any_cell_with_given_goal_cells(env_id):
         np.testing.assert_allclose(torso, obs[:, :2], atol=1e-4)
         after = jax.jit(jax.vmap(task.step))(states, jnp.zeros((64, task.action_dim)))
         assert np.all(np.abs(np.asarray(after.obs[:, :2]) - start) <= 0.6), "and stays there when stepped"
+
+
+def test_fixed_goals_restore_each_environments_first_start_and_goal_at_every_reset():
+    """The paper's protocol (brax's AutoResetWrapper): each training environment keeps one start and goal."""
+    for fixed in [True, False]:
+        env = crl.GoalEnv("point_u_maze", episode_length=10, fixed_goals=fixed)
+        final, (obs, done) = random_rollout(env, num_envs=32, num_steps=30)
+        first = np.asarray(env.reset(jax.random.split(jax.random.PRNGKey(0))[0], 32).obs)  # random_rollout's reset
+        restarts = np.asarray(obs)[np.asarray(done)].reshape(3, 32, -1)  # obs right after each automatic reset
+        assert np.all(np.asarray(final.traj_id) == 3), "a new trajectory at every reset, fixed or not"
+        if fixed:
+            assert np.array_equal(restarts, np.broadcast_to(first, restarts.shape))
+        else:
+            assert not np.any(np.all(restarts[..., 2:] == first[:, 2:], axis=-1)), "fresh goals"
+
+
+def test_paper_environments_default_to_fixed_goals_and_to_their_far_goal_evaluation():
+    assert all(spec.fixed_goals != env_id.startswith("point") for env_id, spec in crl.ENVIRONMENTS.items())
+    assert crl.default_eval_env_id("ant_big_maze") == "ant_big_maze_eval"
+    assert crl.default_eval_env_id("ant_big_maze_eval") == "ant_big_maze_eval"
+    assert (
+        crl.default_eval_env_id("humanoid") == "humanoid"
+        and crl.default_eval_env_id("arm_push_hard") == "arm_push_hard"
+    )
+    assert crl.default_eval_env_id("ant_hardest_maze") == "ant_hardest_maze", "its split is ours, not the paper's"
+    # the splits of the paper's code: 9 far cells of the ant's big maze, the humanoid's 10 (with (2, 5))
+    ant_far = {(1, 5), (1, 6), (2, 6), (5, 3), (5, 6), (6, 2), (6, 3), (6, 5), (6, 6)}
+    for env_id, cells, size in [
+        ("point_big_maze_eval", ant_far, 4.0),
+        ("ant_big_maze_eval", ant_far, 4.0),
+        ("humanoid_big_maze_eval", ant_far | {(2, 5)}, 2.0),
+        ("ant_u4_maze_eval", {(4, 1), (5, 1), (5, 2), (5, 3)}, 4.0),
+        ("ant_u5_maze_eval", {(4, 1), (4, 6)} | {(5, j) for j in range(1, 7)}, 4.0),
+    ]:
+        goals = np.asarray(crl.ENVIRONMENTS[env_id].make().goals) / size
+        assert {tuple(c) for c in np.round(goals).astype(int).tolist()} == cells, env_id
+
+
+@pytest.mark.parametrize("env_id", ["humanoid", pytest.param("humanoid_big_maze", marks=pytest.mark.slow)])
+def test_the_humanoid_is_the_benchmarks_contacts_state_and_start(env_id):
+    """Every body geom meets the floor and the walls; the goal marker is a body of the model, so the state is 268
+    numbers with its slide joints at q[24:26]; starts have no reset noise."""
+    task = crl.ENVIRONMENTS[env_id].make()
+    sys = task.env.sys
+    body = [g for g in range(sys.ngeom) if sys.geom_bodyid[g] > 0]
+    marker = sys.link_names.index("target") + 1  # MuJoCo body ids count the world first
+    robot = [g for g in body if sys.geom_bodyid[g] != marker]
+    world = [g for g in range(sys.ngeom) if sys.geom_bodyid[g] == 0]  # the floor and any maze walls
+    assert len(robot) == 17 and all(sys.geom_contype[g] == 1 for g in robot), "every humanoid geom collides"
+    assert all(sys.geom_conaffinity[g] & 1 for g in world), "the floor and every wall meet contype 1"
+    assert all(sys.geom_contype[g] == sys.geom_conaffinity[g] == 0 for g in body if sys.geom_bodyid[g] == marker)
+    if env_id == "humanoid_big_maze":
+        assert len(world) == 1 + crl.maze_walls("big_maze", 2.0).count("<geom")
+    env = crl.GoalEnv(env_id)
+    obs = np.asarray(jax.jit(env.reset, static_argnums=1)(jax.random.PRNGKey(0), 8).obs)
+    assert env.state_dim == 268 and obs.shape == (8, 271)
+    np.testing.assert_array_equal(obs[:, 24:26], obs[:, 268:270])  # the goal body's slide joints hold the goal
+    assert np.all(obs[:, :24] == obs[:1, :24]), "no reset noise: every episode starts in the same pose"

@@ -51,7 +51,7 @@ def test_every_script_has_the_sections_in_order_and_ends_by_calling_main():
 
 
 def test_a_reader_meets_the_method_and_the_experiment_before_the_plumbing():
-    """The first network class within ~250 lines; main(), the experiment, ends within ~650 lines (training scripts)."""
+    """The first network class within ~250 lines; main(), the experiment, ends within ~675 lines (training scripts)."""
     for script in present():
         first_class = next(
             i
@@ -61,7 +61,7 @@ def test_a_reader_meets_the_method_and_the_experiment_before_the_plumbing():
         assert first_class <= 250, (script, first_class)
         assert "def main():" in sections(script)["MAIN"], script
     for script in TRAINERS:
-        assert start_line(script, "RUN PLUMBING") <= 650, script
+        assert start_line(script, "RUN PLUMBING") <= 675, script
 
 
 def test_shared_sections_are_byte_identical_in_every_script():

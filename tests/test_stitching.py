@@ -104,7 +104,10 @@ def one_line_error(*flags):
         (["--max-train-gap", "6"], "--max-train-gap must be in [1, 5]"),
         (["--depths", "4", "6"], "--depths 6 is not a positive multiple of 4"),
         (["--depths", "0"], "--depths 0 is not a positive multiple of 4"),
-        (["--env-id", "ant_big_maze"], "choose one of: point_u_maze, ant_u_maze, humanoid_u_maze"),
+        (
+            ["--env-id", "ant_big_maze"],
+            "choose one of: point_u_maze, ant_u_maze, ant_u4_maze, ant_u5_maze, humanoid_u_maze",
+        ),
         (["--env-id", "nope"], "--env-id 'nope' has no stitching experiment"),
         (["--from-runs", "runs/missing"], "--from-runs runs/missing is not a run directory"),
     ],
@@ -190,3 +193,15 @@ def test_from_runs_of_different_mazes_is_a_one_line_error(tmp_path):
         (tmp_path / name / "final.msgpack").write_bytes(b"")
     line = one_line_error("--from-runs", str(tmp_path / "a"), str(tmp_path / "b"))
     assert "--from-runs mixes environments or episode lengths" in line
+
+
+def test_the_u4_and_u5_mazes_are_corridors_too():
+    """Fig. 5's value maps are on the U4-maze: the sweep and --from-runs take every corridor maze."""
+    u4, u5 = st.corridor_path("u4_maze"), st.corridor_path("u5_maze")
+    assert (u4[0], u4[-1], len(u4)) == ((2, 1), (4, 1), 11)
+    assert (u5[0], u5[-1], len(u5)) == ((2, 1), (4, 1), 17)
+    assert set(u4) == set(st.maze_cells("u4_maze", "R") + st.maze_cells("u4_maze", "G")), "the whole maze"
+    _, held_out = st.stitching_pairs(u4, 3)
+    assert held_out == u4[4:]
+    line = one_line_error("--env-id", "ant_u4_maze", "--max-train-gap", "10")
+    assert "--max-train-gap must be in [1, 9] on the u4_maze (11 corridor cells)" in line
