@@ -347,3 +347,24 @@ def test_a_run_with_fixed_training_goals_trains_and_records_its_protocol(tmp_pat
     assert result.returncode == 0, result.stderr[-2000:]
     assert [m["epoch"] for m in logged] == [1, 2] and all(np.isfinite(m["losses/critic_loss"]) for m in logged)
     assert json.loads((run_dir / "args.json").read_text())["train_goals"] == "fixed"
+
+
+def test_summary_is_the_mean_of_the_last_five_evaluations(tmp_path):
+    """The paper's single number (Sec. 4.1), per seed and over seeds, from metrics.jsonl."""
+    lines = []
+    for epoch in range(1, 8):
+        near, success = [10.0 * epoch, 20.0 * epoch], [0.1 * epoch, 0.05 * epoch]
+        lines.append(
+            {"epoch": epoch, "training/env_steps": 1000 * epoch, "eval/time_near_goal": float(np.mean(near))}
+            | {"eval/time_near_goal_per_seed": near, "eval/success": float(np.mean(success))}
+            | {"eval/success_per_seed": success}
+        )
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    args = crl.Args(env_id="point_u_maze", eval_env_id="point_u_maze_eval", episode_length=100)
+    crl.write_summary(args, tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["epochs"] == [3, 4, 5, 6, 7] and summary["env_steps"] == 7000
+    np.testing.assert_allclose(summary["score_per_seed"], [50.0, 100.0])  # mean of epochs 3..7
+    np.testing.assert_allclose([summary["score"], summary["score_std_over_seeds"]], [75.0, 25.0])
+    np.testing.assert_allclose(summary["success_per_seed"], [0.5, 0.25])
+    assert (summary["eval_env_id"], summary["episode_length"]) == ("point_u_maze_eval", 100)
