@@ -33,8 +33,10 @@ import operator
 import os
 import pathlib
 import re
+import signal
 import socket
 import sys
+import threading
 import time
 import types
 import warnings
@@ -364,8 +366,10 @@ def sample_transitions(buffer, key, window, gamma, state_dim, goal_indices):
 def l2_energy(phi, psi):
     """(B, B) logits L_ij = f(s_i, a_i, g_j) = -||phi_i - psi_j||_2, the critic of paper Sec. 3."""
     # ||phi_i||^2 + ||psi_j||^2 - 2 phi_i.psi_j is one matmul instead of a (B, B, repr_dim) tensor (faster, see
-    # README#notes-and-deviations); the floor keeps sqrt and its gradient finite where rounding meets phi_i == psi_j
-    squared = jnp.sum(phi**2, -1)[:, None] + jnp.sum(psi**2, -1)[None, :] - 2 * phi @ psi.T
+    # README#notes-and-deviations). The terms cancel where phi_i is near psi_j, so the product runs in full float32
+    # even where the default is TF32 (NVIDIA GPUs); the floor keeps sqrt and its gradient finite at phi_i == psi_j
+    dot = jnp.matmul(phi, psi.T, precision=jax.lax.Precision.HIGHEST)
+    squared = jnp.sum(phi**2, -1)[:, None] + jnp.sum(psi**2, -1)[None, :] - 2 * dot
     return -jnp.sqrt(jnp.maximum(squared, 1e-12))
 
 
@@ -844,15 +848,15 @@ def train_depth(args, depth_dir, path, train_pairs, held_out):
     programs = compile_programs(env, args.num_seeds, rs, eval_keys, prefill, epoch, evaluate, label=f"{label}: ")
     prefill_fn, epoch_fn, evaluate_fn = programs
 
-    if os.path.isfile(os.path.join(depth_dir, "checkpoint_last.msgpack")):
-        rs, first_epoch, best_score = restore_checkpoint(depth_dir, rs)
-    else:
-        rs, first_epoch, best_score = prefill_fn(rs), 0, -math.inf
+    restored = restore_checkpoint(depth_dir, rs) if args.resume else None  # None: no checkpoint yet, start afresh
+    rs, first_epoch, best_score = restored or (prefill_fn(rs), 0, -math.inf)
 
     name = f"{os.path.basename(os.path.normpath(os.path.dirname(depth_dir)))}__{os.path.basename(depth_dir)}"
-    log = RunLog(args, depth_dir, schedule(args).total_steps, int(rs.env_steps[0]), best_score, name, f"{label}, epoch")
+    steps = schedule(args).total_steps
+    log = RunLog(args, depth_dir, steps, int(rs.env_steps[0]), first_epoch, best_score, name, f"{label}, epoch")
+    log.resume_dir = os.path.dirname(depth_dir)  # --resume takes the sweep's directory
     for epoch_index in range(first_epoch + 1, args.num_epochs + 1):
-        rs, train_metrics = epoch_fn(rs)
+        rs, train_metrics = wait_until_ready(epoch_fn(rs))
         eval_epoch_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_keys, epoch_index)
         eval_metrics = jax.device_get(evaluate_fn(rs.actor_params, eval_epoch_keys))  # {metric: (seeds, goals)}
         metrics = {k: float(np.mean(v)) for k, v in jax.device_get(train_metrics).items()}
@@ -861,7 +865,9 @@ def train_depth(args, depth_dir, path, train_pairs, held_out):
             metrics |= {f"{k}_{goal[0]}_{goal[1]}": float(np.mean(v[:, g])) for k, v in eval_metrics.items()}
         metrics |= {"epoch": epoch_index, **log.progress_metrics(int(rs.env_steps[0]))}
         log.write(epoch_index, metrics, rs)
-    log.close()
+        if log.stop_signal:  # SIGTERM or Ctrl-C: stop the sweep after this epoch, which is checkpointed
+            break
+    log.close()  # waits for the last checkpoint; after a stop signal, says how to resume and exits
     params = jax.device_get(checkpoint_params(rs))
     write_atomic(final_path, flax.serialization.to_bytes(params))  # always: it marks the depth as done
     if args.render:  # seed 0 from R to the farthest held-out goal
@@ -892,7 +898,7 @@ def saved_agents(args):
 
 def fail(message, status=2):
     """A one-line error, no traceback: status 2 for bad input (like argparse), 1 for a run that had to stop."""
-    print(f"error: {message}", file=sys.stderr)
+    tqdm.tqdm.write(f"error: {message}", file=sys.stderr)  # on a line of its own, under a progress bar
     sys.exit(status)
 
 
@@ -1014,10 +1020,6 @@ def parse_args():
     saved_path = os.path.join(resume, "args.json")
     if not os.path.isfile(saved_path):
         fail(f"--resume {resume} is not a run directory (no args.json); give runs/NAME of an earlier run")
-    if not list(pathlib.Path(resume).glob("depth*/checkpoint_last.msgpack")):
-        fail(
-            f"--resume {resume} has no depth*/checkpoint_last.msgpack: it stopped before its first epoch; start it anew"
-        )
     with open(saved_path) as f:
         saved = json.load(f)
     args = tyro.cli(Args, default=Args(**{k: v for k, v in saved.items() if k in Args.__dataclass_fields__}))
@@ -1036,43 +1038,85 @@ def open_run_dir(args, resume):
     if resume:
         return resume
     run_dir = f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "args.json"), "w") as f:
-        json.dump(dataclasses.asdict(args), f, indent=2)
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        write_atomic(os.path.join(run_dir, "args.json"), json.dumps(dataclasses.asdict(args), indent=2).encode())
+    except OSError as e:
+        fail(f"cannot create the run directory {run_dir}: {e.strerror or e}", status=1)
     return run_dir
 
 
 def write_atomic(path, data):
-    """Write-then-rename: a killed process leaves either the old file or the new one, never half of one."""
+    """Write-then-rename: a killed process leaves either the old file or the new one, never half of one. `data`:
+    bytes, or a function that writes to the open file. A failed write (a full disk) removes its partial file and
+    is a one-line error that leaves the old file as it was."""
     tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            data(f) if callable(data) else f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        kept = "; the file there before is intact" if os.path.exists(path) else ""
+        fail(f"cannot write {path}: {e.strerror or e}{kept}", status=1)
 
 
-def save_checkpoint(run_dir, rs, epoch_index, best_score):
-    """checkpoint_last.msgpack: every leaf of the runner state (networks, optimisers, environments, buffer, keys),
-    the epoch and the best score so far. Leaves, not the tree: flax cannot serialize every pytree in it (MJX's
-    simulator state); the "train_state" key is the file format's, unchanged since the first release."""
-    state = {"train_state": jax.tree.leaves(rs), "epoch": epoch_index, "best_score": best_score}
-    write_atomic(os.path.join(run_dir, "checkpoint_last.msgpack"), flax.serialization.to_bytes(state))
+def named_leaves(tree):
+    """{path in the tree: array}, e.g. ".buffer.obs": the names checkpoint_last.npz stores the leaves under."""
+    return {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def save_checkpoint(run_dir, host_leaves, meta):
+    """checkpoint_last.npz: every leaf of the runner state (networks, optimisers, environments, replay buffer, keys)
+    under its name (named_leaves), plus `meta` (epoch, best score, the epoch's metrics line) as JSON. Uncompressed
+    and streamed to disk array by array, so no serialised copy of the state is ever held (README#checkpoints)."""
+    arrays = host_leaves | {"meta": np.array(json.dumps(meta))}
+    write_atomic(os.path.join(run_dir, "checkpoint_last.npz"), lambda f: np.savez(f, **arrays))
 
 
 def restore_checkpoint(run_dir, rs):
-    """checkpoint_last.msgpack of run_dir, put on the devices of rs; metrics.jsonl is cut back to its epoch, so
-    the epochs after it are run (and logged) again. Returns (rs, epoch, best score)."""
-    saved = pathlib.Path(run_dir, "checkpoint_last.msgpack").read_bytes()
-    restored = flax.serialization.from_bytes({"train_state": jax.tree.leaves(rs), "epoch": 0, "best_score": 0.0}, saved)
-    leaves = jax.tree.unflatten(jax.tree.structure(rs), restored["train_state"])
+    """The last checkpoint of run_dir, put on the devices of rs. metrics.jsonl is cut back to its epoch and given
+    that epoch's line if a kill came between the two writes, so the epochs after it are run (and logged) again.
+    Returns (rs, epoch, best score), or None for a run stopped before its first checkpoint (it starts afresh)."""
+    path, metrics_path = os.path.join(run_dir, "checkpoint_last.npz"), os.path.join(run_dir, "metrics.jsonl")
+    logged = pathlib.Path(metrics_path).read_text().splitlines() if os.path.exists(metrics_path) else []
+    if os.path.isfile(path):
+        names = named_leaves(rs)
+        with np.load(path) as saved:
+            meta = json.loads(str(saved["meta"]))
+            if set(saved.files) != set(names) | {"meta"}:
+                fail(f"{path} does not hold this code's runner state (written by another version?)", status=1)
+            leaves = [saved[name] for name in names]
+        kept = [line for line in logged if json.loads(line)["epoch"] < meta["epoch"]] + [meta["metrics_line"]]
+    elif os.path.isfile(os.path.join(run_dir, "checkpoint_last.msgpack")):  # written before checkpoints were .npz
+        saved = pathlib.Path(run_dir, "checkpoint_last.msgpack").read_bytes()
+        empty = {"train_state": jax.tree.leaves(rs), "epoch": 0, "best_score": 0.0}
+        restored = flax.serialization.from_bytes(empty, saved)
+        leaves, meta = restored["train_state"], {"epoch": int(restored["epoch"]), "best_epoch": None}
+        meta["best_score"] = float(restored["best_score"])
+        kept = [line for line in logged if json.loads(line)["epoch"] <= meta["epoch"]]
+    else:
+        print(f"{run_dir} has no checkpoint yet: starting it afresh with its saved flags")
+        write_atomic(metrics_path, b"")
+        return None
+    leaves = jax.tree.unflatten(jax.tree.structure(rs), leaves)
     rs = jax.tree.map(lambda new, old: jax.device_put(new, old.sharding), leaves, rs)
-    epoch = int(restored["epoch"])
-    metrics_path = os.path.join(run_dir, "metrics.jsonl")
-    kept = [line for line in pathlib.Path(metrics_path).read_text().splitlines() if json.loads(line)["epoch"] <= epoch]
     write_atomic(metrics_path, "".join(line + "\n" for line in kept).encode())
-    print(f"resumed {run_dir} after epoch {epoch} ({int(rs.env_steps[0])} env steps)")
-    return rs, epoch, float(restored["best_score"])
+    if meta["best_epoch"] == meta["epoch"]:  # a kill may have come between checkpoint_last and checkpoint_best
+        best = flax.serialization.to_bytes(jax.device_get(checkpoint_params(rs)))
+        write_atomic(os.path.join(run_dir, "checkpoint_best.msgpack"), best)
+    print(f"resumed {run_dir} after epoch {meta['epoch']} ({int(rs.env_steps[0])} env steps)")
+    return rs, meta["epoch"], meta["best_score"]
+
+
+def wait_until_ready(tree):
+    """jax.block_until_ready, but Python's signal handlers (RunLog's SIGTERM and Ctrl-C) run while it waits."""
+    while not all(leaf.is_ready() for leaf in jax.tree.leaves(tree)):
+        time.sleep(0.01)
+    return tree
 
 
 def over_seeds_summary(per_seed):
@@ -1113,12 +1157,17 @@ def write_summary(args, run_dir):
 
 
 class RunLog:
-    """What a run writes after every epoch: a line of metrics.jsonl, the wandb log (--track), checkpoint_last and
-    checkpoint_best by eval/time_near_goal (--save-model), the progress bar and one console line. A non-finite
-    loss stops the run before anything of its epoch is written."""
+    """What a run writes after every epoch: checkpoint_last (--save-model), checkpoint_best by eval/time_near_goal,
+    then the epoch's line of metrics.jsonl and the wandb log (--track), in that order, on a thread that overlaps
+    the next epoch; the progress bar and one console line at once. A non-finite loss stops the run before anything
+    of its epoch is written. SIGTERM (a cluster's preemption) or Ctrl-C sets stop_signal: the run ends after the
+    epoch under way, checkpointed; a second one stops it at once, keeping the checkpoints already written."""
 
-    def __init__(self, args, run_dir, planned_steps, env_steps, best_score, name=None, label="epoch"):
-        self.args, self.run_dir, self.best_score, self.label = args, run_dir, best_score, label
+    def __init__(self, args, run_dir, planned_steps, env_steps, epoch, best_score, name=None, label="epoch"):
+        """epoch: the last epoch done (0 for a new run), best_score: the best eval/time_near_goal so far."""
+        self.args, self.run_dir, self.epoch, self.best_score, self.label = args, run_dir, epoch, best_score, label
+        self.best_epoch, self.writer, self.write_failed, self.stop_signal = None, None, False, None
+        self.resume_dir = run_dir  # what --resume takes to continue the run
         self.wandb = None
         if args.track:
             import wandb
@@ -1140,6 +1189,8 @@ class RunLog:
         self.progress = tqdm.tqdm(
             total=planned_steps, initial=env_steps, unit="step", unit_scale=True, dynamic_ncols=True
         )
+        for stop in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(stop, self.on_signal)
 
     def progress_metrics(self, env_steps):
         elapsed = time.time() - self.start_time
@@ -1148,23 +1199,40 @@ class RunLog:
 
     def write(self, epoch_index, metrics, rs):
         bad = [k for k, v in metrics.items() if k.startswith("losses/") and not np.all(np.isfinite(v))]
+        self.wait_for_writer()
         if bad:
             self.progress.close()
-            last = os.path.join(self.run_dir, "checkpoint_last.msgpack")
-            kept = f"the last good checkpoint (epoch {epoch_index - 1}) is kept in {last}"
-            if not (self.args.save_model and epoch_index > 1):
+            last = os.path.join(self.run_dir, "checkpoint_last.npz")
+            kept = f"the last good checkpoint (epoch {self.epoch}) is kept in {last}"
+            if not (self.args.save_model and self.epoch):
                 kept = "no checkpoint had been written yet"
             fail(f"{bad[0]} is not finite in epoch {epoch_index}; run stopped, {kept}", status=1)
-        with open(os.path.join(self.run_dir, "metrics.jsonl"), "a") as f:
-            f.write(json.dumps(metrics) + "\n")
-        if self.wandb:
-            self.wandb.log(metrics, step=metrics["training/env_steps"])
-        if self.args.save_model:
-            if metrics["eval/time_near_goal"] > self.best_score:
-                self.best_score = metrics["eval/time_near_goal"]
-                params = flax.serialization.to_bytes(checkpoint_params(rs))
-                write_atomic(os.path.join(self.run_dir, "checkpoint_best.msgpack"), params)
-            save_checkpoint(self.run_dir, rs, epoch_index, self.best_score)
+        line = json.dumps(metrics)
+        improved = metrics["eval/time_near_goal"] > self.best_score
+        if improved:
+            self.best_score, self.best_epoch = metrics["eval/time_near_goal"], epoch_index
+        if self.args.save_model:  # a host copy now: the next epoch updates the state's device buffers in place
+            state = jax.device_get(named_leaves(rs))
+            best = jax.device_get(checkpoint_params(rs)) if improved else None
+            meta = {"epoch": epoch_index, "best_score": self.best_score, "best_epoch": self.best_epoch}
+            meta["metrics_line"] = line
+
+        def write_files():  # checkpoints first: a kill between the files leaves a run that resumes (see restore)
+            if self.args.save_model:
+                save_checkpoint(self.run_dir, state, meta)
+                if best is not None:
+                    write_atomic(
+                        os.path.join(self.run_dir, "checkpoint_best.msgpack"), flax.serialization.to_bytes(best)
+                    )
+            metrics_path = os.path.join(self.run_dir, "metrics.jsonl")
+            logged = pathlib.Path(metrics_path).read_bytes() if os.path.exists(metrics_path) else b""
+            write_atomic(metrics_path, logged + line.encode() + b"\n")
+            if self.wandb:
+                self.wandb.log(metrics, step=metrics["training/env_steps"])
+
+        self.writer = threading.Thread(target=self.run_writer, args=(write_files,))
+        self.writer.start()
+        self.epoch = epoch_index
         self.progress.update(metrics["training/env_steps"] - self.progress.n)
         self.progress.set_postfix(
             sps=f"{metrics['training/sps']:.0f}",
@@ -1173,10 +1241,46 @@ class RunLog:
         )
         self.progress.write(f"{self.label} {epoch_index}: {log_line(metrics)}")
 
+    def run_writer(self, write_files):
+        try:
+            write_files()
+        except SystemExit:  # write_atomic's one-line error is printed; the main thread exits at its next wait
+            self.write_failed = True
+
+    def wait_for_writer(self):
+        if self.writer is not None:
+            self.writer.join()
+        if self.write_failed:
+            self.progress.close()
+            sys.exit(1)
+
+    def on_signal(self, signum, _frame):
+        name = signal.Signals(signum).name
+        if self.stop_signal:  # the second one: stop now, the epoch under way is lost
+            self.wait_for_writer()
+            self.progress.close()
+            print(f"{name} again: stopped at once; {self.resume_hint()}")
+            os._exit(0)
+        self.stop_signal = name
+        self.progress.write(
+            f"{name}: stopping after this {self.label}, once it is checkpointed ({name} again: at once)"
+        )
+
+    def resume_hint(self):
+        if not (self.args.save_model and self.epoch):
+            return f"no checkpoint was written: --resume {self.resume_dir} starts the run afresh"
+        return f"--resume {self.resume_dir} continues after {self.label} {self.epoch}"
+
     def close(self):
+        self.wait_for_writer()
         self.progress.close()
         if self.wandb:
             self.wandb.finish()
+        for stop in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(stop, signal.SIG_DFL if stop == signal.SIGTERM else signal.default_int_handler)
+        if self.stop_signal:
+            print(f"stopped by {self.stop_signal}; {self.resume_hint()}")
+            sys.exit(0)
 
 
 def over_seeds(fn, num_seeds):
@@ -1312,13 +1416,11 @@ class GoalEnv:
         done = (steps >= self.episode_length) | jax.vmap(self.task.terminated)(sim_state)
         obs = jnp.concatenate([state, goal], axis=-1)
         key, reset_key = jax.random.split(env_state.key)
-
-        def reset_done(_):  # only traced branch that samples: runs when some episode ended
-            fresh = env_state.first if self.fixed_goals else self._fresh(reset_key, done.shape[0])
-            pick = lambda new, old: jnp.where(done.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)
-            return jax.tree.map(pick, fresh, (sim_state, obs))
-
-        sim_state, obs = jax.lax.cond(done.any(), reset_done, lambda _: (sim_state, obs), None)
+        # environments whose episode ended take a reset state: computed every step and selected, not a lax.cond on
+        # done.any(), whose predicate a GPU copies to the host and waits for at every step (README#performance)
+        fresh = env_state.first if self.fixed_goals else self._fresh(reset_key, done.shape[0])
+        pick = lambda new, old: jnp.where(done.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)
+        sim_state, obs = jax.tree.map(pick, fresh, (sim_state, obs))
         steps = jnp.where(done, 0, steps)
         return EnvState(sim_state, obs, steps, env_state.traj_id + done, done, dist_to_goal, key, env_state.first)
 

@@ -77,8 +77,8 @@ def tiny_run(script, tmp_path):
         assert all(np.isfinite(m[k]) for k in keys), m
     assert len(render_states(run_a)["states"]["x"]) == 3 * 100
     assert list((run_a / "wandb").glob("offline-run-*")), "wandb wrote an offline run"
-    assert {p.name for p in run_a.glob("*.msgpack")} == {
-        "checkpoint_last.msgpack",
+    assert {p.name for p in run_a.glob("*.msgpack")} | {p.name for p in run_a.glob("*.npz")} == {
+        "checkpoint_last.npz",
         "checkpoint_best.msgpack",
         "final.msgpack",
     }
@@ -102,7 +102,7 @@ def test_killed_run_resumes_to_the_same_parameters(script, tmp_path):
     run_b = None
     while killed.poll() is None:  # kill it as soon as the first epoch is checkpointed
         runs = list((tmp_path / "b" / "runs").glob("*")) if (tmp_path / "b" / "runs").exists() else []
-        if runs and (runs[0] / "checkpoint_last.msgpack").exists():
+        if runs and (runs[0] / "checkpoint_last.npz").exists():
             run_b = runs[0]
             killed.send_signal(signal.SIGKILL)
             break

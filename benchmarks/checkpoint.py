@@ -1,0 +1,134 @@
+"""What checkpoint_last costs at the paper's scale: the runner state of humanoid_u_maze at Table 2 sizes.
+
+    python benchmarks/checkpoint.py                          # every method, each in a fresh process
+    python benchmarks/checkpoint.py --max-replay-size 8000   # a smaller buffer (flax's peak RSS is ~4x the state)
+    (orbax-checkpoint comes with brax; the scripts do not use it)
+
+Methods, each writing to --dir (default: a temporary folder on this disk) with fsync:
+  flax     flax.serialization.to_bytes of the leaves, then one write (the scripts before December 2026)
+  npz      the scripts' save_checkpoint: np.savez streamed into the file, array by array
+  raw      each array's bytes written as they are (no container)
+  orbax    orbax-checkpoint's StandardCheckpointer (asynchronous: time to return and time to finish)
+  no-buffer  npz without the replay buffer: what an epoch would cost if the buffer were saved every K epochs
+Each reports the seconds to copy the state to the host (the scripts do this before writing, since the next epoch
+updates the device buffers in place), to write, to read back, and the peak RSS above the state itself.
+The state is filled with random numbers (zeros would flatter a compressing writer).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+METHODS = ["flax", "npz", "raw", "orbax", "no-buffer"]
+
+
+def rss_gib(field):  # VmRSS (now) or VmHWM (peak) of this process
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field)) / 2**20
+
+
+def humanoid_state(max_replay_size):
+    """A humanoid_u_maze runner state at Table 2 sizes, on the device, filled with random numbers."""
+    import jax
+
+    import crl_resnet as crl
+
+    args = crl.Args(env_id="humanoid_u_maze", max_replay_size=max_replay_size)
+    args.actor_num_blocks = args.critic_num_blocks = args.num_blocks
+    env = crl.GoalEnv(args.env_id, fixed_goals=True)
+    shapes = jax.eval_shape(crl.make_train(args, env)[0], jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)
+    fill = lambda s: (
+        rng.random(s.shape, dtype=np.float32) if s.dtype == np.float32 else np.zeros(s.shape, s.dtype)
+    ).astype(s.dtype)
+    return jax.tree.map(lambda s: jax.device_put(fill(s)), shapes), crl
+
+
+def measure(method, max_replay_size, directory):
+    import jax
+
+    rs, crl = humanoid_state(max_replay_size)
+    if method == "no-buffer":
+        rs = rs.replace(buffer=None)
+    base = rss_gib("VmRSS")
+    path = os.path.join(directory, "checkpoint_last")
+    start = time.time()
+    host = jax.device_get(crl.named_leaves(rs))
+    copy_s = time.time() - start
+    size = sum(x.nbytes for x in host.values())
+    start, finish_s = time.time(), None
+    if method == "flax":
+        import flax.serialization
+
+        data = flax.serialization.to_bytes({"train_state": list(host.values()), "epoch": 1, "best_score": 0.0})
+        crl.write_atomic(path + ".msgpack", data)
+    elif method in ("npz", "no-buffer"):
+        crl.save_checkpoint(directory, host, {"epoch": 1, "best_score": 0.0, "best_epoch": None, "metrics_line": ""})
+    elif method == "raw":
+
+        def write_all(f):
+            for array in host.values():
+                f.write(memoryview(np.ascontiguousarray(array)).cast("B"))
+
+        crl.write_atomic(path + ".raw", write_all)
+    elif method == "orbax":
+        import orbax.checkpoint as ocp
+
+        checkpointer = ocp.StandardCheckpointer()
+        checkpointer.save(os.path.join(directory, "orbax"), jax.tree.map(np.asarray, host))
+        finish_s = time.time() - start
+        checkpointer.wait_until_finished()
+    write_s = time.time() - start
+    start = time.time()
+    if method == "flax":
+        with open(path + ".msgpack", "rb") as f:
+            flax.serialization.msgpack_restore(f.read())
+    elif method in ("npz", "no-buffer"):
+        with np.load(os.path.join(directory, "checkpoint_last.npz")) as saved:
+            [saved[name] for name in saved.files]
+    elif method == "raw":
+        with open(path + ".raw", "rb") as f:
+            [np.fromfile(f, a.dtype, a.size) for a in host.values()]
+    elif method == "orbax":
+        checkpointer.restore(os.path.join(directory, "orbax"))
+    read_s = time.time() - start
+    result = {"method": method, "gb": round(size / 1e9, 2), "host_copy_s": round(copy_s, 2)}
+    result |= {"write_s": round(write_s, 2), "read_s": round(read_s, 2)}
+    result |= {"returns_after_s": round(finish_s, 2) if finish_s is not None else None}
+    result |= {"peak_rss_above_state_gib": round(rss_gib("VmHWM") - base, 2)}
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    parser.add_argument("--max-replay-size", type=int, default=10_000)
+    parser.add_argument("--dir", default=None, help="where to write (default: a temporary folder)")
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # a single method, in this process
+    cli = parser.parse_args()
+    if cli.one:
+        measure(cli.one, cli.max_replay_size, cli.dir)
+        sys.exit(0)
+    print(
+        f"humanoid_u_maze runner state, Table 2 sizes, --max-replay-size {cli.max_replay_size}; {os.cpu_count()} cores"
+    )
+    for method in cli.methods:
+        if method == "orbax":
+            try:
+                import orbax.checkpoint  # noqa: F401
+            except ImportError:
+                print(json.dumps({"method": "orbax", "skipped": "orbax-checkpoint is not installed"}))
+                continue
+        directory = tempfile.mkdtemp(dir=cli.dir)
+        command = [sys.executable, __file__, "--one", method, "--dir", directory]
+        subprocess.run([*command, "--max-replay-size", str(cli.max_replay_size)], check=False)
+        shutil.rmtree(directory, ignore_errors=True)

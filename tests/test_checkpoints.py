@@ -1,0 +1,167 @@
+"""Runs survive what clusters do: SIGTERM, kills between two files, re-submission without a checkpoint, full disks."""
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import flax.serialization
+import jax
+import numpy as np
+import pytest
+from conftest import ROOT
+
+import crl_resnet as crl
+
+FLAGS = ["--env-id", "point_u_maze", "--num-envs", "16", "--num-eval-envs", "16", "--total-env-steps", "200000"]
+FLAGS += ["--num-epochs", "8", "--unroll-length", "100", "--batch-size", "64", "--max-replay-size", "600"]
+FLAGS += ["--num-sgd-batches-per-training-step", "8", "--min-replay-size", "100", "--width", "32"]
+
+
+def start(*flags, cwd):
+    os.makedirs(cwd, exist_ok=True)
+    script = os.path.join(ROOT, "crl_resnet.py")
+    return subprocess.Popen([sys.executable, script, *flags], cwd=cwd, stdout=subprocess.PIPE, text=True)
+
+
+def the_run(cwd):
+    [run_dir] = (pathlib.Path(cwd) / "runs").iterdir()
+    return run_dir
+
+
+def epochs_logged(run_dir):
+    path = pathlib.Path(run_dir, "metrics.jsonl")
+    return [json.loads(line)["epoch"] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def checkpoint_epoch(run_dir):
+    with np.load(pathlib.Path(run_dir, "checkpoint_last.npz")) as saved:
+        return json.loads(str(saved["meta"]))["epoch"]
+
+
+def final_params(run_dir):
+    return flax.serialization.msgpack_restore(pathlib.Path(run_dir, "final.msgpack").read_bytes())
+
+
+def signal_after_first_epoch(process, cwd, signals):
+    """Sends `signals` (0.05 s apart) once the run has logged its first epoch; returns its stdout."""
+    while not (list(pathlib.Path(cwd).glob("runs/*/metrics.jsonl")) and epochs_logged(the_run(cwd))):
+        assert process.poll() is None, "the run ended before its first epoch was logged"
+        time.sleep(0.005)
+    for sig in signals:
+        process.send_signal(sig)
+        time.sleep(0.05)
+    return process.communicate(timeout=300)[0]
+
+
+def test_sigterm_ends_the_epoch_checkpointed_and_every_kind_of_resume_ends_where_an_unstopped_run_ends(tmp_path):
+    """SIGTERM mid-run: exit 0 after the epoch under way, checkpointed. Resumed after a kill between its
+    checkpoint and its metrics line, and a re-submitted run that never wrote a checkpoint, both end with the
+    parameters of the run left alone, every epoch logged once. A second SIGTERM stops at once."""
+    full = start(*FLAGS, cwd=tmp_path / "full")
+    stopped = start(*FLAGS, cwd=tmp_path / "stopped")  # alongside: compilation is mostly serial
+    out = signal_after_first_epoch(stopped, tmp_path / "stopped", [signal.SIGTERM])
+    assert stopped.returncode == 0 and "stopped by SIGTERM" in out.splitlines()[-1], out[-2000:]
+    assert full.wait(timeout=300) == 0
+    run_full, run_stopped = the_run(tmp_path / "full"), the_run(tmp_path / "stopped")
+    k = checkpoint_epoch(run_stopped)
+    assert 1 <= k < 8 and epochs_logged(run_stopped) == list(range(1, k + 1)), (k, epochs_logged(run_stopped))
+    assert f"continues after epoch {k}" in out.splitlines()[-1]
+    assert not list(run_stopped.glob("*.tmp")) and not (run_stopped / "final.msgpack").exists()
+
+    # a kill between checkpoint_last and the metrics line: the checkpoint of epoch k, metrics up to k - 1
+    metrics = (run_stopped / "metrics.jsonl").read_text().splitlines()
+    (run_stopped / "metrics.jsonl").write_text("".join(line + "\n" for line in metrics[:-1]))
+    # a re-submitted job that was killed before its first checkpoint: args.json and a partial metrics line
+    never = tmp_path / "never" / "runs" / "never"
+    never.mkdir(parents=True)
+    shutil.copy(run_full / "args.json", never / "args.json")
+    (never / "metrics.jsonl").write_text(metrics[0] + "\n")
+
+    resumed = start("--resume", str(run_stopped), cwd=tmp_path / "stopped")
+    afresh = start("--resume", str(never), cwd=tmp_path / "never")
+    out_resumed, out_afresh = resumed.communicate(timeout=300)[0], afresh.communicate(timeout=300)[0]
+    assert resumed.returncode == 0 and f"resumed {run_stopped} after epoch {k}" in out_resumed, out_resumed[-2000:]
+    assert afresh.returncode == 0 and "no checkpoint yet: starting it afresh" in out_afresh, out_afresh[-2000:]
+    for run_dir in [run_stopped, never]:
+        assert epochs_logged(run_dir) == list(range(1, 9))
+        jax.tree.map(np.testing.assert_array_equal, final_params(run_dir), final_params(run_full))
+    logged = lambda run_dir: (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert logged(run_stopped)[k - 1] == metrics[-1], "epoch k's line comes back from its checkpoint"
+
+    # a second SIGTERM stops at once, keeping the checkpoints already written
+    twice = start(*FLAGS, cwd=tmp_path / "twice")
+    out = signal_after_first_epoch(twice, tmp_path / "twice", [signal.SIGTERM, signal.SIGTERM])
+    run_twice = the_run(tmp_path / "twice")
+    assert twice.returncode == 0 and "SIGTERM again: stopped at once" in out, out[-2000:]
+    assert epochs_logged(run_twice) == list(range(1, checkpoint_epoch(run_twice) + 1))
+    assert not list(run_twice.glob("*.tmp")) and not (run_twice / "final.msgpack").exists()
+
+
+def tiny_run(tmp_path):
+    """An in-process RunLog over a real (tiny) runner state, as MAIN builds them."""
+    args = crl.Args(env_id="point_u_maze", num_envs=8, num_eval_envs=8, total_env_steps=8 * 100 + 8 * 100)
+    args = crl.dataclasses.replace(args, num_epochs=1, unroll_length=100, batch_size=16, max_replay_size=300)
+    args = crl.dataclasses.replace(args, min_replay_size=100, width=8, episode_length=100)
+    args.actor_num_blocks = args.critic_num_blocks = 1
+    init = crl.make_train(args, crl.GoalEnv(args.env_id))[0]
+    rs = jax.vmap(lambda s: init(jax.random.PRNGKey(s)))(jax.numpy.arange(1))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    return args, rs, run_dir, crl.RunLog(args, str(run_dir), 10**6, 0, 0, -np.inf)
+
+
+def metrics(epoch, score):
+    logged = {"epoch": epoch, "eval/time_near_goal": score, "eval/success": 0.5, "losses/critic_loss": 1.0}
+    return logged | {"training/env_steps": 1000 * epoch, "training/sps": 1.0}
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full to stand for a full disk")
+def test_a_full_disk_is_a_one_line_error_that_keeps_the_last_checkpoint_and_no_partial_file(tmp_path, capsys):
+    _, rs, run_dir, log = tiny_run(tmp_path)
+    log.write(1, metrics(1, 5.0), rs)
+    log.wait_for_writer()
+    before = (run_dir / "checkpoint_last.npz").read_bytes()
+    os.symlink("/dev/full", run_dir / "checkpoint_last.npz.tmp")  # the next checkpoint's bytes go to a full disk
+    log.write(2, metrics(2, 1.0), rs)
+    with pytest.raises(SystemExit) as stop:
+        log.close()
+    assert stop.value.code == 1
+    [line] = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error: ")]
+    assert "checkpoint_last.npz" in line and "No space left on device" in line and "intact" in line, line
+    assert (run_dir / "checkpoint_last.npz").read_bytes() == before and checkpoint_epoch(run_dir) == 1
+    assert not list(run_dir.glob("*.tmp")) and epochs_logged(run_dir) == [1], "nothing of epoch 2 is written"
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # close() stopped before restoring them
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def test_an_unwritable_run_directory_is_a_one_line_error(tmp_path):
+    (tmp_path / "runs").write_text("a file where the runs directory should be")
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "crl_resnet.py"), *FLAGS],
+        check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("error: ")]
+    assert "cannot create the run directory runs/" in line, line
+
+
+def test_a_kill_between_the_last_and_the_best_checkpoint_is_repaired_on_resume(tmp_path):
+    """checkpoint_best is written after checkpoint_last; if the run dies in between, resuming rewrites it."""
+    _, rs, run_dir, log = tiny_run(tmp_path)
+    log.write(1, metrics(1, 5.0), rs)
+    log.close()
+    (run_dir / "checkpoint_best.msgpack").unlink()
+    fresh = jax.tree.map(lambda x: x + 1 if x.dtype.kind == "f" else x, rs)
+    restored, epoch, best_score = crl.restore_checkpoint(str(run_dir), fresh)
+    assert (epoch, best_score) == (1, 5.0)
+    best = flax.serialization.msgpack_restore((run_dir / "checkpoint_best.msgpack").read_bytes())
+    jax.tree.map(np.testing.assert_array_equal, best, jax.device_get(crl.checkpoint_params(rs)))
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), jax.device_get(rs))

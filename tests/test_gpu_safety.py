@@ -1,0 +1,100 @@
+"""What the paper's scale on a GPU needs, checked on a CPU: no conditional (a host sync per step on a GPU) in the
+compiled programs, and critic distances that stay accurate when the default matmul precision is TF32."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.extend import core as jax_core
+
+import crl_resnet as crl
+
+
+def conditionals(compiled):
+    """Conditionals in a compiled program: XLA's GPU runtime copies each one's predicate to the host and waits."""
+    return len(re.findall(r"\bconditional\(", compiled.as_text()))
+
+
+def test_the_counter_sees_a_conditional():
+    """The check below could fail: a lax.cond on a traced predicate survives into the compiled program."""
+    f = jax.jit(lambda x: jax.lax.cond(x.any(), lambda y: jnp.sin(y), lambda y: y, x))
+    assert conditionals(f.lower(jnp.ones(3, dtype=bool).astype(jnp.float32)).compile()) >= 1
+
+
+@pytest.mark.parametrize("train_goals", ["resampled", "fixed"])
+def test_the_compiled_epoch_has_no_conditionals(train_goals):
+    """Automatic resets are selects: the whole epoch (collect, relabel, update) runs without one conditional."""
+    args = crl.Args(env_id="point_u_maze", num_envs=8, num_eval_envs=8, total_env_steps=8 * 100 + 2 * 8 * 100)
+    args = crl.dataclasses.replace(args, num_epochs=2, unroll_length=100, batch_size=16, max_replay_size=300)
+    args = crl.dataclasses.replace(args, num_sgd_batches_per_training_step=2, min_replay_size=100, width=8)
+    args.actor_num_blocks = args.critic_num_blocks = 1
+    env = crl.GoalEnv(args.env_id, fixed_goals=train_goals == "fixed")
+    init, prefill, epoch, actor = crl.make_train(args, env)
+    rs = jax.eval_shape(init, jax.random.PRNGKey(0))
+    for program, example in [(prefill, rs), (epoch, rs)]:
+        assert conditionals(jax.jit(program).lower(example).compile()) == 0
+    evaluate = crl.make_evaluate(args, crl.GoalEnv("point_u_maze_eval"), actor)
+    assert conditionals(jax.jit(evaluate).lower(rs.actor_params, jax.random.PRNGKey(0)).compile()) == 0
+
+
+def test_a_brax_environment_step_has_no_conditionals():
+    """brax's physics adds none either (reacher: the cheapest brax robot to compile)."""
+    env = crl.GoalEnv("reacher")
+    step = lambda env_state: env.step(env_state, jnp.zeros((4, env.action_dim)))
+    env_state = jax.eval_shape(lambda key: env.reset(key, 4), jax.random.PRNGKey(0))
+    assert conditionals(jax.jit(step).lower(env_state).compile()) == 0
+
+
+def tf32(x):
+    """float32 rounded to TF32 (10 mantissa bits, to nearest even): what an NVIDIA tensor core reads from float32
+    inputs when the matmul precision is JAX's default."""
+    bits = np.asarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    bits = (bits + 0xFFF + ((bits >> 13) & 1)) & ~np.uint64(0x1FFF)
+    return bits.astype(np.uint32).view(np.float32)
+
+
+def run_as_on_a_gpu(fn, *args, honour_precision=True):
+    """fn's jaxpr evaluated with every default-precision matmul given TF32-rounded inputs, as a GPU computes it
+    (accumulation stays float32); matmuls that ask for Precision.HIGHEST stay float32 unless honour_precision is
+    off, which emulates a critic without that request."""
+
+    def evaluate(jaxpr, consts, *values):
+        env = dict(zip(jaxpr.constvars, consts)) | dict(zip(jaxpr.invars, values))
+        read = lambda v: v.val if isinstance(v, jax_core.Literal) else env[v]
+        for eqn in jaxpr.eqns:
+            inputs = [read(v) for v in eqn.invars]
+            if "jaxpr" in eqn.params and eqn.primitive.name in ("pjit", "jit", "closed_call"):
+                inner = eqn.params["jaxpr"]
+                outputs = evaluate(inner.jaxpr, inner.consts, *inputs)
+            else:
+                highest = eqn.params.get("precision") == (jax.lax.Precision.HIGHEST,) * 2
+                if eqn.primitive.name == "dot_general" and not (highest and honour_precision):
+                    inputs = [tf32(x) for x in inputs]
+                outputs = eqn.primitive.bind(*inputs, **eqn.params)
+                outputs = outputs if eqn.primitive.multiple_results else [outputs]
+            env |= dict(zip(eqn.outvars, outputs))
+        return [read(v) for v in jaxpr.outvars]
+
+    closed = jax.make_jaxpr(fn)(*args)
+    return np.asarray(evaluate(closed.jaxpr, closed.consts, *args)[0])
+
+
+def test_critic_distances_stay_accurate_where_the_default_matmul_precision_is_tf32():
+    """Positive pairs 0.5 apart at ||phi|| = 30 (B = 512, repr 64): ||phi||^2 + ||psi||^2 - 2 phi.psi cancels, and
+    TF32 inputs would move the positive logits by ~0.1; l2_energy's float32 product keeps them within 5e-3."""
+    rng = np.random.default_rng(0)
+    phi = rng.normal(size=(512, 64))
+    phi *= 30 / np.linalg.norm(phi, axis=1, keepdims=True)
+    step = rng.normal(size=(512, 64))
+    psi = phi + 0.5 * step / np.linalg.norm(step, axis=1, keepdims=True)
+    exact = -np.sqrt(((phi[:, None] - psi[None]) ** 2).sum(-1))  # float64
+    phi32, psi32 = jnp.asarray(phi, jnp.float32), jnp.asarray(psi, jnp.float32)
+    error = lambda logits: np.abs(np.diag(logits) - np.diag(exact)).max()
+    ours = error(run_as_on_a_gpu(crl.l2_energy, phi32, psi32))
+    without_highest = error(run_as_on_a_gpu(crl.l2_energy, phi32, psi32, honour_precision=False))
+    print(f"\npositive-logit error, TF32 default: {ours:.2e} (l2_energy), {without_highest:.2e} (plain product)")
+    assert ours < 5e-3
+    assert without_highest > 10 * ours, "the emulation must show what TF32 does to a plain product"
+    np.testing.assert_allclose(np.asarray(crl.l2_energy(phi32, psi32)), exact, atol=5e-3)  # this CPU, float32
