@@ -622,6 +622,8 @@ def main():
     # TRAIN AND EVALUATE, epoch by epoch
     log = RunLog(args, run_dir, plan.total_steps, int(rs.env_steps[0]), first_epoch, best_score)
     for epoch_index in range(first_epoch + 1, args.num_epochs + 1):
+        if log.stop_signal:  # SIGTERM or Ctrl-C: the epochs so far are written; --resume continues after them
+            break
         epoch_start = time.time()
         rs, train_metrics = wait_until_ready(epoch_fn(rs))  # timed apart from the evaluation
         epoch_seconds = time.time() - epoch_start
@@ -630,9 +632,7 @@ def main():
         metrics = {"epoch": epoch_index, **log.progress_metrics(int(rs.env_steps[0]))}
         metrics["training/epoch_sps"] = plan.env_steps_per_epoch / epoch_seconds  # training alone
         log.write(epoch_index, over_seeds_summary(jax.device_get({**train_metrics, **eval_metrics})) | metrics, rs)
-        if log.stop_signal:  # SIGTERM or Ctrl-C: stop after this epoch, which is checkpointed
-            break
-    log.close()  # waits for the last checkpoint; after a stop signal, says how to resume and exits
+    log.close()  # waits for the last files; after a stop signal, with epochs left, says how to resume and exits
     write_summary(args, run_dir)
 
     if args.save_model:
@@ -749,6 +749,8 @@ def parse_args():
         fail(f"--resume {resume} is not a run directory (no args.json); give runs/NAME of an earlier run")
     with open(saved_path) as f:
         saved = json.load(f)
+    if not saved.get("save_model", True):
+        fail(f"--resume {resume}: that run was made with --no-save-model, so it has no checkpoint to continue from")
     # flags added since a run began take the behaviour it began with: evaluated on env_id, resampled goals
     saved = {"eval_env_id": saved["env_id"], "train_goals": "resampled"} | saved
     args = tyro.cli(Args, default=Args(**{k: v for k, v in saved.items() if k in Args.__dataclass_fields__}))
@@ -763,15 +765,18 @@ def parse_args():
 
 def open_run_dir(args, resume):
     """runs/{env_id}__{exp_name}__{seed}__{unix time}, with args.json (every flag, derived values resolved), or
-    the directory of the run that --resume continues."""
+    the directory of the run that --resume continues. From here on SIGTERM and Ctrl-C stop the run cleanly."""
+    run_dir = resume or f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    catch_stop_signals(run_dir)
     if resume:
+        for partial in pathlib.Path(run_dir).glob("**/*.tmp"):  # left by a killed write: never a whole file
+            partial.unlink()
         return resume
-    run_dir = f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     try:
         os.makedirs(run_dir, exist_ok=True)
-        write_atomic(os.path.join(run_dir, "args.json"), json.dumps(dataclasses.asdict(args), indent=2).encode())
     except OSError as e:
         fail(f"cannot create the run directory {run_dir}: {e.strerror or e}", status=1)
+    write_atomic(os.path.join(run_dir, "args.json"), json.dumps(dataclasses.asdict(args), indent=2).encode())
     return run_dir
 
 
@@ -806,27 +811,43 @@ def save_checkpoint(run_dir, host_leaves, meta):
     write_atomic(os.path.join(run_dir, "checkpoint_last.npz"), lambda f: np.savez(f, **arrays))
 
 
+def load_checkpoint(path, rs):
+    """(the leaves of rs, in its order, and meta) from checkpoint_last.npz, or a one-line error."""
+    names = named_leaves(rs)
+    try:
+        with np.load(path) as saved:
+            meta = json.loads(str(saved["meta"]))
+            leaves = [saved[name] for name in names]
+    except (OSError, ValueError, KeyError) as e:  # a damaged file, or another version's runner state
+        fail(f"cannot read {path} as this code's checkpoint: {type(e).__name__}: {e}", status=1)
+    for name, leaf, like in zip(names, leaves, names.values()):
+        if leaf.shape != like.shape or leaf.dtype != like.dtype:
+            fail(f"{path}: {name} is {leaf.dtype}{list(leaf.shape)}, this run needs {like.dtype}{list(like.shape)}")
+    return leaves, meta
+
+
 def restore_checkpoint(run_dir, rs):
     """The last checkpoint of run_dir, put on the devices of rs. metrics.jsonl is cut back to its epoch and given
     that epoch's line if a kill came between the two writes, so the epochs after it are run (and logged) again.
     Returns (rs, epoch, best score), or None for a run stopped before its first checkpoint (it starts afresh)."""
     path, metrics_path = os.path.join(run_dir, "checkpoint_last.npz"), os.path.join(run_dir, "metrics.jsonl")
-    logged = pathlib.Path(metrics_path).read_text().splitlines() if os.path.exists(metrics_path) else []
+    logged = []
+    for line in pathlib.Path(metrics_path).read_text().splitlines() if os.path.exists(metrics_path) else []:
+        with contextlib.suppress(ValueError):  # a line torn by a kill (only the last can be)
+            logged.append((json.loads(line)["epoch"], line))
     if os.path.isfile(path):
-        names = named_leaves(rs)
-        with np.load(path) as saved:
-            meta = json.loads(str(saved["meta"]))
-            if set(saved.files) != set(names) | {"meta"}:
-                fail(f"{path} does not hold this code's runner state (written by another version?)", status=1)
-            leaves = [saved[name] for name in names]
-        kept = [line for line in logged if json.loads(line)["epoch"] < meta["epoch"]] + [meta["metrics_line"]]
+        leaves, meta = load_checkpoint(path, rs)
+        kept = [line for epoch, line in logged if epoch < meta["epoch"]] + [meta["metrics_line"]]
     elif os.path.isfile(os.path.join(run_dir, "checkpoint_last.msgpack")):  # written before checkpoints were .npz
         saved = pathlib.Path(run_dir, "checkpoint_last.msgpack").read_bytes()
         empty = {"train_state": jax.tree.leaves(rs), "epoch": 0, "best_score": 0.0}
-        restored = flax.serialization.from_bytes(empty, saved)
-        leaves, meta = restored["train_state"], {"epoch": int(restored["epoch"]), "best_epoch": None}
+        try:
+            restored = flax.serialization.from_bytes(empty, saved)
+        except ValueError as e:
+            fail(f"cannot read {run_dir}/checkpoint_last.msgpack as this code's checkpoint: {e}", status=1)
+        leaves, meta = restored["train_state"], {"epoch": int(restored["epoch"]), "improved": False}
         meta["best_score"] = float(restored["best_score"])
-        kept = [line for line in logged if json.loads(line)["epoch"] <= meta["epoch"]]
+        kept = [line for epoch, line in logged if epoch <= meta["epoch"]]
     else:
         print(f"{run_dir} has no checkpoint yet: starting it afresh with its saved flags")
         write_atomic(metrics_path, b"")
@@ -834,7 +855,7 @@ def restore_checkpoint(run_dir, rs):
     leaves = jax.tree.unflatten(jax.tree.structure(rs), leaves)
     rs = jax.tree.map(lambda new, old: jax.device_put(new, old.sharding), leaves, rs)
     write_atomic(metrics_path, "".join(line + "\n" for line in kept).encode())
-    if meta["best_epoch"] == meta["epoch"]:  # a kill may have come between checkpoint_last and checkpoint_best
+    if meta["improved"]:  # its checkpoint_best is written after it: a kill may have come in between
         best = flax.serialization.to_bytes(jax.device_get(checkpoint_params(rs)))
         write_atomic(os.path.join(run_dir, "checkpoint_best.msgpack"), best)
     print(f"resumed {run_dir} after epoch {meta['epoch']} ({int(rs.env_steps[0])} env steps)")
@@ -842,7 +863,7 @@ def restore_checkpoint(run_dir, rs):
 
 
 def wait_until_ready(tree):
-    """jax.block_until_ready, but Python's signal handlers (RunLog's SIGTERM and Ctrl-C) run while it waits."""
+    """jax.block_until_ready, but Python's signal handlers (SIGTERM, Ctrl-C) run while it waits."""
     while not all(leaf.is_ready() for leaf in jax.tree.leaves(tree)):
         time.sleep(0.01)
     return tree
@@ -885,18 +906,48 @@ def write_summary(args, run_dir):
     write_atomic(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=2).encode())
 
 
+STOP = types.SimpleNamespace(signal=None, log=None, resume_dir=None)  # what the signal handler knows of the run
+
+
+def catch_stop_signals(resume_dir):
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, on_stop_signal)
+    STOP.resume_dir = resume_dir
+
+
+def on_stop_signal(signum, _frame):
+    """SIGTERM (what a cluster sends before preemption) or Ctrl-C. During the epoch loop the run stops after the
+    epoch under way, once its files are written; a second one, or one outside the loop (compiling, prefilling,
+    rendering), stops the run at once. Either way the files written so far are whole: --resume continues."""
+    name, log = signal.Signals(signum).name, STOP.log
+    if log is None or STOP.signal:
+        if log is not None and log.writer is not None:
+            log.writer.join()
+        say(f"stopped by {name}: continue with --resume {STOP.resume_dir}")
+        os._exit(0)
+    STOP.signal = name
+    written = ", once its checkpoint is written" if log.args.save_model else " (no checkpoints: --no-save-model)"
+    say(f"{name}: stopping after {log.label} {log.epoch + 1}{written}; {name} again stops at once")
+
+
+def say(line):
+    """Prints from a signal handler: whatever the interrupted code had buffered first, then `line` unbuffered."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # the handler may have interrupted a write to this very stream
+            stream.flush()
+    os.write(sys.stdout.fileno(), (line + "\n").encode())
+
+
 class RunLog:
     """What a run writes after every epoch: checkpoint_last (--save-model), checkpoint_best by eval/time_near_goal,
     then the epoch's line of metrics.jsonl and the wandb log (--track), in that order, on a thread that overlaps
     the next epoch; the progress bar and one console line at once. A non-finite loss stops the run before anything
-    of its epoch is written. SIGTERM (a cluster's preemption) or Ctrl-C sets stop_signal: the run ends after the
-    epoch under way, checkpointed; a second one stops it at once, keeping the checkpoints already written."""
+    of its epoch is written; so does a stop signal (on_stop_signal) before the next epoch starts."""
 
     def __init__(self, args, run_dir, planned_steps, env_steps, epoch, best_score, name=None, label="epoch"):
         """epoch: the last epoch done (0 for a new run), best_score: the best eval/time_near_goal so far."""
         self.args, self.run_dir, self.epoch, self.best_score, self.label = args, run_dir, epoch, best_score, label
-        self.best_epoch, self.writer, self.write_failed, self.stop_signal = None, None, False, None
-        self.resume_dir = run_dir  # what --resume takes to continue the run
+        self.writer, self.write_failed = None, False
         self.wandb = None
         if args.track:
             import wandb
@@ -918,8 +969,11 @@ class RunLog:
         self.progress = tqdm.tqdm(
             total=planned_steps, initial=env_steps, unit="step", unit_scale=True, dynamic_ncols=True
         )
-        for stop in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(stop, self.on_signal)
+        STOP.log = self
+
+    @property
+    def stop_signal(self):  # the name of the stop signal received, if one was
+        return STOP.signal
 
     def progress_metrics(self, env_steps):
         elapsed = time.time() - self.start_time
@@ -938,30 +992,27 @@ class RunLog:
             fail(f"{bad[0]} is not finite in epoch {epoch_index}; run stopped, {kept}", status=1)
         line = json.dumps(metrics)
         improved = metrics["eval/time_near_goal"] > self.best_score
-        if improved:
-            self.best_score, self.best_epoch = metrics["eval/time_near_goal"], epoch_index
+        self.best_score = max(self.best_score, metrics["eval/time_near_goal"])
         if self.args.save_model:  # a host copy now: the next epoch updates the state's device buffers in place
             state = jax.device_get(named_leaves(rs))
             best = jax.device_get(checkpoint_params(rs)) if improved else None
-            meta = {"epoch": epoch_index, "best_score": self.best_score, "best_epoch": self.best_epoch}
-            meta["metrics_line"] = line
+            meta = {"epoch": epoch_index, "best_score": self.best_score, "improved": improved, "metrics_line": line}
 
         def write_files():  # checkpoints first: a kill between the files leaves a run that resumes (see restore)
             if self.args.save_model:
                 save_checkpoint(self.run_dir, state, meta)
                 if best is not None:
-                    write_atomic(
-                        os.path.join(self.run_dir, "checkpoint_best.msgpack"), flax.serialization.to_bytes(best)
-                    )
+                    best_path = os.path.join(self.run_dir, "checkpoint_best.msgpack")
+                    write_atomic(best_path, flax.serialization.to_bytes(best))
             metrics_path = os.path.join(self.run_dir, "metrics.jsonl")
             logged = pathlib.Path(metrics_path).read_bytes() if os.path.exists(metrics_path) else b""
             write_atomic(metrics_path, logged + line.encode() + b"\n")
             if self.wandb:
                 self.wandb.log(metrics, step=metrics["training/env_steps"])
 
-        self.writer = threading.Thread(target=self.run_writer, args=(write_files,))
-        self.writer.start()
-        self.epoch = epoch_index
+        writer = threading.Thread(target=self.run_writer, args=(write_files, epoch_index))
+        writer.start()
+        self.writer, self.epoch = writer, epoch_index
         self.progress.update(metrics["training/env_steps"] - self.progress.n)
         self.progress.set_postfix(
             sps=f"{metrics['training/sps']:.0f}",
@@ -970,10 +1021,13 @@ class RunLog:
         )
         self.progress.write(f"{self.label} {epoch_index}: {log_line(metrics)}")
 
-    def run_writer(self, write_files):
+    def run_writer(self, write_files, epoch_index):
         try:
             write_files()
         except SystemExit:  # write_atomic's one-line error is printed; the main thread exits at its next wait
+            self.write_failed = True
+        except Exception as e:  # noqa: BLE001 (reported in one line, and the run stops at the next wait)
+            tqdm.tqdm.write(f"error: writing the files of {self.label} {epoch_index} failed: {e!r}", file=sys.stderr)
             self.write_failed = True
 
     def wait_for_writer(self):
@@ -981,34 +1035,20 @@ class RunLog:
             self.writer.join()
         if self.write_failed:
             self.progress.close()
+            STOP.log = None
             sys.exit(1)
 
-    def on_signal(self, signum, _frame):
-        name = signal.Signals(signum).name
-        if self.stop_signal:  # the second one: stop now, the epoch under way is lost
-            self.wait_for_writer()
-            self.progress.close()
-            print(f"{name} again: stopped at once; {self.resume_hint()}")
-            os._exit(0)
-        self.stop_signal = name
-        self.progress.write(
-            f"{name}: stopping after this {self.label}, once it is checkpointed ({name} again: at once)"
-        )
-
-    def resume_hint(self):
-        if not (self.args.save_model and self.epoch):
-            return f"no checkpoint was written: --resume {self.resume_dir} starts the run afresh"
-        return f"--resume {self.resume_dir} continues after {self.label} {self.epoch}"
-
     def close(self):
+        """Waits for the last files; after a stop signal, with epochs left, says how to resume and exits."""
         self.wait_for_writer()
         self.progress.close()
         if self.wandb:
             self.wandb.finish()
-        for stop in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(stop, signal.SIG_DFL if stop == signal.SIGTERM else signal.default_int_handler)
-        if self.stop_signal:
-            print(f"stopped by {self.stop_signal}; {self.resume_hint()}")
+        STOP.log = None
+        if self.stop_signal and self.epoch < self.args.num_epochs:
+            print(
+                f"stopped by {self.stop_signal} after {self.label} {self.epoch}: continue with --resume {STOP.resume_dir}"
+            )
             sys.exit(0)
 
 
@@ -1124,6 +1164,10 @@ class GoalEnv:
         self.episode_length = episode_length or spec.episode_length
         # XLA options for every program that steps this environment: `jax.jit(f).lower(...).compile(options)`
         self.compiler_options = getattr(self.task, "compiler_options", {})
+        # automatic resets as a select, not a lax.cond on done.any(): a GPU copies a conditional's predicate to the
+        # host and waits for it, every step. A CPU does not, and there a cond that skips sampling fresh goals at
+        # steps where no episode ends is cheaper (README#automatic-resets); a stored first state costs nothing.
+        self.reset_select = fixed_goals or jax.default_backend() != "cpu"
 
     def _fresh(self, key, n):
         sim_state, goal = jax.vmap(self.task.init)(jax.random.split(key, n))
@@ -1145,11 +1189,16 @@ class GoalEnv:
         done = (steps >= self.episode_length) | jax.vmap(self.task.terminated)(sim_state)
         obs = jnp.concatenate([state, goal], axis=-1)
         key, reset_key = jax.random.split(env_state.key)
-        # environments whose episode ended take a reset state: computed every step and selected, not a lax.cond on
-        # done.any(), whose predicate a GPU copies to the host and waits for at every step (README#performance)
-        fresh = env_state.first if self.fixed_goals else self._fresh(reset_key, done.shape[0])
-        pick = lambda new, old: jnp.where(done.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)
-        sim_state, obs = jax.tree.map(pick, fresh, (sim_state, obs))
+
+        def reset_done(_):  # environments whose episode ended take a reset state
+            fresh = env_state.first if self.fixed_goals else self._fresh(reset_key, done.shape[0])
+            pick = lambda new, old: jnp.where(done.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)
+            return jax.tree.map(pick, fresh, (sim_state, obs))
+
+        if self.reset_select:
+            sim_state, obs = reset_done(None)
+        else:
+            sim_state, obs = jax.lax.cond(done.any(), reset_done, lambda _: (sim_state, obs), None)
         steps = jnp.where(done, 0, steps)
         return EnvState(sim_state, obs, steps, env_state.traj_id + done, done, dist_to_goal, key, env_state.first)
 

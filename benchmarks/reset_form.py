@@ -1,4 +1,4 @@
-"""What automatic resets cost as a select (the scripts' form) against a lax.cond on done.any() (the old form).
+"""What automatic resets cost as a select against a lax.cond on done.any(), the two forms GoalEnv chooses from.
 
     python benchmarks/reset_form.py
     python benchmarks/reset_form.py --env-ids humanoid_u_maze --num-envs 512 --steps 200
@@ -19,33 +19,9 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import crl_resnet as crl
-
-
-class CondResetEnv(crl.GoalEnv):
-    """GoalEnv with the reset behind lax.cond(done.any()), as the scripts had it before (same results)."""
-
-    def step(self, env_state, action):
-        sim_state = jax.vmap(self.task.step)(env_state.sim_state, action)
-        state = jax.vmap(self.task.state)(sim_state)
-        goal = env_state.obs[:, self.state_dim :]
-        dist_to_goal = jnp.linalg.norm(state[:, self.goal_indices] - goal, axis=-1)
-        steps = env_state.steps + 1
-        done = (steps >= self.episode_length) | jax.vmap(self.task.terminated)(sim_state)
-        obs = jnp.concatenate([state, goal], axis=-1)
-        key, reset_key = jax.random.split(env_state.key)
-
-        def reset_done(_):
-            fresh = env_state.first if self.fixed_goals else self._fresh(reset_key, done.shape[0])
-            pick = lambda new, old: jnp.where(done.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)
-            return jax.tree.map(pick, fresh, (sim_state, obs))
-
-        sim_state, obs = jax.lax.cond(done.any(), reset_done, lambda _: (sim_state, obs), None)
-        steps = jnp.where(done, 0, steps)
-        return crl.EnvState(sim_state, obs, steps, env_state.traj_id + done, done, dist_to_goal, key, env_state.first)
 
 
 def rollout_speed(env, num_envs, num_steps, repeats):
@@ -73,11 +49,12 @@ def rollout_speed(env, num_envs, num_steps, repeats):
 
 def compare(env_id, num_envs, num_steps, repeats, goals):
     """{form: (steps/s, conditionals, episodes ended per step)} for the select and the cond form."""
-    fixed = goals == "fixed"
-    return {
-        form: rollout_speed(cls(env_id, fixed_goals=fixed), num_envs, num_steps, repeats)
-        for form, cls in [("select", crl.GoalEnv), ("cond", CondResetEnv)]
-    }
+    result = {}
+    for form in ["select", "cond"]:
+        env = crl.GoalEnv(env_id, fixed_goals=goals == "fixed")
+        env.reset_select = form == "select"  # what GoalEnv chooses by backend and goals, forced either way
+        result[form] = rollout_speed(env, num_envs, num_steps, repeats)
+    return result
 
 
 if __name__ == "__main__":

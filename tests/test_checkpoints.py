@@ -23,9 +23,11 @@ FLAGS += ["--num-sgd-batches-per-training-step", "8", "--min-replay-size", "100"
 
 
 def start(*flags, cwd):
+    """crl_resnet.py in cwd, its stdout a pipe and block-buffered, as in a cluster job's redirected log."""
     os.makedirs(cwd, exist_ok=True)
     script = os.path.join(ROOT, "crl_resnet.py")
-    return subprocess.Popen([sys.executable, script, *flags], cwd=cwd, stdout=subprocess.PIPE, text=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    return subprocess.Popen([sys.executable, script, *flags], cwd=cwd, stdout=subprocess.PIPE, text=True, env=env)
 
 
 def the_run(cwd):
@@ -47,15 +49,19 @@ def final_params(run_dir):
     return flax.serialization.msgpack_restore(pathlib.Path(run_dir, "final.msgpack").read_bytes())
 
 
-def signal_after_first_epoch(process, cwd, signals):
-    """Sends `signals` (0.05 s apart) once the run has logged its first epoch; returns its stdout."""
+def sigterm_after_first_epoch(process, cwd, twice=False):
+    """SIGTERM once the run has logged its first epoch (and, with twice, again once it says it is stopping);
+    returns its stdout."""
     while not (list(pathlib.Path(cwd).glob("runs/*/metrics.jsonl")) and epochs_logged(the_run(cwd))):
         assert process.poll() is None, "the run ended before its first epoch was logged"
         time.sleep(0.005)
-    for sig in signals:
-        process.send_signal(sig)
-        time.sleep(0.05)
-    return process.communicate(timeout=300)[0]
+    process.send_signal(signal.SIGTERM)
+    out = ""
+    while twice and "SIGTERM again stops at once" not in out:
+        out += process.stdout.readline()
+    if twice:
+        process.send_signal(signal.SIGTERM)
+    return out + process.communicate(timeout=300)[0]
 
 
 def test_sigterm_ends_the_epoch_checkpointed_and_every_kind_of_resume_ends_where_an_unstopped_run_ends(tmp_path):
@@ -64,19 +70,21 @@ def test_sigterm_ends_the_epoch_checkpointed_and_every_kind_of_resume_ends_where
     parameters of the run left alone, every epoch logged once. A second SIGTERM stops at once."""
     full = start(*FLAGS, cwd=tmp_path / "full")
     stopped = start(*FLAGS, cwd=tmp_path / "stopped")  # alongside: compilation is mostly serial
-    out = signal_after_first_epoch(stopped, tmp_path / "stopped", [signal.SIGTERM])
-    assert stopped.returncode == 0 and "stopped by SIGTERM" in out.splitlines()[-1], out[-2000:]
+    out = sigterm_after_first_epoch(stopped, tmp_path / "stopped")
+    assert stopped.returncode == 0 and "stopped by SIGTERM after epoch" in out.splitlines()[-1], out[-2000:]
     assert full.wait(timeout=300) == 0
     run_full, run_stopped = the_run(tmp_path / "full"), the_run(tmp_path / "stopped")
     k = checkpoint_epoch(run_stopped)
     assert 1 <= k < 8 and epochs_logged(run_stopped) == list(range(1, k + 1)), (k, epochs_logged(run_stopped))
-    assert f"continues after epoch {k}" in out.splitlines()[-1]
+    assert out.splitlines()[-1].endswith(
+        f"after epoch {k}: continue with --resume {run_stopped.relative_to(tmp_path / 'stopped')}"
+    )
     assert not list(run_stopped.glob("*.tmp")) and not (run_stopped / "final.msgpack").exists()
 
     # a kill between checkpoint_last and the metrics line: the checkpoint of epoch k, metrics up to k - 1
     metrics = (run_stopped / "metrics.jsonl").read_text().splitlines()
     (run_stopped / "metrics.jsonl").write_text("".join(line + "\n" for line in metrics[:-1]))
-    # a re-submitted job that was killed before its first checkpoint: args.json and a partial metrics line
+    # a re-submitted job that was killed before its first checkpoint: args.json, an old metrics line
     never = tmp_path / "never" / "runs" / "never"
     never.mkdir(parents=True)
     shutil.copy(run_full / "args.json", never / "args.json")
@@ -93,11 +101,12 @@ def test_sigterm_ends_the_epoch_checkpointed_and_every_kind_of_resume_ends_where
     logged = lambda run_dir: (run_dir / "metrics.jsonl").read_text().splitlines()
     assert logged(run_stopped)[k - 1] == metrics[-1], "epoch k's line comes back from its checkpoint"
 
-    # a second SIGTERM stops at once, keeping the checkpoints already written
+    # a second SIGTERM stops at once, keeping the checkpoints already written and the log printed so far
     twice = start(*FLAGS, cwd=tmp_path / "twice")
-    out = signal_after_first_epoch(twice, tmp_path / "twice", [signal.SIGTERM, signal.SIGTERM])
+    out = sigterm_after_first_epoch(twice, tmp_path / "twice", twice=True)
     run_twice = the_run(tmp_path / "twice")
-    assert twice.returncode == 0 and "SIGTERM again: stopped at once" in out, out[-2000:]
+    assert twice.returncode == 0 and "stopped by SIGTERM: continue with --resume" in out, out[-2000:]
+    assert "epoch 1: " in out, "what the run had printed before os._exit reaches its log"
     assert epochs_logged(run_twice) == list(range(1, checkpoint_epoch(run_twice) + 1))
     assert not list(run_twice.glob("*.tmp")) and not (run_twice / "final.msgpack").exists()
 
@@ -135,8 +144,17 @@ def test_a_full_disk_is_a_one_line_error_that_keeps_the_last_checkpoint_and_no_p
     assert "checkpoint_last.npz" in line and "No space left on device" in line and "intact" in line, line
     assert (run_dir / "checkpoint_last.npz").read_bytes() == before and checkpoint_epoch(run_dir) == 1
     assert not list(run_dir.glob("*.tmp")) and epochs_logged(run_dir) == [1], "nothing of epoch 2 is written"
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # close() stopped before restoring them
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def test_a_non_finite_loss_stops_before_its_epoch_is_written_and_names_the_last_good_checkpoint(tmp_path, capsys):
+    _, rs, run_dir, log = tiny_run(tmp_path)
+    log.write(1, metrics(1, 5.0), rs)
+    with pytest.raises(SystemExit) as stop:
+        log.write(2, metrics(2, 6.0) | {"losses/critic_loss": float("nan")}, rs)
+    assert stop.value.code == 1
+    [line] = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error: ")]
+    assert "losses/critic_loss is not finite in epoch 2" in line and "checkpoint (epoch 1)" in line, line
+    assert checkpoint_epoch(run_dir) == 1 and epochs_logged(run_dir) == [1]
 
 
 def test_an_unwritable_run_directory_is_a_one_line_error(tmp_path):

@@ -100,6 +100,8 @@ def test_resume_with_different_architecture_flags(tmp_path):
     (run_dir / "args.json").write_text(json.dumps(args))
     assert_one_line_error(run("--resume", str(run_dir), "--num-blocks", "4"), "--num-blocks", "differs")
     assert_one_line_error(run("--resume", str(run_dir), "--width", "32"), "--width", "differs")
+    (run_dir / "args.json").write_text(json.dumps(args | {"save_model": False}))
+    assert_one_line_error(run("--resume", str(run_dir)), "--resume", "--no-save-model")
 
 
 def test_paper_defaults_are_consistent():

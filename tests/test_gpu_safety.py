@@ -17,31 +17,44 @@ def conditionals(compiled):
     return len(re.findall(r"\bconditional\(", compiled.as_text()))
 
 
-def test_the_counter_sees_a_conditional():
-    """The check below could fail: a lax.cond on a traced predicate survives into the compiled program."""
-    f = jax.jit(lambda x: jax.lax.cond(x.any(), lambda y: jnp.sin(y), lambda y: y, x))
-    assert conditionals(f.lower(jnp.ones(3, dtype=bool).astype(jnp.float32)).compile()) >= 1
-
-
-@pytest.mark.parametrize("train_goals", ["resampled", "fixed"])
-def test_the_compiled_epoch_has_no_conditionals(train_goals):
-    """Automatic resets are selects: the whole epoch (collect, relabel, update) runs without one conditional."""
+def small_args():
     args = crl.Args(env_id="point_u_maze", num_envs=8, num_eval_envs=8, total_env_steps=8 * 100 + 2 * 8 * 100)
     args = crl.dataclasses.replace(args, num_epochs=2, unroll_length=100, batch_size=16, max_replay_size=300)
     args = crl.dataclasses.replace(args, num_sgd_batches_per_training_step=2, min_replay_size=100, width=8)
     args.actor_num_blocks = args.critic_num_blocks = 1
+    return args
+
+
+def test_resets_are_selects_wherever_a_conditional_would_cost_a_host_sync(monkeypatch):
+    """A select on accelerators and for fixed goals; a cond only on a CPU with resampled goals (cheaper there)."""
+    assert crl.GoalEnv("point_u_maze", fixed_goals=True).reset_select
+    assert not crl.GoalEnv("point_u_maze", fixed_goals=False).reset_select
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert crl.GoalEnv("point_u_maze", fixed_goals=False).reset_select
+
+
+@pytest.mark.parametrize("train_goals", ["resampled", "fixed"])
+def test_the_compiled_epoch_has_no_conditionals_where_resets_are_selects(train_goals):
+    """The whole epoch (collect, relabel, update), the prefill and the evaluation run without one conditional."""
+    args = small_args()
     env = crl.GoalEnv(args.env_id, fixed_goals=train_goals == "fixed")
+    env.reset_select = True  # what a GPU gets
     init, prefill, epoch, actor = crl.make_train(args, env)
     rs = jax.eval_shape(init, jax.random.PRNGKey(0))
     for program, example in [(prefill, rs), (epoch, rs)]:
         assert conditionals(jax.jit(program).lower(example).compile()) == 0
-    evaluate = crl.make_evaluate(args, crl.GoalEnv("point_u_maze_eval"), actor)
+    eval_env = crl.GoalEnv("point_u_maze_eval")
+    eval_env.reset_select = True
+    evaluate = crl.make_evaluate(args, eval_env, actor)
     assert conditionals(jax.jit(evaluate).lower(rs.actor_params, jax.random.PRNGKey(0)).compile()) == 0
+    env.reset_select = False  # the cond form, for contrast: one conditional per env step program
+    assert conditionals(jax.jit(crl.make_train(args, env)[2]).lower(rs).compile()) >= 1
 
 
 def test_a_brax_environment_step_has_no_conditionals():
     """brax's physics adds none either (reacher: the cheapest brax robot to compile)."""
     env = crl.GoalEnv("reacher")
+    env.reset_select = True
     step = lambda env_state: env.step(env_state, jnp.zeros((4, env.action_dim)))
     env_state = jax.eval_shape(lambda key: env.reset(key, 4), jax.random.PRNGKey(0))
     assert conditionals(jax.jit(step).lower(env_state).compile()) == 0
