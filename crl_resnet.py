@@ -37,6 +37,7 @@ import time
 import types
 import warnings
 import xml.etree.ElementTree as ET
+import zipfile
 from collections.abc import Callable
 from typing import Any, Literal, Optional
 
@@ -818,7 +819,7 @@ def load_checkpoint(path, rs):
         with np.load(path) as saved:
             meta = json.loads(str(saved["meta"]))
             leaves = [saved[name] for name in names]
-    except (OSError, ValueError, KeyError) as e:  # a damaged file, or another version's runner state
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:  # a damaged file, or another version's state
         fail(f"cannot read {path} as this code's checkpoint: {type(e).__name__}: {e}", status=1)
     for name, leaf, like in zip(names, leaves, names.values()):
         if leaf.shape != like.shape or leaf.dtype != like.dtype:

@@ -72,7 +72,7 @@ def measure(method, max_replay_size, directory):
         data = flax.serialization.to_bytes({"train_state": list(host.values()), "epoch": 1, "best_score": 0.0})
         crl.write_atomic(path + ".msgpack", data)
     elif method in ("npz", "no-buffer"):
-        crl.save_checkpoint(directory, host, {"epoch": 1, "best_score": 0.0, "best_epoch": None, "metrics_line": ""})
+        crl.save_checkpoint(directory, host, {"epoch": 1, "best_score": 0.0, "improved": False, "metrics_line": ""})
     elif method == "raw":
 
         def write_all(f):

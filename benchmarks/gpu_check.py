@@ -14,7 +14,7 @@ Checks run in order of priority and are skipped once --budget-s is spent:
     env steps/s of the second epoch, XLA's memory plan, peak GPU memory so far, conditionals in the program;
  3. the precision of the critic's distances: default against highest matmul precision, on the runner state's
     own observations and on embeddings of norm 1, 10 and 30;
- 4. checkpoint_last of the humanoid_u_maze state (5.6 GB): host copy, write, read back;
+ 4. checkpoint_last of the humanoid_u_maze state (5.9 GB): host copy, write, read back;
  5. automatic resets as a select against a lax.cond (benchmarks/reset_form.py), resampled and fixed goals;
  6. --scan-unroll 4 and --compute-dtype bfloat16 at depth 64, --num-seeds 2 and 4 at depth 4 (ant_big_maze).
 The epochs skip the prefill (an empty buffer costs the same to sample) and the evaluation.
@@ -183,7 +183,7 @@ def checkpoint_check(report, rs):
         host = jax.device_get(crl.named_leaves(rs))
         copy_s = time.time() - start
         size = sum(x.nbytes for x in host.values())
-        meta = {"epoch": 1, "best_score": 0.0, "best_epoch": None, "metrics_line": json.dumps({"epoch": 1})}
+        meta = {"epoch": 1, "best_score": 0.0, "improved": False, "metrics_line": json.dumps({"epoch": 1})}
         start = time.time()
         crl.save_checkpoint(run_dir, host, meta)
         write_s = time.time() - start

@@ -100,6 +100,9 @@ def test_sigterm_ends_the_epoch_checkpointed_and_every_kind_of_resume_ends_where
         jax.tree.map(np.testing.assert_array_equal, final_params(run_dir), final_params(run_full))
     logged = lambda run_dir: (run_dir / "metrics.jsonl").read_text().splitlines()
     assert logged(run_stopped)[k - 1] == metrics[-1], "epoch k's line comes back from its checkpoint"
+    timing = ("training/sps", "training/walltime", "training/epoch_sps")
+    untimed = lambda run_dir: [{k: v for k, v in json.loads(x).items() if k not in timing} for x in logged(run_dir)]
+    assert untimed(run_stopped) == untimed(never) == untimed(run_full), "every metric but the timings is the same"
 
     # a second SIGTERM stops at once, keeping the checkpoints already written and the log printed so far
     twice = start(*FLAGS, cwd=tmp_path / "twice")
@@ -146,7 +149,7 @@ def test_a_full_disk_is_a_one_line_error_that_keeps_the_last_checkpoint_and_no_p
     assert not list(run_dir.glob("*.tmp")) and epochs_logged(run_dir) == [1], "nothing of epoch 2 is written"
 
 
-def test_a_non_finite_loss_stops_before_its_epoch_is_written_and_names_the_last_good_checkpoint(tmp_path, capsys):
+def test_a_non_finite_loss_stops_before_its_epoch_is_written_and_the_last_good_checkpoint_resumes(tmp_path, capsys):
     _, rs, run_dir, log = tiny_run(tmp_path)
     log.write(1, metrics(1, 5.0), rs)
     with pytest.raises(SystemExit) as stop:
@@ -155,6 +158,51 @@ def test_a_non_finite_loss_stops_before_its_epoch_is_written_and_names_the_last_
     [line] = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error: ")]
     assert "losses/critic_loss is not finite in epoch 2" in line and "checkpoint (epoch 1)" in line, line
     assert checkpoint_epoch(run_dir) == 1 and epochs_logged(run_dir) == [1]
+    restored, epoch, best_score = crl.restore_checkpoint(str(run_dir), rs)
+    assert (epoch, best_score) == (1, 5.0)
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), jax.device_get(rs))
+
+
+def test_a_non_finite_first_epoch_leaves_no_checkpoint(tmp_path, capsys):
+    _, rs, run_dir, log = tiny_run(tmp_path)
+    with pytest.raises(SystemExit):
+        log.write(1, metrics(1, 5.0) | {"losses/actor_loss": float("inf")}, rs)
+    [line] = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error: ")]
+    assert "losses/actor_loss is not finite in epoch 1" in line and "no checkpoint had been written yet" in line
+    assert list(run_dir.iterdir()) == [], "nothing of the epoch is written"
+
+
+def test_a_write_that_fails_midway_keeps_the_old_file_and_leaves_no_partial_one(tmp_path, capsys):
+    path = tmp_path / "file"
+    path.write_bytes(b"old")
+
+    def write_then_fail(f):
+        f.write(b"half of the new")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(SystemExit) as stop:
+        crl.write_atomic(str(path), write_then_fail)
+    assert stop.value.code == 1 and path.read_bytes() == b"old" and list(tmp_path.iterdir()) == [path]
+    [line] = capsys.readouterr().err.splitlines()
+    assert line == f"error: cannot write {path}: No space left on device; the file there before is intact"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "another state"])
+def test_a_damaged_checkpoint_is_a_one_line_error(tmp_path, capsys, damage):
+    _, rs, run_dir, log = tiny_run(tmp_path)
+    log.write(1, metrics(1, 5.0), rs)
+    log.close()
+    path = run_dir / "checkpoint_last.npz"
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit) as stop:
+        other = rs.replace(log_alpha=rs.log_alpha[:, None]) if damage == "another state" else rs
+        crl.restore_checkpoint(str(run_dir), other)
+    assert stop.value.code in (1, 2)
+    [line] = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error: ")]
+    assert "checkpoint_last.npz" in line, line
 
 
 def test_an_unwritable_run_directory_is_a_one_line_error(tmp_path):
