@@ -20,6 +20,7 @@ import crl_resnet as crl
 FLAGS = ["--env-id", "point_u_maze", "--num-envs", "16", "--num-eval-envs", "16", "--total-env-steps", "200000"]
 FLAGS += ["--num-epochs", "8", "--unroll-length", "100", "--batch-size", "64", "--max-replay-size", "600"]
 FLAGS += ["--num-sgd-batches-per-training-step", "8", "--min-replay-size", "100", "--width", "32"]
+FLAGS += ["--train-goals", "fixed"]  # the paper's protocol: each environment's first state is checkpointed too
 
 
 def start(*flags, cwd):
@@ -52,13 +53,16 @@ def final_params(run_dir):
 def sigterm_after_first_epoch(process, cwd, twice=False):
     """SIGTERM once the run has logged its first epoch (and, with twice, again once it says it is stopping);
     returns its stdout."""
+    deadline = time.time() + 300
     while not (list(pathlib.Path(cwd).glob("runs/*/metrics.jsonl")) and epochs_logged(the_run(cwd))):
         assert process.poll() is None, "the run ended before its first epoch was logged"
+        assert time.time() < deadline, "no epoch logged within 5 minutes"
         time.sleep(0.005)
     process.send_signal(signal.SIGTERM)
-    out = ""
-    while twice and "SIGTERM again stops at once" not in out:
-        out += process.stdout.readline()
+    out, line = "", None
+    while twice and "SIGTERM again stops at once" not in out and line != "":
+        line = process.stdout.readline()  # "" at the end of the output
+        out += line
     if twice:
         process.send_signal(signal.SIGTERM)
     return out + process.communicate(timeout=300)[0]
@@ -76,6 +80,7 @@ def test_sigterm_ends_the_epoch_checkpointed_and_every_kind_of_resume_ends_where
     run_full, run_stopped = the_run(tmp_path / "full"), the_run(tmp_path / "stopped")
     k = checkpoint_epoch(run_stopped)
     assert 1 <= k < 8 and epochs_logged(run_stopped) == list(range(1, k + 1)), (k, epochs_logged(run_stopped))
+    assert json.loads((run_stopped / "args.json").read_text())["train_goals"] == "fixed"
     assert out.splitlines()[-1].endswith(
         f"after epoch {k}: continue with --resume {run_stopped.relative_to(tmp_path / 'stopped')}"
     )
@@ -213,6 +218,7 @@ def test_an_unwritable_run_directory_is_a_one_line_error(tmp_path):
         cwd=tmp_path,
         capture_output=True,
         text=True,
+        timeout=900,
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     [line] = [x for x in result.stderr.splitlines() if x.startswith("error: ")]

@@ -83,25 +83,63 @@ def assert_one_line_error(result, flag, phrase, status=2):
     assert flag in lines[0] and phrase in lines[0], lines[0]
 
 
+def check_in_process(module, flags, capsys, monkeypatch):
+    """What the script does with these flags up to its checks (parse_args, check_args), in this process: the
+    one-line error it prints, or None if the flags pass."""
+    monkeypatch.setattr(sys, "argv", [module.__file__, *flags])
+    capsys.readouterr()
+    try:
+        args, _ = module.parse_args()
+        module.check_args(args)
+    except SystemExit as stop:
+        err = capsys.readouterr().err
+        assert stop.code == 2 and "Traceback" not in err, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), err
+        return lines[0]
+    return None
+
+
 @pytest.mark.parametrize("flags,flag,phrase", BAD, ids=[" ".join(b[0]) for b in BAD])
-def test_bad_input_is_a_one_line_error(flags, flag, phrase):
+def test_bad_input_is_a_one_line_error(flags, flag, phrase, capsys, monkeypatch):
+    import crl_resnet
+
+    line = check_in_process(crl_resnet, [*TINY, *flags], capsys, monkeypatch)
+    assert line is not None and flag in line and phrase in line, line
+
+
+@pytest.mark.parametrize(
+    "flags,flag,phrase", [BAD[0], BAD[7], BAD[17], BAD[-1]], ids=["env", "steps", "resume", "eval"]
+)
+def test_bad_input_is_a_one_line_error_before_anything_compiles_end_to_end(flags, flag, phrase):
+    """The same through the real entry point, for a few cases: nothing runs before the check."""
     assert_one_line_error(run(*TINY, *flags), flag, phrase)
 
 
-def test_track_online_without_network_suggests_offline():
-    result = run(*TINY, "--track", env={"WANDB_BASE_URL": "http://127.0.0.1:9"})
-    assert_one_line_error(result, "--wandb-mode", "offline")
+def test_track_online_without_network_suggests_offline(capsys, monkeypatch):
+    import crl_resnet
+
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    line = check_in_process(crl_resnet, [*TINY, "--track"], capsys, monkeypatch)
+    assert line is not None and "--wandb-mode" in line and "offline" in line, line
 
 
-def test_resume_with_different_architecture_flags(tmp_path):
+def test_resume_with_different_architecture_flags(tmp_path, capsys, monkeypatch):
+    import crl_resnet
+
     run_dir = tmp_path / "runs" / "earlier"
     run_dir.mkdir(parents=True)
     args = {"num_blocks": 1, "width": 16, "env_id": "point_u_maze", "actor_num_blocks": 1, "critic_num_blocks": 1}
     (run_dir / "args.json").write_text(json.dumps(args))
-    assert_one_line_error(run("--resume", str(run_dir), "--num-blocks", "4"), "--num-blocks", "differs")
-    assert_one_line_error(run("--resume", str(run_dir), "--width", "32"), "--width", "differs")
+    for flags, flag, phrase in [
+        (["--num-blocks", "4"], "--num-blocks", "differs"),
+        (["--width", "32"], "--width", "differs"),
+    ]:
+        line = check_in_process(crl_resnet, ["--resume", str(run_dir), *flags], capsys, monkeypatch)
+        assert line is not None and flag in line and phrase in line, line
     (run_dir / "args.json").write_text(json.dumps(args | {"save_model": False}))
-    assert_one_line_error(run("--resume", str(run_dir)), "--resume", "--no-save-model")
+    line = check_in_process(crl_resnet, ["--resume", str(run_dir)], capsys, monkeypatch)
+    assert line is not None and "--no-save-model" in line, line
 
 
 def test_paper_defaults_are_consistent():

@@ -53,7 +53,11 @@ def test_layers_compose_without_skip_connections_and_layer_norm_is_a_flag():
 
 def test_bad_depth_is_a_one_line_error():
     result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "crl_mlp.py"), "--depth", "0"], check=False, capture_output=True, text=True
+        [sys.executable, os.path.join(ROOT, "crl_mlp.py"), "--depth", "0"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == "error: --depth must be >= 1, got 0"
@@ -65,7 +69,9 @@ def test_tiny_run_writes_metrics_with_finite_losses(tmp_path):
     flags += ["--num-sgd-batches-per-training-step", "4", "--max-replay-size", "400", "--min-replay-size", "100"]
     flags += ["--width", "32", "--depth", "3", "--no-layer-norm"]
     script = os.path.join(ROOT, "crl_mlp.py")
-    result = subprocess.run([sys.executable, script, *flags], check=False, cwd=tmp_path, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, script, *flags], check=False, cwd=tmp_path, capture_output=True, text=True, timeout=900
+    )
     assert result.returncode == 0, result.stderr
     [run] = list((tmp_path / "runs").iterdir())
     assert run.name.startswith("point_u_maze__crl_mlp__1__")

@@ -1,14 +1,15 @@
 """Every registered environment: finite observations of the declared shape, goals re-sampled at every reset.
 
-Physics environments (brax ant, humanoid, pusher) cost seconds to compile and ~1k-10k steps/s on a CPU, so their
-tests are marked slow except for `ant_u_maze`, which runs in the default suite: `python -m pytest -m slow`
-runs the others.
+Physics environments (brax ant, humanoid, pusher, MJX arms) cost tens of seconds to compile and ~1k-10k steps/s
+on a CPU, so the default suite steps each of the paper's environments a few times and runs the longer physics
+tests on `ant_u_maze` only; `python -m pytest -m slow` runs them for every environment.
 """
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import fast_jit
 from scipy import stats
 
 import crl_resnet as crl
@@ -31,7 +32,10 @@ def layout_of(env_id):
     return env_id.split("_", 1)[1].removesuffix("_eval")
 
 
-def random_rollout(env, num_envs, num_steps, seed=0):
+def random_rollout(env, num_envs, num_steps, seed=0, fast_compile=False):
+    """Random actions, jitted; fast_compile skips LLVM's optimisations (half the compile time of a brax robot,
+    slower steps): for short rollouts that check values, not speed."""
+
     def run(key):
         def step(env_state, key):
             action = jax.random.uniform(key, (num_envs, env.action_dim), minval=-1, maxval=1)
@@ -42,7 +46,8 @@ def random_rollout(env, num_envs, num_steps, seed=0):
         return jax.lax.scan(step, env.reset(k_reset, num_envs), jax.random.split(k_steps, num_steps))
 
     key = jax.random.PRNGKey(seed)
-    return jax.jit(run).lower(key).compile(env.compiler_options)(key)
+    options = env.compiler_options | ({"xla_backend_optimization_level": 0} if fast_compile else {})
+    return jax.jit(run).lower(key).compile(options)(key)
 
 
 @pytest.mark.parametrize("env_id", CHEAP)
@@ -61,10 +66,24 @@ def test_reset_and_200_random_steps_are_finite_with_declared_shape(env_id):
     assert len(np.unique(goals[0].round(5), axis=0)) == 16, "parallel environments get different goals"
 
 
+# the environments of the paper's Table 1 that the tests below do not step in the default suite: each robot
+# (ant, humanoid, pusher, arm) and every kind of contact set (ant maze walls, humanoid floor and walls, bins)
+PAPER = ["ant_big_maze", "humanoid", "humanoid_u_maze", "pusher_easy", "arm_binpick_easy"]
+
+
+@pytest.mark.parametrize("env_id", PAPER)
+def test_the_paper_environments_step_finite_at_their_declared_shape(env_id):
+    spec = crl.ENVIRONMENTS[env_id]
+    _, (obs, _) = random_rollout(crl.GoalEnv(env_id), num_envs=4, num_steps=5, fast_compile=True)
+    obs = np.asarray(obs)
+    assert obs.shape == (5, 4, spec.state_dim + len(spec.goal_indices)) and np.all(np.isfinite(obs))
+    assert np.all(np.any(obs[-1, :, : spec.state_dim] != obs[0, :, : spec.state_dim], axis=-1)), "the robot moved"
+
+
 @pytest.mark.parametrize("env_id", CHEAP + [physics_param(env_id) for env_id in PHYSICS])
 def test_goals_differ_across_resets(env_id):
     env = crl.GoalEnv(env_id)
-    reset = jax.jit(env.reset, static_argnums=1)  # eager brax costs more than compiling it
+    reset = fast_jit(env.reset, static_argnums=1, options=env.compiler_options)  # eager brax costs more
     a = reset(jax.random.PRNGKey(0), 64).obs[:, env.state_dim :]
     b = reset(jax.random.PRNGKey(1), 64).obs[:, env.state_dim :]
     differ = np.any(np.asarray(a) != np.asarray(b), axis=-1)
@@ -81,7 +100,7 @@ def test_maze_goals_come_only_from_the_goal_cells_and_eval_variants_only_from_th
     layout = layout_of(env_id)
     expected = set(crl.MAZE_EVAL_GOALS[layout]) if env_id.endswith("_eval") else set(crl.maze_cells(layout, "G"))
     env = crl.GoalEnv(env_id)
-    goals = np.asarray(jax.jit(jax.vmap(env.task.init))(jax.random.split(jax.random.PRNGKey(0), 2000))[1])
+    goals = np.asarray(fast_jit(jax.vmap(env.task.init))(jax.random.split(jax.random.PRNGKey(0), 2000))[1])
     cells, counts = np.unique(np.round(goals[:, :2] / cell_size(env_id)).astype(int), axis=0, return_counts=True)
     assert {tuple(c) for c in cells} == expected
     assert stats.chisquare(counts).pvalue > 1e-3, "goal cells are drawn uniformly"
@@ -94,7 +113,8 @@ def test_every_maze_has_eval_goals_inside_its_goal_cells():
         assert set(far) < set(crl.maze_cells(layout, "G")), layout
 
 
-@pytest.mark.parametrize("env_id", [physics_param(env_id) for env_id in PHYSICS])
+@pytest.mark.slow  # a minute per robot; the default suite steps the paper's environments above
+@pytest.mark.parametrize("env_id", PHYSICS)
 def test_1000_random_steps_at_64_envs_are_finite_with_goals_resampled_at_every_reset(env_id):
     spec = crl.ENVIRONMENTS[env_id]
     final, (obs, done) = random_rollout(crl.GoalEnv(env_id, episode_length=250), num_envs=64, num_steps=1000)
@@ -115,14 +135,14 @@ def test_1000_random_steps_at_64_envs_are_finite_with_goals_resampled_at_every_r
 def test_early_termination_when_the_torso_leaves_its_healthy_height(robot):
     low, high = {"ant": (0.2, 1.0), "humanoid": (1.0, 2.0)}[robot]  # brax's Ant and Humanoid healthy_z_range
     env = crl.GoalEnv(robot, episode_length=1000)
-    state = jax.jit(env.reset, static_argnums=1)(jax.random.PRNGKey(0), 8)
+    state = fast_jit(env.reset, static_argnums=1)(jax.random.PRNGKey(0), 8)
     sim_state = state.sim_state
     q = sim_state.pipeline_state.q
     # torsos 0-1 upside down just above the floor (they sink: only the feet meet the floor), 2-3 lifted high
     q = q.at[:2, 2].set(low - 0.05).at[:2, 3:7].set(jnp.array([0.0, 1.0, 0.0, 0.0])).at[2:4, 2].set(high + 0.2)
-    moved = jax.jit(jax.vmap(env.task.env.pipeline_init))(q, sim_state.pipeline_state.qd)  # the link poses
+    moved = fast_jit(jax.vmap(env.task.env.pipeline_init))(q, sim_state.pipeline_state.qd)  # the link poses
     state = state.replace(sim_state=sim_state.replace(pipeline_state=moved))
-    nxt = jax.jit(env.step)(state, jnp.zeros((8, env.action_dim)))
+    nxt = fast_jit(env.step)(state, jnp.zeros((8, env.action_dim)))
     assert np.array_equal(np.asarray(nxt.done), [True] * 4 + [False] * 4)
     assert np.array_equal(np.asarray(nxt.traj_id), [1] * 4 + [0] * 4)
     assert np.array_equal(np.asarray(nxt.steps), [0] * 4 + [1] * 4)
@@ -262,8 +282,8 @@ def goal_entity_position(env_id, sim_state):
 )
 def test_goal_indices_read_the_goal_entity_and_the_distance_uses_them(env_id):
     env = crl.GoalEnv(env_id, episode_length=10)
-    state = jax.jit(env.reset, static_argnums=1)(jax.random.PRNGKey(0), 4)
-    nxt = jax.jit(env.step)(state, 0.5 * jnp.ones((4, env.action_dim)))
+    state = fast_jit(env.reset, static_argnums=1, options=env.compiler_options)(jax.random.PRNGKey(0), 4)
+    nxt = fast_jit(env.step, options=env.compiler_options)(state, 0.5 * jnp.ones((4, env.action_dim)))
     achieved = np.asarray(nxt.obs[:, env.goal_indices])
     np.testing.assert_allclose(achieved, np.asarray(goal_entity_position(env_id, nxt.sim_state)), atol=1e-5)
     goal = np.asarray(state.obs[:, env.state_dim :])
@@ -276,15 +296,15 @@ def test_maze_init_can_start_in_any_cell_with_given_goal_cells(env_id):
     task = crl.ENVIRONMENTS[env_id].make()
     start, goal = jnp.array([12.0, 4.0]), jnp.array([[12.0, 12.0]])  # cells (3, 1) and (3, 3) of u_maze
     keys = jax.random.split(jax.random.PRNGKey(0), 64)
-    states, goals = jax.jit(jax.vmap(lambda k: task.init(k, start, goal)))(keys)
-    obs = jax.jit(jax.vmap(task.state))(states)
+    states, goals = fast_jit(jax.vmap(lambda k: task.init(k, start, goal)))(keys)
+    obs = fast_jit(jax.vmap(task.state))(states)
     assert np.all(np.abs(np.asarray(obs[:, :2]) - start) <= 0.5), "starts near the given cell's centre"
     assert np.all(np.abs(np.asarray(goals[:, :2]) - goal[0]) <= 2.0), "goals inside the given cell"
     if env_id == "ant_u_maze":  # the physics moved with the observation
         np.testing.assert_allclose(states.pipeline_state.q[:, :2], obs[:, :2], atol=1e-5)
         torso = states.pipeline_state.x.pos[:, 0, :2]
         np.testing.assert_allclose(torso, obs[:, :2], atol=1e-4)
-        after = jax.jit(jax.vmap(task.step))(states, jnp.zeros((64, task.action_dim)))
+        after = fast_jit(jax.vmap(task.step))(states, jnp.zeros((64, task.action_dim)))
         assert np.all(np.abs(np.asarray(after.obs[:, :2]) - start) <= 0.6), "and stays there when stepped"
 
 

@@ -123,6 +123,7 @@ def test_two_devices_split_the_work_and_train_what_one_device_trains(tmp_path):
         capture_output=True,
         check=False,
         text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 cpu device(s)" in result.stdout
@@ -140,6 +141,7 @@ def test_two_devices_split_the_work_and_train_what_one_device_trains(tmp_path):
         capture_output=True,
         check=False,
         text=True,
+        timeout=900,
     )
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "--num-envs 15 is not a multiple of the 2 devices" in result.stderr
@@ -164,7 +166,7 @@ print(json.dumps([local(ts.buffer.obs), local(ts.env_state.obs), local(ts.env_st
 """
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=900
     )
     assert result.returncode == 0, result.stderr[-3000:]
     buffer_obs, env_obs, env_key, rest_replicated = json.loads(result.stdout.strip().splitlines()[-1])

@@ -133,7 +133,9 @@ def test_eval_stitching_trains_exactly_what_crl_resnet_trains():
 
 def diff_sizes(script, reference="crl_resnet.py"):
     """Lines out / in of `diff REFERENCE SCRIPT` (GNU diff)."""
-    result = subprocess.run(["diff", reference, script], cwd=ROOT, capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        ["diff", reference, script], cwd=ROOT, capture_output=True, text=True, check=False, timeout=900
+    )
     diff = result.stdout.splitlines()
     return sum(line.startswith("< ") for line in diff), sum(line.startswith("> ") for line in diff)
 

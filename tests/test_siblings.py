@@ -1,5 +1,6 @@
 """sac_her.py and gcbc.py end to end: bad input, a tiny run that renders, logs offline and resumes, learning."""
 
+import importlib
 import json
 import os
 import pathlib
@@ -13,6 +14,7 @@ import jax
 import numpy as np
 import pytest
 from conftest import ROOT
+from test_cli import check_in_process
 from test_training import random_policy_success, render_states
 
 SIBLINGS = ["sac_her.py", "gcbc.py"]
@@ -55,10 +57,12 @@ SHARED_BAD = [
 
 
 @pytest.mark.parametrize("script", SIBLINGS)
-def test_bad_input_is_a_one_line_error(script):
+def test_bad_input_is_a_one_line_error(script, capsys, monkeypatch):
+    module = importlib.import_module(script.removesuffix(".py"))
     for flags, phrase in SHARED_BAD + BAD[script]:
-        line = one_line_error(script, *TINY, *flags)
-        assert phrase in line, line
+        line = check_in_process(module, [*TINY, *flags], capsys, monkeypatch)
+        assert line is not None and phrase in line, line
+    assert phrase in one_line_error(script, *TINY, *flags), "and through the script's entry point"
 
 
 def tiny_run(script, tmp_path):
@@ -100,14 +104,16 @@ def test_killed_run_resumes_to_the_same_parameters(script, tmp_path):
     (tmp_path / "b").mkdir()
     killed = start(script, *TINY, cwd=tmp_path / "b")
     run_b = None
+    deadline = time.time() + 300
     while killed.poll() is None:  # kill it as soon as the first epoch is checkpointed
+        assert time.time() < deadline, "no checkpoint within 5 minutes"
         runs = list((tmp_path / "b" / "runs").glob("*")) if (tmp_path / "b" / "runs").exists() else []
         if runs and (runs[0] / "checkpoint_last.npz").exists():
             run_b = runs[0]
             killed.send_signal(signal.SIGKILL)
             break
         time.sleep(0.01)
-    killed.wait()
+    killed.wait(timeout=300)
     assert run_b is not None and killed.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     resumed = start(script, "--resume", str(run_b), cwd=tmp_path / "b")
     out, err = resumed.communicate(timeout=600)
@@ -128,7 +134,12 @@ def test_baseline_learns_point_u_maze_above_random(script, budget, target, tmp_p
     flags = LEARN + ["--total-env-steps", str(budget), "--num-epochs", "6", "--seed", "2"]
     flags += ["--eval-env-id", "point_u_maze"]  # every goal cell: the far ones alone are too hard at this budget
     result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, script), *flags], check=False, cwd=tmp_path, capture_output=True, text=True
+        [sys.executable, os.path.join(ROOT, script), *flags],
+        check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr
     [run] = list((tmp_path / "runs").iterdir())

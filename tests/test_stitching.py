@@ -10,6 +10,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 from conftest import ROOT
+from test_cli import check_in_process
 from test_training import render_states
 
 import eval_stitching as st
@@ -90,7 +91,11 @@ def test_value_map_grid_maps_pixels_to_their_cells():
 
 def one_line_error(*flags):
     result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "eval_stitching.py"), *flags], check=False, capture_output=True, text=True
+        [sys.executable, os.path.join(ROOT, "eval_stitching.py"), *flags],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     [line] = result.stderr.strip().splitlines()
@@ -112,8 +117,13 @@ def one_line_error(*flags):
         (["--from-runs", "runs/missing"], "--from-runs runs/missing is not a run directory"),
     ],
 )
-def test_bad_input_is_a_one_line_error(flags, phrase):
-    assert phrase in one_line_error("--env-id", "point_u_maze", *flags)
+def test_bad_input_is_a_one_line_error(flags, phrase, capsys, monkeypatch):
+    line = check_in_process(st, ["--env-id", "point_u_maze", *flags], capsys, monkeypatch)
+    assert line is not None and phrase in line, line
+
+
+def test_bad_input_is_a_one_line_error_end_to_end():
+    assert "--depths 6 is not a positive multiple of 4" in one_line_error("--depths", "4", "6")
 
 
 TINY = ["--num-envs", "16", "--num-eval-envs", "16", "--total-env-steps", "24000", "--num-epochs", "2"]
@@ -123,7 +133,12 @@ TINY += ["--max-replay-size", "400", "--min-replay-size", "100", "--width", "32"
 
 def run(script, *flags, cwd):
     result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, script), *flags], check=False, cwd=cwd, capture_output=True, text=True
+        [sys.executable, os.path.join(ROOT, script), *flags],
+        check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
