@@ -95,7 +95,7 @@ def test_scan_unroll_and_remat_change_speed_and_memory_not_results():
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g1, g2)
 
 
-@pytest.mark.slow  # 40 s; the default suite's killed-and-resumed run trains two seeds in one program
+@pytest.mark.slow  # 40 s; the default suite trains two seeds in one program (tests/test_training.py)
 def test_seed_k_of_a_vmapped_run_equals_a_single_run_with_that_seed():
     args = small_args()
     together = trained_params(args, [1, 2, 3])
@@ -108,7 +108,6 @@ def test_seed_k_of_a_vmapped_run_equals_a_single_run_with_that_seed():
     assert not np.allclose(kernel[0], kernel[1]) and not np.allclose(kernel[1], kernel[2])
 
 
-@pytest.mark.slow  # 40 s; test_data_parallel_shards_environments_and_replicates_parameters stays in the default suite
 def test_two_devices_split_the_work_and_train_what_one_device_trains(tmp_path):
     """crl_resnet.py on 2 (virtual CPU) devices vs the same flags computed on one device here."""
     args = small_args()

@@ -51,7 +51,8 @@ def test_every_script_has_the_sections_in_order_and_ends_by_calling_main():
 
 
 def test_a_reader_meets_the_method_and_the_experiment_before_the_plumbing():
-    """The first network class within ~250 lines; main(), the experiment, ends within ~675 lines (training scripts)."""
+    """Goals, with headroom: the first network class within 250 lines (about 160 today); main(), the experiment, ends
+    within 700 lines in the training scripts (about 650 today)."""
     for script in present():
         first_class = next(
             i
@@ -61,7 +62,7 @@ def test_a_reader_meets_the_method_and_the_experiment_before_the_plumbing():
         assert first_class <= 250, (script, first_class)
         assert "def main():" in sections(script)["MAIN"], script
     for script in TRAINERS:
-        assert start_line(script, "RUN PLUMBING") <= 675, script
+        assert start_line(script, "RUN PLUMBING") <= 700, script
 
 
 def test_shared_sections_are_byte_identical_in_every_script():
@@ -104,18 +105,20 @@ def test_crl_mlp_differs_from_crl_resnet_only_in_networks_and_the_flags_they_nee
     for name in ["LOSSES", "TRAINING"]:
         assert mlp[name] == resnet[name], name
     assert changed_lines(resnet["NETWORKS"], mlp["NETWORKS"]), "the networks differ"
-    # outside NETWORKS: the docstring, the depth flags, their check and their use in MAIN
-    assert len(changed_lines(resnet["MAIN"], mlp["MAIN"])) <= 8
+    # outside NETWORKS: the docstring, the depth flags, their check and their use in MAIN. The goal: MAIN differs
+    # in at most 12 lines (8 today) and the whole file in at most 75 lines each way (57 / 54 today)
+    assert len(changed_lines(resnet["MAIN"], mlp["MAIN"])) <= 12
     whole = changed_lines(*(pathlib.Path(ROOT, s).read_text() for s in ["crl_resnet.py", "crl_mlp.py"]))
     removed, added = sum(line[0] == "-" for line in whole), sum(line[0] == "+" for line in whole)
-    assert max(removed, added) <= 60, f"diff crl_resnet.py crl_mlp.py: -{removed} +{added} lines"
+    assert max(removed, added) <= 75, f"diff crl_resnet.py crl_mlp.py: -{removed} +{added} lines"
 
 
 def test_baselines_differ_from_crl_resnet_in_their_algorithm_and_the_line_that_prints_it():
     """sac_her.py and gcbc.py: the algorithm lives in NETWORKS, LOSSES and TRAINING; MAIN differs only in the line
-    that prints the network depths (and, for gcbc.py, the critic's depth flags it does not have)."""
+    that prints the network depths (and, for gcbc.py, the critic's depth flags it does not have): at most 4 and 10
+    changed lines (2 and 6 today)."""
     resnet = sections("crl_resnet.py")
-    for script, main_lines in [("sac_her.py", 2), ("gcbc.py", 6)]:
+    for script, main_lines in [("sac_her.py", 4), ("gcbc.py", 10)]:
         theirs = sections(script)
         assert len(changed_lines(resnet["MAIN"], theirs["MAIN"])) <= main_lines, script
         for name in ["NETWORKS", "LOSSES", "TRAINING"]:
