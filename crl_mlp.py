@@ -768,7 +768,8 @@ def open_run_dir(args, resume):
     catch_stop_signals(run_dir)
     if resume:
         for partial in pathlib.Path(run_dir).glob("**/*.tmp"):  # left by a killed write: never a whole file
-            partial.unlink()
+            with contextlib.suppress(OSError):  # one that cannot be removed is overwritten by the next write
+                partial.unlink()
         return resume
     try:
         os.makedirs(run_dir, exist_ok=True)
@@ -820,7 +821,7 @@ def load_checkpoint(path, rs):
         fail(f"cannot read {path} as this code's checkpoint: {type(e).__name__}: {e}", status=1)
     for name, leaf, like in zip(names, leaves, names.values()):
         if leaf.shape != like.shape or leaf.dtype != like.dtype:
-            fail(f"{path}: {name} is {leaf.dtype}{list(leaf.shape)}, this run needs {like.dtype}{list(like.shape)}")
+            fail(f"{path}: {name} is {leaf.dtype}{list(leaf.shape)}, this run needs {like.dtype}{list(like.shape)}", 1)
     return leaves, meta
 
 

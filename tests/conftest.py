@@ -1,7 +1,9 @@
 import os
+import subprocess
 import sys
 
 import jax
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -22,3 +24,24 @@ def fast_jit(fn, static_argnums=(), options=None):
         )
 
     return call
+
+
+STARTED = []  # processes started by the running test
+
+
+def popen(command, **kwargs):
+    """subprocess.Popen of a process that does not outlive its test: a test that fails or times out while it runs
+    kills it (no run is left training on the machine's cores)."""
+    process = subprocess.Popen(command, **kwargs)
+    STARTED.append(process)
+    return process
+
+
+@pytest.fixture(autouse=True)
+def kill_what_the_test_started():
+    yield
+    while STARTED:
+        process = STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+            process.communicate()

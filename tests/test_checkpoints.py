@@ -7,13 +7,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import flax.serialization
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, popen
 
 import crl_resnet as crl
 
@@ -28,7 +29,7 @@ def start(*flags, cwd):
     os.makedirs(cwd, exist_ok=True)
     script = os.path.join(ROOT, "crl_resnet.py")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
-    return subprocess.Popen([sys.executable, script, *flags], cwd=cwd, stdout=subprocess.PIPE, text=True, env=env)
+    return popen([sys.executable, script, *flags], cwd=cwd, stdout=subprocess.PIPE, text=True, env=env)
 
 
 def the_run(cwd):
@@ -50,34 +51,65 @@ def final_params(run_dir):
     return flax.serialization.msgpack_restore(pathlib.Path(run_dir, "final.msgpack").read_bytes())
 
 
-def sigterm_after_first_epoch(process, cwd, twice=False):
-    """SIGTERM once the run has logged its first epoch (and, with twice, again once it says it is stopping);
-    returns its stdout."""
+def start_killed_between_checkpoint_and_metrics(*flags, cwd, epoch):
+    """crl_resnet.py, SIGKILLed by itself once epoch `epoch` is checkpointed, just before its metrics line is
+    written: the moment a kill between the two files would come."""
+    os.makedirs(cwd, exist_ok=True)
+    code = f"""
+import os, signal, sys
+sys.path.insert(0, {ROOT!r})
+sys.argv = ["crl_resnet.py", *{list(flags)!r}]
+import crl_resnet as crl
+write_atomic = crl.write_atomic
+def killed_before_the_metrics_line(path, data):
+    if path.endswith("metrics.jsonl") and os.path.exists(path) and len(open(path).readlines()) == {epoch} - 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    write_atomic(path, data)
+crl.write_atomic = killed_before_the_metrics_line
+crl.main()
+"""
+    return popen([sys.executable, "-c", code], cwd=cwd, stdout=subprocess.PIPE, text=True)
+
+
+def stop_after_first_epoch(process, cwd, signals=(signal.SIGTERM,)):
+    """Sends signals[0] once the run has logged its first epoch, and each further one once the run has said it is
+    stopping; returns its stdout."""
     deadline = time.time() + 300
     while not (list(pathlib.Path(cwd).glob("runs/*/metrics.jsonl")) and epochs_logged(the_run(cwd))):
         assert process.poll() is None, "the run ended before its first epoch was logged"
         assert time.time() < deadline, "no epoch logged within 5 minutes"
         time.sleep(0.005)
-    process.send_signal(signal.SIGTERM)
-    out, line = "", None
-    while twice and "SIGTERM again stops at once" not in out and line != "":
-        line = process.stdout.readline()  # "" at the end of the output
-        out += line
-    if twice:
-        process.send_signal(signal.SIGTERM)
-    return out + process.communicate(timeout=300)[0]
+    process.send_signal(signals[0])
+    out = []
+
+    def read_until_it_says_it_stops():
+        while not any(" again stops at once" in line for line in out) and (line := process.stdout.readline()):
+            out.append(line)
+
+    for stop in signals[1:]:
+        reader = threading.Thread(target=read_until_it_says_it_stops)
+        reader.start()
+        reader.join(timeout=300)
+        assert not reader.is_alive(), "the run never said it was stopping"
+        process.send_signal(stop)
+    return "".join(out) + process.communicate(timeout=300)[0]
 
 
 def test_sigterm_ends_the_epoch_checkpointed_and_every_kind_of_resume_ends_where_an_unstopped_run_ends(tmp_path):
-    """SIGTERM mid-run: exit 0 after the epoch under way, checkpointed. Resumed after a kill between its
-    checkpoint and its metrics line, and a re-submitted run that never wrote a checkpoint, both end with the
-    parameters of the run left alone, every epoch logged once. A second SIGTERM stops at once."""
+    """SIGTERM mid-run: exit 0 after the epoch under way, checkpointed. Resumed, as is a run SIGKILLed between
+    its checkpoint and its metrics line and a re-submitted run that never wrote a checkpoint, each ends with the
+    parameters and metrics of the run left alone, every epoch logged once. Ctrl-C (SIGINT) does the same as
+    SIGTERM; a second signal stops at once."""
     full = start(*FLAGS, cwd=tmp_path / "full")
     stopped = start(*FLAGS, cwd=tmp_path / "stopped")  # alongside: compilation is mostly serial
-    out = sigterm_after_first_epoch(stopped, tmp_path / "stopped")
+    killed = start_killed_between_checkpoint_and_metrics(*FLAGS, cwd=tmp_path / "killed", epoch=2)
+    out = stop_after_first_epoch(stopped, tmp_path / "stopped")
     assert stopped.returncode == 0 and "stopped by SIGTERM after epoch" in out.splitlines()[-1], out[-2000:]
-    assert full.wait(timeout=300) == 0
-    run_full, run_stopped = the_run(tmp_path / "full"), the_run(tmp_path / "stopped")
+    killed.communicate(timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    full.communicate(timeout=300)
+    assert full.returncode == 0
+    run_full, run_stopped, run_killed = (the_run(tmp_path / name) for name in ["full", "stopped", "killed"])
     k = checkpoint_epoch(run_stopped)
     assert 1 <= k < 8 and epochs_logged(run_stopped) == list(range(1, k + 1)), (k, epochs_logged(run_stopped))
     assert json.loads((run_stopped / "args.json").read_text())["train_goals"] == "fixed"
@@ -85,34 +117,34 @@ def test_sigterm_ends_the_epoch_checkpointed_and_every_kind_of_resume_ends_where
         f"after epoch {k}: continue with --resume {run_stopped.relative_to(tmp_path / 'stopped')}"
     )
     assert not list(run_stopped.glob("*.tmp")) and not (run_stopped / "final.msgpack").exists()
-
-    # a kill between checkpoint_last and the metrics line: the checkpoint of epoch k, metrics up to k - 1
-    metrics = (run_stopped / "metrics.jsonl").read_text().splitlines()
-    (run_stopped / "metrics.jsonl").write_text("".join(line + "\n" for line in metrics[:-1]))
+    # killed between the files: the checkpoint of epoch 2, metrics up to epoch 1
+    assert checkpoint_epoch(run_killed) == 2 and epochs_logged(run_killed) == [1]
     # a re-submitted job that was killed before its first checkpoint: args.json, an old metrics line
     never = tmp_path / "never" / "runs" / "never"
     never.mkdir(parents=True)
     shutil.copy(run_full / "args.json", never / "args.json")
-    (never / "metrics.jsonl").write_text(metrics[0] + "\n")
+    (never / "metrics.jsonl").write_text((run_stopped / "metrics.jsonl").read_text().splitlines()[0] + "\n")
 
-    resumed = start("--resume", str(run_stopped), cwd=tmp_path / "stopped")
+    resumed = [start("--resume", str(the_run(tmp_path / name)), cwd=tmp_path / name) for name in ["stopped", "killed"]]
     afresh = start("--resume", str(never), cwd=tmp_path / "never")
-    out_resumed, out_afresh = resumed.communicate(timeout=300)[0], afresh.communicate(timeout=300)[0]
-    assert resumed.returncode == 0 and f"resumed {run_stopped} after epoch {k}" in out_resumed, out_resumed[-2000:]
+    for process, run_dir, epoch in zip(resumed, [run_stopped, run_killed], [k, 2]):
+        out = process.communicate(timeout=300)[0]
+        assert process.returncode == 0 and f"resumed {run_dir} after epoch {epoch}" in out, out[-2000:]
+    out_afresh = afresh.communicate(timeout=300)[0]
     assert afresh.returncode == 0 and "no checkpoint yet: starting it afresh" in out_afresh, out_afresh[-2000:]
-    for run_dir in [run_stopped, never]:
-        assert epochs_logged(run_dir) == list(range(1, 9))
-        jax.tree.map(np.testing.assert_array_equal, final_params(run_dir), final_params(run_full))
     logged = lambda run_dir: (run_dir / "metrics.jsonl").read_text().splitlines()
-    assert logged(run_stopped)[k - 1] == metrics[-1], "epoch k's line comes back from its checkpoint"
     timing = ("training/sps", "training/walltime", "training/epoch_sps")
     untimed = lambda run_dir: [{k: v for k, v in json.loads(x).items() if k not in timing} for x in logged(run_dir)]
-    assert untimed(run_stopped) == untimed(never) == untimed(run_full), "every metric but the timings is the same"
+    for run_dir in [run_stopped, run_killed, never]:
+        assert epochs_logged(run_dir) == list(range(1, 9))
+        jax.tree.map(np.testing.assert_array_equal, final_params(run_dir), final_params(run_full))
+        assert untimed(run_dir) == untimed(run_full), "every metric but the timings is the same"
 
-    # a second SIGTERM stops at once, keeping the checkpoints already written and the log printed so far
+    # Ctrl-C: the same as SIGTERM; a second signal (here SIGTERM) stops at once, keeping what is written
     twice = start(*FLAGS, cwd=tmp_path / "twice")
-    out = sigterm_after_first_epoch(twice, tmp_path / "twice", twice=True)
+    out = stop_after_first_epoch(twice, tmp_path / "twice", signals=(signal.SIGINT, signal.SIGTERM))
     run_twice = the_run(tmp_path / "twice")
+    assert "SIGINT: stopping after epoch" in out and "SIGINT again stops at once" in out, out[-2000:]
     assert twice.returncode == 0 and "stopped by SIGTERM: continue with --resume" in out, out[-2000:]
     assert "epoch 1: " in out, "what the run had printed before os._exit reaches its log"
     assert epochs_logged(run_twice) == list(range(1, checkpoint_epoch(run_twice) + 1))
@@ -197,6 +229,7 @@ def test_a_damaged_checkpoint_is_a_one_line_error(tmp_path, capsys, damage):
     _, rs, run_dir, log = tiny_run(tmp_path)
     log.write(1, metrics(1, 5.0), rs)
     log.close()
+    capsys.readouterr()  # the run's progress bar
     path = run_dir / "checkpoint_last.npz"
     if damage == "truncated":
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
@@ -205,9 +238,10 @@ def test_a_damaged_checkpoint_is_a_one_line_error(tmp_path, capsys, damage):
     with pytest.raises(SystemExit) as stop:
         other = rs.replace(log_alpha=rs.log_alpha[:, None]) if damage == "another state" else rs
         crl.restore_checkpoint(str(run_dir), other)
-    assert stop.value.code in (1, 2)
-    [line] = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error: ")]
-    assert "checkpoint_last.npz" in line, line
+    assert stop.value.code == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err, err
+    assert f"{path}" in err and ("as this code's checkpoint" in err or "this run needs" in err), err
 
 
 def test_an_unwritable_run_directory_is_a_one_line_error(tmp_path):
@@ -218,7 +252,7 @@ def test_an_unwritable_run_directory_is_a_one_line_error(tmp_path):
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=120,
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     [line] = [x for x in result.stderr.splitlines() if x.startswith("error: ")]

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import ROOT
+from test_cli import check_in_process
 
 import crl_mlp
 
@@ -51,16 +52,9 @@ def test_layers_compose_without_skip_connections_and_layer_norm_is_a_flag():
         np.testing.assert_allclose(trunk.apply({"params": params}, x), h, rtol=1e-5, atol=1e-5)
 
 
-def test_bad_depth_is_a_one_line_error():
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "crl_mlp.py"), "--depth", "0"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == "error: --depth must be >= 1, got 0"
+def test_bad_depth_is_a_one_line_error(capsys, monkeypatch):
+    line = check_in_process(crl_mlp, ["--depth", "0"], capsys, monkeypatch)
+    assert line == "error: --depth must be >= 1, got 0"
 
 
 def test_tiny_run_writes_metrics_with_finite_losses(tmp_path):

@@ -163,3 +163,5 @@ def test_the_defaults_are_the_papers_table_2():
     utd = args.num_sgd_batches_per_training_step / (args.num_envs * args.unroll_length)
     assert round(1 / utd) == 40, "UTD 1:40"
     assert args.total_env_steps == 100_000_000 and args.target_entropy_scale == 0.5
+    assert args.alpha_lr == 3e-4, "not in Table 2: the paper's code's temperature learning rate"
+    assert args.num_epochs == 100 and args.num_eval_envs == 128, "the paper's code: 100 evaluations of 128 episodes"

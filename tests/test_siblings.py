@@ -13,7 +13,7 @@ import flax.serialization
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, popen
 from test_cli import check_in_process
 from test_training import random_policy_success, render_states
 
@@ -25,7 +25,7 @@ TINY += ["4", "--max-replay-size", "400", "--min-replay-size", "100", "--width",
 
 def start(script, *flags, cwd):
     command = [sys.executable, os.path.join(ROOT, script), *flags]
-    return subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def one_line_error(script, *flags):
@@ -69,7 +69,8 @@ def tiny_run(script, tmp_path):
     """A 3-epoch run with --render and offline tracking; checks what it wrote and returns its directory."""
     (tmp_path / "a").mkdir()
     full = start(script, *TINY, "--render", "--track", "--wandb-mode", "offline", cwd=tmp_path / "a")
-    assert full.wait(timeout=600) == 0, full.stderr.read()
+    err = full.communicate(timeout=600)[1]
+    assert full.returncode == 0, err
     [run_a] = list((tmp_path / "a" / "runs").iterdir())
     assert run_a.name.startswith(f"point_u_maze__{script[:-3]}__1__")
     logged = [json.loads(line) for line in (run_a / "metrics.jsonl").read_text().splitlines()]
@@ -113,7 +114,7 @@ def test_killed_run_resumes_to_the_same_parameters(script, tmp_path):
             killed.send_signal(signal.SIGKILL)
             break
         time.sleep(0.01)
-    killed.wait(timeout=300)
+    killed.communicate(timeout=300)
     assert run_b is not None and killed.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     resumed = start(script, "--resume", str(run_b), cwd=tmp_path / "b")
     out, err = resumed.communicate(timeout=600)

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, popen
 
 import crl_resnet as crl
 
@@ -48,7 +48,7 @@ SMALL = [
 
 
 def start(*flags, cwd):
-    return subprocess.Popen(
+    return popen(
         [sys.executable, os.path.join(ROOT, "crl_resnet.py"), *flags],
         cwd=cwd,
         stdout=subprocess.PIPE,
@@ -136,10 +136,11 @@ def test_a_killed_two_seed_run_resumes_to_the_same_parameters(tmp_path):
             killed.send_signal(signal.SIGKILL)
             break
         time.sleep(0.01)
-    killed.wait(timeout=300)
+    killed.communicate(timeout=300)
     assert run_b is not None and killed.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not os.path.exists(os.path.join(run_b, "final.msgpack"))
-    assert full.wait(timeout=600) == 0, full.stderr.read()
+    err = full.communicate(timeout=600)[1]
+    assert full.returncode == 0, err
     [run_a] = [str(p) for p in (tmp_path / "a" / "runs").iterdir()]
     resumed = start("--resume", run_b, cwd=tmp_path / "b")
     out, err = resumed.communicate(timeout=600)
