@@ -8,8 +8,9 @@ cell and target a cell at most
 no training episode ever pairs with R, so reaching them means stitching short pieces together. One CRL agent is
 trained per depth in `--depths` (one after another, `--num-seeds` seeds each in one program), then:
 runs/{run_name}/stitching.json (success and time near goal per held-out goal, per depth, per seed),
-stitching.png (grouped bars) and value_map_depth{D}.png (the critic's f(s, pi(s, g), g) over the maze).
-`--from-runs runs/A runs/B` skips training and evaluates checkpoints of crl_resnet.py runs instead.
+stitching.png (grouped bars) and value_map_depth{D}.png (the critic's f(s, pi(s, g), g) over the maze, from R to
+the farthest cell). `--from-runs runs/A runs/B` skips training and evaluates checkpoints of crl_resnet.py runs
+instead; on a maze that branches (big, hardest: no corridor to hold goals out along) it draws the value maps only.
 
 Reading map. Study: ARGS (with PRESETS), NETWORKS, REPLAY BUFFER, LOSSES and TRAINING (crl_resnet.py's, unchanged),
 EVALUATION (the held-out goals, value maps and figures) and MAIN (main(), the sweep). Skip on a first read: RUN
@@ -138,7 +139,8 @@ class Args:
     max_train_gap: int = 3
     """training (start, goal) pairs are corridor cells 1 to this many cells apart along the U (paper: 3)"""
     from_runs: tuple[str, ...] = ()
-    """crl_resnet.py run directories (runs/NAME) to evaluate on the held-out goals instead of training"""
+    """crl_resnet.py run directories (runs/NAME) to evaluate on the held-out goals instead of training; runs on a
+    maze that branches (big, hardest) get value maps only"""
     target_entropy_scale: float = 0.5
     """target entropy = -scale * action_dim"""
     remat: bool = False
@@ -615,20 +617,35 @@ def make_evaluate(args, env, actor):
 
 # The experiment (paper Sec. 4.5): the maze's corridor in path order from R; training pairs are (path[i],
 # path[i + k]) for k = 1 .. max_train_gap, evaluation goes from R to path[max_train_gap + 1:], pairs no training
-# episode ever had.
+# episode ever had. Mazes that branch have no corridor to hold goals out along: for them, value maps only.
+
+
+def maze_layout(env_id):
+    """The MAZE_LAYOUTS name of a maze environment (ant_u4_maze_eval -> u4_maze); None if env_id is no maze."""
+    name = env_id.removesuffix("_eval").split("_", 1)[-1]
+    return name if name in MAZE_LAYOUTS else None
+
+
+def path_distances(layout):
+    """{free cell: its distance from R in cells, along the maze's corridors} (breadth-first search)."""
+    free = set(maze_cells(layout, "R") + maze_cells(layout, "G") + maze_cells(layout, "."))
+    distances = {cell: 0 for cell in maze_cells(layout, "R")}
+    frontier = list(distances)
+    while frontier:
+        i, j = frontier.pop(0)
+        for cell in [(i + 1, j), (i - 1, j), (i, j + 1), (i, j - 1)]:
+            if cell in free and cell not in distances:
+                distances[cell] = distances[(i, j)] + 1
+                frontier.append(cell)
+    return distances
 
 
 def corridor_path(layout):
-    """The free cells of a corridor maze in path order from R (each cell has at most two free neighbours)."""
-    free = set(maze_cells(layout, "R") + maze_cells(layout, "G") + maze_cells(layout, "."))
-    path = maze_cells(layout, "R")
-    while True:
-        i, j = path[-1]
-        ahead = [c for c in [(i + 1, j), (i - 1, j), (i, j + 1), (i, j - 1)] if c in free and c not in path]
-        if not ahead:
-            return path
-        assert len(ahead) == 1, f"{layout} branches at {path[-1]}: not a corridor"
-        path.append(ahead[0])
+    """The free cells of a corridor maze in path order from R; None if the maze branches (or has cells that the
+    path from R does not pass through)."""
+    distances = path_distances(layout)
+    path = sorted(distances, key=distances.get)
+    return path if [distances[cell] for cell in path] == list(range(len(path))) else None
 
 
 def stitching_pairs(path, max_train_gap):
@@ -764,14 +781,21 @@ def main():
         args.env_id, args.episode_length = saved["env_id"], saved["episode_length"]
     maze = ENVIRONMENTS[args.env_id].make()
     args.episode_length = args.episode_length or ENVIRONMENTS[args.env_id].episode_length
-    path = corridor_path(maze.layout)
-    train_pairs, held_out = stitching_pairs(path, args.max_train_gap)
+    path, distances = corridor_path(maze.layout), path_distances(maze.layout)
+    start, far = maze_cells(maze.layout, "R")[0], max(distances, key=distances.get)  # the value maps' start and goal
+    train_pairs, held_out = stitching_pairs(path, args.max_train_gap) if path else ([], [])
     run_dir = open_run_dir(args, resume)
-    print(
-        f"{run_dir}: {args.env_id}, corridor {path}\n"
-        f"training pairs: {len(train_pairs)} (start, goal) cell pairs 1 to {args.max_train_gap} cells apart; "
-        f"held-out goals from R {path[0]}: {held_out}"
-    )
+    if path:
+        print(
+            f"{run_dir}: {args.env_id}, corridor {path}\n"
+            f"training pairs: {len(train_pairs)} (start, goal) cell pairs 1 to {args.max_train_gap} cells apart; "
+            f"held-out goals from R {start}: {held_out}"
+        )
+    else:
+        print(
+            f"{run_dir}: {args.env_id} branches, so no goal can be held out along a corridor: value maps only, "
+            f"from R {start} to the farthest cell {far} ({distances[far]} cells along the maze)"
+        )
 
     # TRAIN one agent per depth (or load the agents of --from-runs)
     if args.from_runs:
@@ -793,16 +817,18 @@ def main():
         "held_out_goals": [
             {"name": f"({i}, {j})", "cell": [i, j], "cells_from_start": path.index((i, j))} for i, j in held_out
         ],
+        "value_map": {"start": start, "goal": far, "cells_from_start": distances[far]},
         "depths": {},
     }
-    grid = value_map_grid(maze.layout, maze.size, per_cell=12)
-    start_env = pairs_env(args, [(path[0], path[-1])])  # the value maps' start state and goal: R and the far end
+    per_cell = 12
+    grid = value_map_grid(maze.layout, maze.size, per_cell)
+    start_env = pairs_env(args, [(start, far)])  # the value maps' start state and goal: R and the farthest cell
     start_obs = start_env.reset(jax.random.PRNGKey(args.seed), 1).obs[0]
     state, goal = start_obs[: start_env.state_dim], start_obs[start_env.state_dim :]
-    goal = goal.at[:2].set(jnp.array(path[-1], dtype=jnp.float32) * maze.size)
+    goal = goal.at[:2].set(jnp.array(far, dtype=jnp.float32) * maze.size)
     for depth, runs in agents.items():
         entry = {"source": list(args.from_runs) or [os.path.join(run_dir, f"depth{depth}")], "seeds": [], "goals": {}}
-        for run_args, params in runs:
+        for run_args, params in runs if held_out else []:  # a branching maze has no held-out goals
             actor = make_networks(run_args, start_env)[2]
             evaluate = jax.jit(jax.vmap(make_heldout_evaluate(run_args, actor, path, held_out)))
             seeds = jnp.arange(run_args.num_seeds) + run_args.seed
@@ -818,12 +844,20 @@ def main():
         values = np.asarray(make_value_map(run_args, start_env)(first_seed, state, goal, grid))
         title = f"{args.env_id}, depth {depth}, seed {run_args.seed}"
         figure = os.path.join(run_dir, f"value_map_depth{depth}.png")
-        plot_value_map(values, maze.layout, maze.size, 12, np.asarray(state[:2]), np.asarray(goal[:2]), title, figure)
-        summary = ", ".join(f"{name} {np.mean(v['success']):.2f}" for name, v in entry["goals"].items())
-        print(f"depth {depth}: held-out success per goal (mean of {len(entry['seeds'])} seeds): {summary}")
+        plot_value_map(
+            values, maze.layout, maze.size, per_cell, np.asarray(state[:2]), np.asarray(goal[:2]), title, figure
+        )
+        cells = values.reshape(len(values) // per_cell, per_cell, -1, per_cell).mean(axis=(1, 3))
+        # the mean value of each free cell, in order of distance from R (the map's seed only)
+        entry["value_per_cell"] = {f"({i}, {j})": float(cells[i, j]) for i, j in sorted(distances, key=distances.get)}
+        if held_out:
+            summary = ", ".join(f"{name} {np.mean(v['success']):.2f}" for name, v in entry["goals"].items())
+            print(f"depth {depth}: held-out success per goal (mean of {len(entry['seeds'])} seeds): {summary}")
     write_atomic(os.path.join(run_dir, "stitching.json"), json.dumps(results, indent=2).encode())
-    plot_stitching(results, os.path.join(run_dir, "stitching.png"))
-    print(f"wrote {run_dir}/stitching.json, stitching.png, value_map_depth{{{','.join(map(str, agents))}}}.png")
+    if held_out:
+        plot_stitching(results, os.path.join(run_dir, "stitching.png"))
+    figures = ("stitching.png, " if held_out else "") + f"value_map_depth{{{','.join(map(str, agents))}}}.png"
+    print(f"wrote {run_dir}/stitching.json, {figures}")
 
 
 def train_depth(args, depth_dir, path, train_pairs, held_out):
@@ -912,10 +946,10 @@ def flag(name):
 
 def check_args(args):
     """Every inconsistency in the flags is a one-line error here, before anything is compiled."""
-    if args.env_id not in PRESETS:
+    if args.env_id not in PRESETS and not args.from_runs:
         fail(
             f"--env-id {args.env_id!r} has no stitching experiment (it needs a corridor maze); choose one of: "
-            f"{', '.join(PRESETS)}"
+            f"{', '.join(PRESETS)} (value maps of crl_resnet.py runs on any maze: --from-runs)"
         )
     made_on = set()
     for run in args.from_runs:
@@ -924,10 +958,10 @@ def check_args(args):
         if not any(os.path.isfile(os.path.join(run, f)) for f in ["final.msgpack", "checkpoint_best.msgpack"]):
             fail(f"--from-runs {run} has no final.msgpack or checkpoint_best.msgpack: it saved no parameters")
         saved = json.loads(pathlib.Path(run, "args.json").read_text())
-        if saved.get("env_id") not in PRESETS or "critic_num_blocks" not in saved:
+        if maze_layout(saved.get("env_id", "")) is None or "critic_num_blocks" not in saved:
             fail(
-                f"--from-runs {run} is a run on {saved.get('env_id')!r}; choose runs of crl_resnet.py on one of: "
-                f"{', '.join(PRESETS)}"
+                f"--from-runs {run} is a run on {saved.get('env_id')!r}; choose runs of crl_resnet.py on a maze "
+                "(an id ending in _maze: point, ant or humanoid)"
             )
         made_on.add((saved["env_id"], saved["episode_length"]))
     if len(made_on) > 1:
@@ -939,11 +973,11 @@ def check_args(args):
             fail(
                 f"--depths {depth} is not a positive multiple of 4 (depth = 4 x residual blocks); e.g. --depths 4 16 64"
             )
-    layout = (min(made_on)[0] if made_on else args.env_id).split("_", 1)[1]  # the maze of --from-runs' runs
-    cells = len(corridor_path(layout))
-    if not 1 <= args.max_train_gap <= cells - 2:
+    layout = maze_layout(min(made_on)[0] if made_on else args.env_id)  # the maze of --from-runs' runs
+    path = corridor_path(layout)  # None for a branching maze: it holds no goal out
+    if path and not 1 <= args.max_train_gap <= len(path) - 2:
         fail(
-            f"--max-train-gap must be in [1, {cells - 2}] on the {layout} ({cells} corridor cells), got "
+            f"--max-train-gap must be in [1, {len(path) - 2}] on the {layout} ({len(path)} corridor cells), got "
             f"{args.max_train_gap}"
         )
     episode_length = args.episode_length or ENVIRONMENTS[args.env_id].episode_length

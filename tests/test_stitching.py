@@ -220,3 +220,34 @@ def test_the_u4_and_u5_mazes_are_corridors_too(capsys, monkeypatch):
     assert held_out == u4[4:]
     line = check_in_process(st, ["--env-id", "ant_u4_maze", "--max-train-gap", "10"], capsys, monkeypatch)
     assert "--max-train-gap must be in [1, 9] on the u4_maze (11 corridor cells)" in line
+
+
+def test_value_maps_on_any_maze(tmp_path):
+    """--from-runs on crl_resnet.py runs of a maze that branches (no held-out goals): a value map per depth, from R
+    to the cell farthest along the maze, and each free cell's mean value in stitching.json."""
+    import crl_resnet as crl
+
+    distances = st.path_distances("big_maze")
+    assert st.corridor_path("big_maze") is None and st.corridor_path("u_maze") == U_PATH
+    assert max(distances, key=distances.get) == (6, 5) and distances[(6, 5)] == 11 and len(distances) == 26
+    for name, blocks in [("a", 1), ("b", 2)]:  # two untrained agents: what matters here is what gets drawn
+        args = crl.Args(env_id="point_big_maze", width=16, num_blocks=blocks, episode_length=100)
+        args.actor_num_blocks = args.critic_num_blocks = blocks
+        init = crl.make_train(args, crl.GoalEnv(args.env_id))[0]
+        params = jax.tree.map(lambda x: x[None], crl.checkpoint_params(init(jax.random.PRNGKey(0))))
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "args.json").write_text(json.dumps(crl.dataclasses.asdict(args)))
+        (tmp_path / name / "final.msgpack").write_bytes(crl.flax.serialization.to_bytes(jax.device_get(params)))
+    out = run("eval_stitching.py", "--from-runs", str(tmp_path / "a"), str(tmp_path / "b"), cwd=tmp_path)
+    assert "branches" in out and "farthest cell (6, 5) (11 cells along the maze)" in out
+    [run_dir] = list((tmp_path / "runs").iterdir())
+    results = json.loads((run_dir / "stitching.json").read_text())
+    assert results["env_id"] == "point_big_maze" and results["held_out_goals"] == [] and results["corridor"] is None
+    assert results["value_map"] == {"start": [1, 1], "goal": [6, 5], "cells_from_start": 11}
+    assert list(results["depths"]) == ["4", "8"] and not (run_dir / "stitching.png").exists()
+    for depth in ["4", "8"]:
+        values = results["depths"][depth]["value_per_cell"]
+        assert next(iter(values)) == "(1, 1)" and list(values)[-1] == "(6, 5)" and len(values) == 26
+        assert all(v <= 0 for v in values.values()), "f = -||phi - psi||"
+        image = matplotlib.image.imread(run_dir / f"value_map_depth{depth}.png")
+        assert image.shape[:2] == (440, 500) and image.std() > 0

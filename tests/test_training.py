@@ -254,10 +254,11 @@ def random_policy_success(env_id, num_envs=256, seed=0):
 
 
 def test_crl_learns_point_u_maze_well_above_random(tmp_path):
-    """~1 CPU minute: the README quick-start configuration on a reduced budget, scored on the far goals, against
-    a random policy scored by the same evaluation code. Recorded here (seed 2, 5M env steps): random policy
-    success RANDOM_RECORDED, CRL TRAINED_RECORDED (best of the last three evaluations); the test asks for a margin
-    of MARGIN."""
+    """~1 CPU minute: the README quick-start configuration on a reduced budget (depth 4, 5M env steps), scored on
+    the far goals, against a uniformly random policy scored by the same evaluation code. Recorded on the 2-core
+    development CPU (best eval/success of the last three evaluations, 256 episodes each): random policy 0.000;
+    CRL 0.395 with seed 2 (the seed tested: the slowest of three), 0.723 with seed 1, 0.512 with seed 3. The
+    margin asked, 0.25, is about two thirds of the tested seed's recorded gap."""
     flags = [
         "--env-id",
         "point_u_maze",
