@@ -909,8 +909,7 @@ def train_depth(args, depth_dir, path, train_pairs, held_out):
     write_atomic(final_path, flax.serialization.to_bytes(params))  # always: it marks the depth as done
     if args.render:  # seed 0 from R to the farthest held-out goal
         far_env = pairs_env(args, [(path[0], held_out[-1])])
-        actor_params = jax.tree.map(lambda x: x[0], params["actor"])
-        render_episodes(args, far_env, actor, actor_params, os.path.join(depth_dir, "render.html"))
+        make_render(far_env, actor, args.seed)(params["actor"], os.path.join(depth_dir, "render.html"))
     return params
 
 
@@ -1039,7 +1038,7 @@ def check_args(args):
             fail(f"--track with --wandb-mode online cannot reach {host}; use --wandb-mode offline (sync later)")
 
 
-STATE_FLAGS_EXEMPT = {"track", "wandb_project_name", "wandb_entity", "wandb_mode", "render", "resume"}
+STATE_FLAGS_EXEMPT = {"track", "wandb_project_name", "wandb_entity", "wandb_mode", "render", "render_every", "resume"}
 
 
 def parse_args():
@@ -1274,7 +1273,7 @@ class RunLog:
                 config=config,
             )
             self.wandb = wandb
-        self.start_time, self.start_steps = time.time(), env_steps
+        self.start_time, self.start_steps, self.env_steps = time.time(), env_steps, env_steps
         self.progress = tqdm.tqdm(
             total=planned_steps, initial=env_steps, unit="step", unit_scale=True, dynamic_ncols=True
         )
@@ -1321,7 +1320,7 @@ class RunLog:
 
         writer = threading.Thread(target=self.run_writer, args=(write_files, epoch_index))
         writer.start()
-        self.writer, self.epoch = writer, epoch_index
+        self.writer, self.epoch, self.env_steps = writer, epoch_index, metrics["training/env_steps"]
         self.progress.update(metrics["training/env_steps"] - self.progress.n)
         self.progress.set_postfix(
             sps=f"{metrics['training/sps']:.0f}",
@@ -1329,6 +1328,14 @@ class RunLog:
             near=f"{metrics['eval/time_near_goal']:.0f}/{self.args.episode_length}",
         )
         self.progress.write(f"{self.label} {epoch_index}: {log_line(metrics)}")
+
+    def render(self, path, epoch_index, key="render"):
+        """A render written by main(): with --track, logged to wandb as HTML under `key`, at the step of its epoch's
+        metrics (one key for the renders during training, a slider over steps in wandb; another for the last)."""
+        self.wait_for_writer()  # its epoch's metrics first: wandb drops steps that go back
+        if self.wandb:
+            self.wandb.log({key: self.wandb.Html(pathlib.Path(path).read_text())}, step=self.env_steps)
+        self.progress.write(f"{self.label} {epoch_index}: wrote {path}")
 
     def run_writer(self, write_files, epoch_index):
         try:
@@ -1419,23 +1426,58 @@ def compile_programs(env, num_seeds, rs, eval_keys, prefill, epoch, evaluate, la
     return prefill_fn, epoch_fn, evaluate_fn
 
 
-def render_episodes(args, env, actor, actor_params, path, num_episodes=3):
-    """Rolls out the deterministic policy of seed 0 in one environment and writes the brax HTML viewer."""
+def make_render(env, actor, seed, num_episodes=3):
+    """render(actor_params, path) -> path: writes brax's HTML viewer of num_episodes episodes of seed 0's
+    deterministic policy (actor_params has a leading seed axis), from the starts and goals of key `seed`, the same at
+    every call; the rollout is compiled at the first call."""
+    compiled = []
 
-    def rollout(key):
+    def rollout(actor_params, key):
         record = lambda env_state, _: (
             jax.tree.map(lambda x: x[0], env_state.sim_state),
             env_state.obs[0, env.state_dim :],
         )
-        length = num_episodes * env.episode_length
-        return deterministic_rollout(env, actor, actor_params, env.reset(key, 1), length, record)
+        params, length = jax.tree.map(lambda x: x[0], actor_params), num_episodes * env.episode_length
+        return deterministic_rollout(env, actor, params, env.reset(key, 1), length, record)
 
-    key = jax.random.PRNGKey(args.seed)
-    sim_states, goals = jax.device_get(jax.jit(rollout).lower(key).compile(env.compiler_options)(key))
-    frames = [
-        env.task.render_frame(jax.tree.map(operator.itemgetter(t), sim_states), goals[t]) for t in range(len(goals))
-    ]
-    write_atomic(path, brax_html.render(env.task.render_system, frames).encode())
+    def render(actor_params, path):
+        key = jax.random.PRNGKey(seed)
+        if not compiled:
+            compiled.append(jax.jit(rollout).lower(actor_params, key).compile(env.compiler_options))
+        sim_states, goals = jax.device_get(compiled[0](actor_params, key))
+        frames = [
+            env.task.render_frame(jax.tree.map(operator.itemgetter(t), sim_states), goals[t]) for t in range(len(goals))
+        ]
+        write_atomic(path, brax_html.render(env.task.render_system, frames).encode())
+        return path
+
+    return render
+
+
+def load_saved_actor(run_dir, which, runner_state_shapes):
+    """(actor parameters with a leading seed axis, the epoch they are from) of a run's final.msgpack (which="final"),
+    checkpoint_best.msgpack ("best") or checkpoint_last.npz ("last", read against runner_state_shapes()), or a
+    one-line error."""
+    files = {"final": "final.msgpack", "best": "checkpoint_best.msgpack", "last": "checkpoint_last.npz"}
+    path, metrics_path = os.path.join(run_dir, files[which]), os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.isfile(path):
+        there = [k for k, name in files.items() if os.path.isfile(os.path.join(run_dir, name))]
+        fail(
+            f"--evaluate {run_dir} has no {files[which]} (--checkpoint {which}); "
+            + (f"it has: --checkpoint {' or '.join(there)}" if there else "it saved no parameters (yet)")
+        )
+    if which == "last":
+        shapes = runner_state_shapes()
+        leaves, meta = load_checkpoint(path, shapes)
+        return checkpoint_params(jax.tree.unflatten(jax.tree.structure(shapes), leaves))["actor"], meta["epoch"]
+    try:
+        params = flax.serialization.msgpack_restore(pathlib.Path(path).read_bytes())["actor"]
+    except (ValueError, KeyError, TypeError) as e:
+        fail(f"cannot read {path} as this code's parameters: {type(e).__name__}: {e}", status=1)
+    logged = [json.loads(x) for x in pathlib.Path(metrics_path).read_text().splitlines() if x.strip()]
+    scores = [m["eval/time_near_goal"] for m in logged] or [None]
+    epoch = logged[scores.index(max(scores))]["epoch"] if which == "best" and logged else len(logged)
+    return params, epoch
 
 
 # ==== ENVIRONMENTS ====

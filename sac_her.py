@@ -83,6 +83,14 @@ class Args:
     """path of a run directory (runs/NAME) to continue from its last checkpoint with the same flags"""
     render: bool = False
     """after training, write runs/{run_name}/render.html (brax viewer) of three evaluation episodes"""
+    render_every: int = 0
+    """also render after every K-th epoch, to runs/{run_name}/render_epoch{N}.html (0: never); --track logs renders"""
+    evaluate: Optional[str] = None
+    """path of a run directory (runs/NAME): evaluate its saved agent instead of training, with --checkpoint and any
+    --eval-env-id, --num-eval-envs, --render; writes runs/NAME/evaluation__{eval env}__{checkpoint}.json"""
+    checkpoint: Literal["final", "best", "last"] = "final"
+    """with --evaluate: the parameters at the end of training (final), of the best epoch by eval/time_near_goal
+    (best), or of the last epoch checkpointed (last; also for a run stopped or still training)"""
     num_seeds: int = 1
     """independent seeds trained in one jitted program (vmap); metrics: mean over seeds, _std, _per_seed"""
 
@@ -593,6 +601,8 @@ def main():
     evaluation; metrics, checkpoints and the final networks go to runs/NAME (README#what-a-run-writes)."""
     args, resume = parse_args()
     check_args(args)
+    if args.evaluate:  # --evaluate runs/NAME: no training, see evaluate_saved_agent below
+        return evaluate_saved_agent(args)
     args.actor_num_blocks = args.actor_num_blocks or args.num_blocks
     args.critic_num_blocks = args.critic_num_blocks or args.num_blocks
     if args.train_goals == "env":  # the paper's protocol on its environments, fresh goals on our point mazes
@@ -631,6 +641,7 @@ def main():
 
     # TRAIN AND EVALUATE, epoch by epoch
     log = RunLog(args, run_dir, plan.total_steps, int(rs.env_steps[0]), first_epoch, best_score)
+    render = make_render(eval_env, actor, args.seed)  # seed 0's deterministic policy, compiled when first asked
     for epoch_index in range(first_epoch + 1, args.num_epochs + 1):
         if log.stop_signal:  # SIGTERM or Ctrl-C: the epochs so far are written; --resume continues after them
             break
@@ -642,15 +653,41 @@ def main():
         metrics = {"epoch": epoch_index, **log.progress_metrics(int(rs.env_steps[0]))}
         metrics["training/epoch_sps"] = plan.env_steps_per_epoch / epoch_seconds  # training alone
         log.write(epoch_index, over_seeds_summary(jax.device_get({**train_metrics, **eval_metrics})) | metrics, rs)
+        if args.render_every and epoch_index % args.render_every == 0:
+            log.render(render(rs.actor_params, os.path.join(run_dir, f"render_epoch{epoch_index}.html")), epoch_index)
+    if args.render and not log.stop_signal:
+        log.render(render(rs.actor_params, os.path.join(run_dir, "render.html")), args.num_epochs, "render_final")
     log.close()  # waits for the last files; after a stop signal, with epochs left, says how to resume and exits
     write_summary(args, run_dir)
-
     if args.save_model:
         write_atomic(os.path.join(run_dir, "final.msgpack"), flax.serialization.to_bytes(checkpoint_params(rs)))
+
+
+def evaluate_saved_agent(args):
+    """--evaluate runs/NAME: the run's saved agent (--checkpoint final, best or last), every seed of it, for
+    num_eval_envs episodes on --eval-env-id (by default what the run was evaluated on), with fresh keys; nothing is
+    trained and only the evaluation is compiled. Prints the metrics and writes them, with what they were measured
+    on, to runs/NAME/evaluation__{eval env}__{checkpoint}.json; --render draws three episodes of seed 0 beside it."""
+    env = GoalEnv(args.eval_env_id, args.episode_length)
+    init, _, _, actor = make_train(args, env)  # the networks, to apply the saved parameters with
+    seeds = jnp.arange(args.num_seeds) + args.seed
+    shapes = lambda: jax.eval_shape(jax.vmap(lambda s: init(jax.random.PRNGKey(s))), seeds)  # to read a checkpoint_last
+    params, epoch = load_saved_actor(args.evaluate, args.checkpoint, shapes)
+    keys = jax.vmap(jax.random.PRNGKey)(seeds + 10_000)  # not the keys of the run's own evaluations
+    evaluate = jax.jit(over_seeds(make_evaluate(args, env, actor), args.num_seeds))
+    metrics = over_seeds_summary(
+        jax.device_get(evaluate.lower(params, keys).compile(env.compiler_options)(params, keys))
+    )
+    name = f"evaluation__{args.eval_env_id}__{args.checkpoint}"
+    print(f"{args.evaluate}, {args.checkpoint} parameters (epoch {epoch}) on {args.eval_env_id}: {log_line(metrics)}")
+    result = {"run": args.evaluate, "checkpoint": args.checkpoint, "epoch": epoch, "eval_env_id": args.eval_env_id}
+    result |= {"episode_length": args.episode_length, "episodes_per_seed": args.num_eval_envs, "seeds": seeds.tolist()}
+    write_atomic(
+        os.path.join(args.evaluate, name + ".json"), json.dumps(result | {"metrics": metrics}, indent=2).encode()
+    )
+    print(f"wrote {os.path.join(args.evaluate, name + '.json')}")
     if args.render:
-        actor_params = jax.tree.map(lambda x: x[0], rs.actor_params)
-        render_episodes(args, eval_env, actor, actor_params, os.path.join(run_dir, "render.html"))
-        print(f"wrote {os.path.join(run_dir, 'render.html')}")
+        print(f"wrote {make_render(env, actor, args.seed)(params, os.path.join(args.evaluate, name + '.html'))}")
 
 
 # ==== RUN PLUMBING ====
@@ -744,36 +781,43 @@ def check_args(args):
             fail(f"--track with --wandb-mode online cannot reach {host}; use --wandb-mode offline (sync later)")
 
 
-STATE_FLAGS_EXEMPT = {"track", "wandb_project_name", "wandb_entity", "wandb_mode", "render", "resume"}
+STATE_FLAGS_EXEMPT = {"track", "wandb_project_name", "wandb_entity", "wandb_mode", "render", "render_every", "resume"}
 
 
 def parse_args():
-    """tyro.cli, with --resume runs/NAME loading that run's flags as the defaults."""
-    resume = None
+    """tyro.cli, with --resume runs/NAME or --evaluate runs/NAME loading that run's flags as the defaults."""
+    given = {}
     for i, arg in enumerate(sys.argv):
-        if arg == "--resume" and i + 1 < len(sys.argv):
-            resume = sys.argv[i + 1]
-        elif arg.startswith("--resume="):
-            resume = arg.split("=", 1)[1]
-    if resume is None:
+        for name in ["--resume", "--evaluate"]:
+            if arg == name and i + 1 < len(sys.argv):
+                given[name] = sys.argv[i + 1]
+            elif arg.startswith(name + "="):
+                given[name] = arg.split("=", 1)[1]
+    if not given:
         return tyro.cli(Args), None
-    saved_path = os.path.join(resume, "args.json")
+    option, run = next(iter(given.items()))
+    if len(given) > 1:
+        fail("--resume and --evaluate cannot be combined: continue a run, or evaluate it")
+    saved_path = os.path.join(run, "args.json")
     if not os.path.isfile(saved_path):
-        fail(f"--resume {resume} is not a run directory (no args.json); give runs/NAME of an earlier run")
+        fail(f"{option} {run} is not a run directory (no args.json); give runs/NAME of an earlier run")
     with open(saved_path) as f:
         saved = json.load(f)
-    if not saved.get("save_model", True):
-        fail(f"--resume {resume}: that run was made with --no-save-model, so it has no checkpoint to continue from")
+    if option == "--resume" and not saved.get("save_model", True):
+        fail(f"--resume {run}: that run was made with --no-save-model, so it has no checkpoint to continue from")
     # flags added since a run began take the behaviour it began with: evaluated on env_id, resampled goals
     saved = {"eval_env_id": saved["env_id"], "train_goals": "resampled"} | saved
     args = tyro.cli(Args, default=Args(**{k: v for k, v in saved.items() if k in Args.__dataclass_fields__}))
+    may_differ = STATE_FLAGS_EXEMPT | (
+        {"evaluate", "checkpoint", "eval_env_id", "num_eval_envs"} if args.evaluate else set()
+    )
     for name, value in saved.items():
-        if name not in STATE_FLAGS_EXEMPT and getattr(args, name, value) != value:
+        if name not in may_differ and getattr(args, name, value) != value:
             fail(
-                f"{flag(name)} {getattr(args, name)} differs from the run in {resume} ({value}); "
-                "a resumed run keeps the flags it was started with"
+                f"{flag(name)} {getattr(args, name)} differs from the run in {run} ({value}); "
+                f"{'a resumed run keeps' if args.resume else 'an evaluated run keeps'} the flags it was trained with"
             )
-    return args, resume
+    return args, args.resume
 
 
 def open_run_dir(args, resume):
@@ -979,7 +1023,7 @@ class RunLog:
                 config=config,
             )
             self.wandb = wandb
-        self.start_time, self.start_steps = time.time(), env_steps
+        self.start_time, self.start_steps, self.env_steps = time.time(), env_steps, env_steps
         self.progress = tqdm.tqdm(
             total=planned_steps, initial=env_steps, unit="step", unit_scale=True, dynamic_ncols=True
         )
@@ -1026,7 +1070,7 @@ class RunLog:
 
         writer = threading.Thread(target=self.run_writer, args=(write_files, epoch_index))
         writer.start()
-        self.writer, self.epoch = writer, epoch_index
+        self.writer, self.epoch, self.env_steps = writer, epoch_index, metrics["training/env_steps"]
         self.progress.update(metrics["training/env_steps"] - self.progress.n)
         self.progress.set_postfix(
             sps=f"{metrics['training/sps']:.0f}",
@@ -1034,6 +1078,14 @@ class RunLog:
             near=f"{metrics['eval/time_near_goal']:.0f}/{self.args.episode_length}",
         )
         self.progress.write(f"{self.label} {epoch_index}: {log_line(metrics)}")
+
+    def render(self, path, epoch_index, key="render"):
+        """A render written by main(): with --track, logged to wandb as HTML under `key`, at the step of its epoch's
+        metrics (one key for the renders during training, a slider over steps in wandb; another for the last)."""
+        self.wait_for_writer()  # its epoch's metrics first: wandb drops steps that go back
+        if self.wandb:
+            self.wandb.log({key: self.wandb.Html(pathlib.Path(path).read_text())}, step=self.env_steps)
+        self.progress.write(f"{self.label} {epoch_index}: wrote {path}")
 
     def run_writer(self, write_files, epoch_index):
         try:
@@ -1124,23 +1176,58 @@ def compile_programs(env, num_seeds, rs, eval_keys, prefill, epoch, evaluate, la
     return prefill_fn, epoch_fn, evaluate_fn
 
 
-def render_episodes(args, env, actor, actor_params, path, num_episodes=3):
-    """Rolls out the deterministic policy of seed 0 in one environment and writes the brax HTML viewer."""
+def make_render(env, actor, seed, num_episodes=3):
+    """render(actor_params, path) -> path: writes brax's HTML viewer of num_episodes episodes of seed 0's
+    deterministic policy (actor_params has a leading seed axis), from the starts and goals of key `seed`, the same at
+    every call; the rollout is compiled at the first call."""
+    compiled = []
 
-    def rollout(key):
+    def rollout(actor_params, key):
         record = lambda env_state, _: (
             jax.tree.map(lambda x: x[0], env_state.sim_state),
             env_state.obs[0, env.state_dim :],
         )
-        length = num_episodes * env.episode_length
-        return deterministic_rollout(env, actor, actor_params, env.reset(key, 1), length, record)
+        params, length = jax.tree.map(lambda x: x[0], actor_params), num_episodes * env.episode_length
+        return deterministic_rollout(env, actor, params, env.reset(key, 1), length, record)
 
-    key = jax.random.PRNGKey(args.seed)
-    sim_states, goals = jax.device_get(jax.jit(rollout).lower(key).compile(env.compiler_options)(key))
-    frames = [
-        env.task.render_frame(jax.tree.map(operator.itemgetter(t), sim_states), goals[t]) for t in range(len(goals))
-    ]
-    write_atomic(path, brax_html.render(env.task.render_system, frames).encode())
+    def render(actor_params, path):
+        key = jax.random.PRNGKey(seed)
+        if not compiled:
+            compiled.append(jax.jit(rollout).lower(actor_params, key).compile(env.compiler_options))
+        sim_states, goals = jax.device_get(compiled[0](actor_params, key))
+        frames = [
+            env.task.render_frame(jax.tree.map(operator.itemgetter(t), sim_states), goals[t]) for t in range(len(goals))
+        ]
+        write_atomic(path, brax_html.render(env.task.render_system, frames).encode())
+        return path
+
+    return render
+
+
+def load_saved_actor(run_dir, which, runner_state_shapes):
+    """(actor parameters with a leading seed axis, the epoch they are from) of a run's final.msgpack (which="final"),
+    checkpoint_best.msgpack ("best") or checkpoint_last.npz ("last", read against runner_state_shapes()), or a
+    one-line error."""
+    files = {"final": "final.msgpack", "best": "checkpoint_best.msgpack", "last": "checkpoint_last.npz"}
+    path, metrics_path = os.path.join(run_dir, files[which]), os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.isfile(path):
+        there = [k for k, name in files.items() if os.path.isfile(os.path.join(run_dir, name))]
+        fail(
+            f"--evaluate {run_dir} has no {files[which]} (--checkpoint {which}); "
+            + (f"it has: --checkpoint {' or '.join(there)}" if there else "it saved no parameters (yet)")
+        )
+    if which == "last":
+        shapes = runner_state_shapes()
+        leaves, meta = load_checkpoint(path, shapes)
+        return checkpoint_params(jax.tree.unflatten(jax.tree.structure(shapes), leaves))["actor"], meta["epoch"]
+    try:
+        params = flax.serialization.msgpack_restore(pathlib.Path(path).read_bytes())["actor"]
+    except (ValueError, KeyError, TypeError) as e:
+        fail(f"cannot read {path} as this code's parameters: {type(e).__name__}: {e}", status=1)
+    logged = [json.loads(x) for x in pathlib.Path(metrics_path).read_text().splitlines() if x.strip()]
+    scores = [m["eval/time_near_goal"] for m in logged] or [None]
+    epoch = logged[scores.index(max(scores))]["epoch"] if which == "best" and logged else len(logged)
+    return params, epoch
 
 
 # ==== ENVIRONMENTS ====

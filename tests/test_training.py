@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import ROOT, popen
+from test_cli import check_in_process
 
 import crl_resnet as crl
 
@@ -87,9 +88,19 @@ def run_to_end(*flags, cwd, timeout=900):
 
 
 def test_a_two_seed_run_renders_logs_offline_and_summarises_each_seed(tmp_path):
-    """Two seeds in one program: --render, offline tracking, per-seed metrics, the summary.json of Sec. 4.1."""
+    """Two seeds in one program: --render and --render-every logged to wandb (offline), per-seed metrics, the
+    summary.json of Sec. 4.1; then --evaluate of the saved agent on another split, rendered."""
     result, run_a, logged = run_to_end(
-        *SMALL, "--num-seeds", "2", "--render", "--track", "--wandb-mode", "offline", cwd=tmp_path
+        *SMALL,
+        "--num-seeds",
+        "2",
+        "--render",
+        "--render-every",
+        "2",
+        "--track",
+        "--wandb-mode",
+        "offline",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert [m["epoch"] for m in logged] == [1, 2, 3, 4]
@@ -106,6 +117,12 @@ def test_a_two_seed_run_renders_logs_offline_and_summarises_each_seed(tmp_path):
     far_cells = {round(frame["pos"][-1][0] / 4) for frame in system["states"]["x"]}
     assert far_cells == {3}, "evaluation (and its render) targets the U-maze's far cells, row 3"
     assert list(pathlib.Path(run_a, "wandb").glob("offline-run-*")), "wandb wrote an offline run"
+    for name in ["render_epoch2.html", "render_epoch4.html"]:  # the same starts and goals as the final render
+        states = render_states(run_a, name)["states"]["x"]
+        assert len(states) == 300 and states[0] == system["states"]["x"][0]
+    assert not (run_a / "render_epoch1.html").exists() and not (run_a / "render_epoch3.html").exists()
+    logged_renders = list(pathlib.Path(run_a, "wandb").glob("offline-run-*/files/media/html/render_*.html"))
+    assert len(logged_renders) == 3, "epochs 2 and 4 and the final render, each logged as HTML"
 
     # the protocol is recorded; summary.json holds the paper's number: the mean of the last five evaluations
     saved = json.loads(pathlib.Path(run_a, "args.json").read_text())
@@ -149,8 +166,9 @@ def test_a_killed_two_seed_run_resumes_to_the_same_parameters(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, final_params(run_a), final_params(run_b))
 
 
-def render_states(run_dir):
-    html = pathlib.Path(run_dir, "render.html").read_text()
+def render_states(run_dir, name="render.html"):
+    """The brax System (links, and their poses in every frame) drawn by a render.html."""
+    html = pathlib.Path(run_dir, name).read_text()
     return json.loads(zlib.decompress(base64.b64decode(re.search(r'var system = "([^"]+)"', html).group(1))))
 
 
@@ -380,3 +398,56 @@ def test_summary_is_the_mean_of_the_last_five_evaluations(tmp_path):
     np.testing.assert_allclose([summary["score"], summary["score_std_over_seeds"]], [75.0, 25.0])
     np.testing.assert_allclose(summary["success_per_seed"], [0.5, 0.25])
     assert (summary["eval_env_id"], summary["episode_length"]) == ("point_u_maze_eval", 100)
+
+
+def test_evaluate_a_saved_agent_on_any_split_with_each_checkpoint(tmp_path, capsys, monkeypatch):
+    """--evaluate runs/NAME: final, best and last parameters of a two-seed run, on the run's own evaluation split
+    and on the whole maze, rendered; only the evaluation is compiled. Bad input is one line."""
+    flags = [*SMALL, "--num-seeds", "2", "--total-env-steps", "50000", "--num-epochs", "3"]
+    result, run_dir, logged = run_to_end(*flags, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    evaluated = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "crl_resnet.py"), "--evaluate", str(run_dir), "--render"],
+        check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert "compiled" not in evaluated.stdout and "epoch 1:" not in evaluated.stdout, "nothing is trained"
+    saved = json.loads((run_dir / "evaluation__point_u_maze_eval__final.json").read_text())
+    assert (saved["checkpoint"], saved["epoch"], saved["seeds"], saved["episodes_per_seed"]) == ("final", 3, [1, 2], 16)
+    assert len(saved["metrics"]["eval/success_per_seed"]) == 2 and 0 <= saved["metrics"]["eval/success"] <= 1
+    frames = render_states(run_dir, "evaluation__point_u_maze_eval__final.html")["states"]["x"]
+    assert len(frames) == 300 and {round(f["pos"][-1][0] / 4) for f in frames} == {3}, "the far goals, row 3"
+
+    # in this process: the other checkpoints, another split, more episodes
+    monkeypatch.chdir(tmp_path)
+    best = int(np.argmax([m["eval/time_near_goal"] for m in logged])) + 1
+    for checkpoint, epoch in [("best", best), ("last", 3)]:
+        argv = ["--evaluate", str(run_dir), "--checkpoint", checkpoint, "--eval-env-id", "point_u_maze"]
+        monkeypatch.setattr(sys, "argv", ["crl_resnet.py", *argv, "--num-eval-envs", "32"])
+        crl.main()
+        saved = json.loads((run_dir / f"evaluation__point_u_maze__{checkpoint}.json").read_text())
+        assert (saved["epoch"], saved["eval_env_id"], saved["episodes_per_seed"]) == (epoch, "point_u_maze", 32)
+    assert sorted(p.name for p in run_dir.glob("evaluation__*")) == [
+        "evaluation__point_u_maze__best.json",
+        "evaluation__point_u_maze__last.json",
+        "evaluation__point_u_maze_eval__final.html",
+        "evaluation__point_u_maze_eval__final.json",
+    ]
+    line = check_in_process(crl, ["--evaluate", str(run_dir), "--eval-env-id", "ant_u_maze"], capsys, monkeypatch)
+    assert "--eval-env-id ant_u_maze does not fit --env-id point_u_maze" in line
+    line = check_in_process(crl, ["--evaluate", str(run_dir), "--num-blocks", "3"], capsys, monkeypatch)
+    assert "--num-blocks 3 differs from the run" in line and "evaluated run keeps" in line
+    line = check_in_process(crl, ["--evaluate", str(tmp_path / "nothing")], capsys, monkeypatch)
+    assert "--evaluate" in line and "is not a run directory" in line
+    (run_dir / "final.msgpack").unlink()
+    monkeypatch.setattr(sys, "argv", ["crl_resnet.py", "--evaluate", str(run_dir)])
+    with pytest.raises(SystemExit) as stop:
+        crl.main()
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and err == (
+        f"error: --evaluate {run_dir} has no final.msgpack (--checkpoint final); it has: --checkpoint best or last"
+    )

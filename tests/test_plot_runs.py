@@ -1,0 +1,81 @@
+"""tools/plot_runs.py on synthetic run directories whose scores are known: grouping, seeds, the last-five score."""
+
+import json
+import os
+import sys
+
+import matplotlib.image
+import numpy as np
+import pytest
+from conftest import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import plot_runs
+
+
+def make_run(path, flags, near, success=None):
+    """A run directory: args.json and one metrics line per evaluation; near[e] is a number (one seed) or a list
+    (one value per seed of a --num-seeds run)."""
+    path.mkdir(parents=True)
+    (path / "args.json").write_text(json.dumps({"env_id": "point_u_maze", "critic_lr": 3e-4, "seed": 1} | flags))
+    lines = []
+    for epoch, value in enumerate(near, 1):
+        line = {"epoch": epoch, "training/env_steps": 1000 * epoch}
+        values = np.atleast_1d(value).astype(float)
+        rate = values / 100 if success is None else np.full_like(values, success)
+        line |= {"eval/time_near_goal": float(values.mean()), "eval/success": float(rate.mean())}
+        if len(values) > 1:
+            line |= {"eval/time_near_goal_per_seed": values.tolist(), "eval/success_per_seed": rate.tolist()}
+        lines.append(json.dumps(line))
+    (path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_groups_seeds_and_the_last_five_evaluations(tmp_path):
+    """Depth 4: a one-seed run and a two-seed run (three seeds); depth 16: one seed; seven evaluations each."""
+    make_run(tmp_path / "a", {"num_blocks": 1, "seed": 1}, [0, 0, 10, 20, 30, 40, 50])  # last five: mean 30
+    make_run(tmp_path / "b", {"num_blocks": 1, "seed": 2, "num_seeds": 2}, [[0, 0]] * 2 + [[20, 40]] * 5)  # 20, 40
+    make_run(tmp_path / "c", {"num_blocks": 4, "seed": 1}, [50] * 7, success=1.0)
+    out = tmp_path / "out"
+    plot_runs.main([str(tmp_path / x) for x in "abc"] + ["--out", str(out)])
+    table = json.loads((out / "scores.json").read_text())
+    assert list(table) == ["depth 4", "depth 16"], "grouped by the only flag that differs, as the critic's depth"
+    shallow, deep = table["depth 4"], table["depth 16"]
+    assert shallow["seeds"] == 3 and deep["seeds"] == 1
+    np.testing.assert_allclose(shallow["score_per_seed"], [30, 20, 40])
+    np.testing.assert_allclose([shallow["score"], shallow["score_std_over_seeds"]], [30, np.std([30, 20, 40])])
+    np.testing.assert_allclose(shallow["success_per_seed"], [0.3, 0.2, 0.4])
+    assert (deep["score"], deep["score_std_over_seeds"], deep["success"], deep["env_steps"]) == (50, 0, 1, 7000)
+    markdown = (out / "scores.md").read_text()
+    assert "| depth 4 | 3 | 30.0 ± 8.2 | 0.30 ± 0.08 | 0.007M |" in markdown
+
+    groups = plot_runs.group_runs(plot_runs.find_runs([str(tmp_path / x) for x in "abc"]), ["depth"])
+    np.testing.assert_allclose(groups["depth 4"]["eval/time_near_goal"][-1], [50, 20, 40])  # (T, seeds): last step
+    fig = plot_runs.plot_curves(groups, "test")
+    for ax in fig.axes:
+        assert len(ax.get_lines()) == 2, "one line per group in each panel"
+        np.testing.assert_allclose(ax.get_lines()[1].get_ydata(), [50] * 7 if "time" in ax.get_ylabel() else [1] * 7)
+    assert len(fig.axes[0].collections) == 1, "a confidence band for the group with seeds, none for one seed"
+    image = matplotlib.image.imread(out / "curves.png")
+    assert image.shape[:2] == (400, 1100) and image.std() > 0
+
+
+def test_a_stitching_sweep_and_any_flag_as_groups(tmp_path, capsys):
+    stitching = {"max_train_gap": 3, "num_blocks": 1}
+    make_run(tmp_path / "sweep" / "depth4", stitching | {"critic_num_blocks": 1}, [10] * 3)
+    make_run(tmp_path / "sweep" / "depth8", stitching | {"critic_num_blocks": 2}, [20] * 3)
+    make_run(tmp_path / "mlp", {"layer_norm": True, "depth": 8, "critic_depth": 8, "width": 32}, [5] * 3)
+    groups = plot_runs.group_runs(plot_runs.find_runs([str(tmp_path / "sweep"), str(tmp_path / "mlp")]), None)
+    assert list(groups) == [
+        "depth 4, script eval_stitching.py",
+        "depth 8, script crl_mlp.py",
+        "depth 8, script eval_stitching.py",
+    ]
+    groups = plot_runs.group_runs(plot_runs.find_runs([str(tmp_path / "sweep"), str(tmp_path / "mlp")]), ["script"])
+    assert [g["eval/time_near_goal"].shape[1] for g in groups.values()] == [1, 2]
+    with pytest.raises(SystemExit) as stop:
+        plot_runs.main([str(tmp_path / "sweep"), "--group-by", "nope", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and err.startswith("error: --group-by nope"), err
+    with pytest.raises(SystemExit):
+        plot_runs.main([str(tmp_path / "nothing"), "--out", str(tmp_path / "out")])
+    assert capsys.readouterr().err.startswith("error: ")

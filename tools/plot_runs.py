@@ -1,0 +1,210 @@
+"""Learning curves and the paper's score of a set of runs, grouped by any flag, seeds aggregated.
+
+    python tools/plot_runs.py runs/* --out figures/                         # groups: the flags that differ
+    python tools/plot_runs.py runs/* --group-by depth --out figures/        # one group per critic depth
+    python tools/plot_runs.py runs/* --group-by script depth --out figures/ # e.g. crl_mlp.py against crl_resnet.py
+    python tools/plot_runs.py runs/SWEEP --out figures/                     # an eval_stitching.py sweep
+
+Each RUN_DIR is a run of any of the scripts (its args.json and metrics.jsonl), or a directory holding runs, such as
+an eval_stitching.py sweep (runs/NAME/depth{D}/). Runs are grouped by the values of the --group-by flags: any flag of
+args.json, plus `script` (which script made the run) and `depth` (the critic's Dense layers: 4 x critic_num_blocks
+for the residual scripts, --critic-depth for crl_mlp.py, the policy's for gcbc.py). The default groups by every flag
+that every run has and whose value differs between them, leaving out seeds, names and bookkeeping flags. A run of --num-seeds N is N
+seeds. Writes to --out:
+
+  curves.png   eval/time_near_goal and eval/success against env steps (the paper's Fig. 1 style): per group, the
+               mean over seeds and a 95% bootstrap confidence band of that mean (none for a single seed)
+  scores.json  per group: the paper's score (Sec. 4.1), each seed's mean eval/time_near_goal over its last five
+  scores.md    evaluations, then their mean and standard deviation over seeds; eval/success the same way
+
+The confidence band is a percentile bootstrap over seeds (2,000 resamples, numpy): with the 2-10 seeds of an RL
+experiment this is what rliable's interval estimates do for one task, without its dependencies.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+import numpy as np
+
+METRICS = [("eval/time_near_goal", "time near goal (steps)"), ("eval/success", "success rate")]
+# flags that name or bookkeep a run: never a group by default
+BOOKKEEPING = {"seed", "exp_name", "track", "wandb_project_name", "wandb_entity", "wandb_mode", "save_model", "resume"}
+BOOKKEEPING |= {"render", "render_every", "evaluate", "checkpoint", "num_seeds", "from_runs", "depths"}
+BOOKKEEPING |= {"num_blocks", "actor_num_blocks", "critic_num_blocks", "critic_depth", "actor_depth"}  # in `depth`
+
+
+def fail(message):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def script_of(flags):
+    """The script that wrote an args.json, told by the flags only it has."""
+    if "max_train_gap" in flags:
+        return "eval_stitching.py"
+    if "relabel_ratio" in flags:
+        return "sac_her.py"
+    if "layer_norm" in flags:
+        return "crl_mlp.py"
+    return "crl_resnet.py" if "critic_lr" in flags else "gcbc.py"
+
+
+def critic_depth(flags):
+    """Dense layers of the critic's encoders (of the policy for gcbc.py, which has no critic)."""
+    if "layer_norm" in flags:  # crl_mlp.py counts layers, not residual blocks
+        return flags.get("critic_depth") or flags["depth"]
+    return 4 * (flags.get("critic_num_blocks") or flags["num_blocks"])
+
+
+def find_runs(paths):
+    """Every run directory (one with args.json and metrics.jsonl) at or directly under the given paths."""
+    runs = []
+    for path in map(pathlib.Path, paths):
+        if not path.is_dir():
+            fail(f"{path} is not a directory; give run directories (runs/NAME) or directories holding them")
+        found = [path] if (path / "metrics.jsonl").is_file() else sorted(p.parent for p in path.glob("*/metrics.jsonl"))
+        found = [run for run in found if (run / "args.json").is_file()]
+        if not found:
+            fail(f"{path} holds no run: no args.json with a metrics.jsonl in it or in its subdirectories")
+        runs += found
+    return runs
+
+
+def load_run(run):
+    """(flags, [(env steps, {metric: per-seed values}) per evaluation]) of one run."""
+    flags = json.loads((run / "args.json").read_text())
+    flags |= {"script": script_of(flags), "depth": critic_depth(flags)}
+    evaluations = []
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        m = json.loads(line)
+        values = {key: np.atleast_1d(m.get(f"{key}_per_seed", m[key])).astype(float) for key, _ in METRICS}
+        evaluations.append((m["training/env_steps"], values))
+    if not evaluations:
+        fail(f"{run} has logged no evaluation yet")
+    return flags, evaluations
+
+
+def group_runs(runs, group_by):
+    """{label: {"flags": {flag: value}, "runs": [run dirs], "steps": (T,), metric: (T, seeds)}}: the runs of a
+    group put on the env-step grid of its first run (others interpolated on it, where they overlap)."""
+    loaded = {run: load_run(run) for run in runs}
+    if group_by is None:
+        keys = set.intersection(*(set(flags) for flags, _ in loaded.values())) - BOOKKEEPING  # flags of every run
+        group_by = sorted(k for k in keys if len({json.dumps(f.get(k)) for f, _ in loaded.values()}) > 1)
+    for flag in group_by:
+        if not any(flag in flags for flags, _ in loaded.values()):
+            fail(f"--group-by {flag} is not a flag of these runs; e.g. depth, script, env_id, width, batch_size")
+    groups = {}
+    for run, (flags, evaluations) in loaded.items():
+        key = {flag: flags.get(flag) for flag in group_by}
+        label = ", ".join(f"{k} {v}" for k, v in key.items()) or "all runs"
+        group = groups.setdefault(label, {"flags": key, "runs": [], "curves": []})
+        group["runs"].append(str(run))
+        steps = np.array([s for s, _ in evaluations], dtype=float)
+        group["curves"].append((steps, {k: np.stack([v[k] for _, v in evaluations]) for k, _ in METRICS}))
+    for group in groups.values():
+        steps = group["curves"][0][0]
+        steps = steps[steps <= min(s[-1] for s, _ in group["curves"])]
+        group["steps"] = steps
+        for key, _ in METRICS:
+            columns = []  # one per seed
+            for run_steps, curves in group["curves"]:
+                columns += [np.interp(steps, run_steps, seed) for seed in curves[key].T]
+            group[key] = np.stack(columns, axis=1)  # (T, seeds)
+    order = lambda v: (0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v))  # numbers in numeric order
+    return dict(sorted(groups.items(), key=lambda item: [order(v) for v in item[1]["flags"].values()]))
+
+
+def bootstrap_band(values, rng, resamples=2000):
+    """95% percentile bootstrap interval of the mean over seeds, at each step: values (T, seeds) -> (low, high)."""
+    pick = rng.integers(0, values.shape[1], (resamples, values.shape[1]))
+    means = values[:, pick].mean(-1)  # (T, resamples)
+    return np.percentile(means, 2.5, axis=1), np.percentile(means, 97.5, axis=1)
+
+
+def plot_curves(groups, title):
+    """The figure: one line (mean over seeds) and one band per group in each panel."""
+    rng = np.random.default_rng(0)
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(11, 4))
+    for color, (label, group) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10, groups.items()):
+        seeds = group[METRICS[0][0]].shape[1]
+        for ax, (key, name) in zip(axes, METRICS):
+            values = group[key]
+            ax.plot(group["steps"], values.mean(1), color=color, label=f"{label} ({seeds} seed{'s' * (seeds > 1)})")
+            if seeds > 1:
+                ax.fill_between(group["steps"], *bootstrap_band(values, rng), color=color, alpha=0.2, lw=0)
+            ax.set(xlabel="env steps", ylabel=name)
+    axes[1].set_ylim(-0.02, 1.02)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{title}: mean over seeds, 95% bootstrap confidence band")
+    fig.tight_layout()
+    return fig
+
+
+def scores(groups):
+    """{label: the paper's score and success of the group}: per seed the mean of its last five evaluations."""
+    table = {}
+    for label, group in groups.items():
+        last = {key: np.concatenate([c[key][-5:] for _, c in group["curves"]], axis=1).mean(0) for key, _ in METRICS}
+        score, success = last["eval/time_near_goal"], last["eval/success"]
+        table[label] = {
+            "flags": group["flags"],
+            "seeds": len(score),
+            "score": float(score.mean()),
+            "score_std_over_seeds": float(score.std()),
+            "score_per_seed": score.tolist(),
+            "success": float(success.mean()),
+            "success_std_over_seeds": float(success.std()),
+            "success_per_seed": success.tolist(),
+            "env_steps": float(np.mean([s[-1] for s, _ in group["curves"]])),
+            "runs": group["runs"],
+        }
+    return table
+
+
+def scores_markdown(table):
+    lines = [
+        "| group | seeds | score: time near goal, last 5 evaluations | success | env steps |",
+        "|---|---|---|---|---|",
+    ]
+    for label, row in table.items():
+        lines.append(
+            f"| {label} | {row['seeds']} | {row['score']:.1f} ± {row['score_std_over_seeds']:.1f} | "
+            f"{row['success']:.2f} ± {row['success_std_over_seeds']:.2f} | {row['env_steps'] / 1e6:.3g}M |"
+        )
+    return (
+        "\n".join(lines)
+        + "\n\nmean ± standard deviation over seeds; each seed's value is the mean of its last five evaluations (paper Sec. 4.1)\n"
+    )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories, or directories holding runs")
+    parser.add_argument("--group-by", nargs="+", default=None, metavar="FLAG", help="default: the flags that differ")
+    parser.add_argument("--out", required=True, help="folder for curves.png, scores.json and scores.md")
+    cli = parser.parse_args(argv)
+    groups = group_runs(find_runs(cli.runs), cli.group_by)
+    os.makedirs(cli.out, exist_ok=True)
+    envs = sorted(
+        {json.loads(pathlib.Path(run, "args.json").read_text())["env_id"] for g in groups.values() for run in g["runs"]}
+    )
+    fig = plot_curves(groups, ", ".join(envs))
+    fig.savefig(os.path.join(cli.out, "curves.png"), dpi=100)
+    plt.close(fig)
+    table = scores(groups)
+    pathlib.Path(cli.out, "scores.json").write_text(json.dumps(table, indent=2))
+    pathlib.Path(cli.out, "scores.md").write_text(scores_markdown(table))
+    print(scores_markdown(table), end="")
+    print(f"wrote {cli.out}/curves.png, scores.json, scores.md ({len(groups)} groups)")
+
+
+if __name__ == "__main__":
+    main()
