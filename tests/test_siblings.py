@@ -93,8 +93,15 @@ def tiny_run(script, tmp_path):
 
 
 @pytest.mark.parametrize("script", SIBLINGS)
-def test_tiny_run_renders_logs_offline_and_writes_checkpoints(script, tmp_path):
-    tiny_run(script, tmp_path)
+def test_tiny_run_renders_logs_offline_writes_checkpoints_and_is_evaluated_again(script, tmp_path, monkeypatch):
+    run_a = tiny_run(script, tmp_path)
+    module = importlib.import_module(script.removesuffix(".py"))
+    for checkpoint in ["best", "last"]:  # the shared --evaluate path, with each script's own networks
+        argv = [script, "--evaluate", str(run_a), "--checkpoint", checkpoint, "--num-eval-envs", "8"]
+        monkeypatch.setattr(sys, "argv", argv)
+        module.main()
+        saved = json.loads((run_a / f"evaluation__point_u_maze_eval__{checkpoint}.json").read_text())
+        assert saved["episodes_per_seed"] == 8 and 0 <= saved["metrics"]["eval/success"] <= 1
 
 
 @pytest.mark.slow
