@@ -98,7 +98,8 @@ def test_goals_differ_across_resets(env_id):
 )
 def test_maze_goals_come_only_from_the_goal_cells_and_eval_variants_only_from_the_far_ones(env_id):
     layout = layout_of(env_id)
-    expected = set(crl.MAZE_EVAL_GOALS[layout]) if env_id.endswith("_eval") else set(crl.maze_cells(layout, "G"))
+    far = crl.HUMANOID_EVAL_GOALS if env_id.startswith("humanoid") else crl.MAZE_EVAL_GOALS  # the benchmark's splits
+    expected = set(far[layout]) if env_id.endswith("_eval") else set(crl.maze_cells(layout, "G"))
     env = crl.GoalEnv(env_id)
     goals = np.asarray(fast_jit(jax.vmap(env.task.init))(jax.random.split(jax.random.PRNGKey(0), 2000))[1])
     cells, counts = np.unique(np.round(goals[:, :2] / cell_size(env_id)).astype(int), axis=0, return_counts=True)
@@ -320,6 +321,25 @@ def test_fixed_goals_restore_each_environments_first_start_and_goal_at_every_res
             assert np.array_equal(restarts, np.broadcast_to(first, restarts.shape))
         else:
             assert not np.any(np.all(restarts[..., 2:] == first[:, 2:], axis=-1)), "fresh goals"
+
+
+def test_point_mazes_last_twice_the_walk_to_their_farthest_evaluation_cell():
+    point_mazes = [env_id for env_id in crl.ENVIRONMENTS if env_id.startswith("point") and env_id.endswith("_eval")]
+    assert point_mazes == [f"point_{m}_maze_eval" for m in ["u", "big", "u4", "u5", "hardest"]]
+    for env_id in point_mazes:
+        layout, task = layout_of(env_id), crl.ENVIRONMENTS[env_id].make()
+        rows = crl.MAZE_LAYOUTS[layout]
+        cells = {(i, j): 0 for i, j in crl.maze_cells(layout, "R")}
+        frontier = list(cells)
+        while frontier:  # breadth-first: cells from R along the corridors
+            i, j = frontier.pop(0)
+            for n in [(i + 1, j), (i - 1, j), (i, j + 1), (i, j - 1)]:
+                if rows[n[0]][n[1]] != "#" and n not in cells:
+                    cells[n] = cells[(i, j)] + 1
+                    frontier.append(n)
+        farthest = max(cells[cell] for cell in crl.MAZE_EVAL_GOALS[layout])
+        walk = farthest * task.size / task.speed  # steps at full speed from R's centre to the cell's centre
+        assert 2 * walk <= crl.ENVIRONMENTS[env_id].episode_length, env_id
 
 
 def test_paper_environments_default_to_fixed_goals_and_to_their_far_goal_evaluation():

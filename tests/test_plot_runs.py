@@ -13,9 +13,9 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 import plot_runs
 
 
-def make_run(path, flags, near, success=None):
+def make_run(path, flags, near, success=None, norm=None):
     """A run directory: args.json and one metrics line per evaluation; near[e] is a number (one seed) or a list
-    (one value per seed of a --num-seeds run)."""
+    (one value per seed of a --num-seeds run); norm: a gradients/critic_norm of epoch e x norm in every seed."""
     path.mkdir(parents=True)
     (path / "args.json").write_text(json.dumps({"env_id": "point_u_maze", "critic_lr": 3e-4, "seed": 1} | flags))
     lines = []
@@ -26,6 +26,8 @@ def make_run(path, flags, near, success=None):
         line |= {"eval/time_near_goal": float(values.mean()), "eval/success": float(rate.mean())}
         if len(values) > 1:
             line |= {"eval/time_near_goal_per_seed": values.tolist(), "eval/success_per_seed": rate.tolist()}
+        if norm is not None:
+            line |= {"gradients/critic_norm": epoch * norm}
         lines.append(json.dumps(line))
     (path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
 
@@ -79,3 +81,19 @@ def test_a_stitching_sweep_and_any_flag_as_groups(tmp_path, capsys):
     with pytest.raises(SystemExit):
         plot_runs.main([str(tmp_path / "nothing"), "--out", str(tmp_path / "out")])
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_more_metrics_as_panels_and_in_the_scores(tmp_path, capsys):
+    make_run(tmp_path / "a", {"num_blocks": 1}, [10] * 6, norm=1.0)  # norms 1..6: last five mean 4
+    make_run(tmp_path / "b", {"num_blocks": 2}, [20] * 6, norm=10.0)
+    out = tmp_path / "out"
+    plot_runs.main([str(tmp_path / "a"), str(tmp_path / "b"), "--metrics", "gradients/critic_norm", "--out", str(out)])
+    table = json.loads((out / "scores.json").read_text())
+    assert table["depth 4"]["gradients/critic_norm (last 5)"] == {"mean": 4.0, "per_seed": [4.0]}
+    assert table["depth 8"]["gradients/critic_norm (last 5)"]["mean"] == 40.0
+    assert matplotlib.image.imread(out / "curves.png").shape[:2] == (400, 1650), "a third panel"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        plot_runs.main([str(tmp_path / "a"), "--metrics", "gradients/nope", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and err.startswith("error: --metrics gradients/nope"), err

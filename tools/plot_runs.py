@@ -4,6 +4,7 @@
     python tools/plot_runs.py runs/* --group-by depth --out figures/        # one group per critic depth
     python tools/plot_runs.py runs/* --group-by script depth --out figures/ # e.g. crl_mlp.py against crl_resnet.py
     python tools/plot_runs.py runs/SWEEP --out figures/                     # an eval_stitching.py sweep
+    python tools/plot_runs.py runs/* --metrics gradients/critic_norm --out figures/  # more panels: any logged metric
 
 Each RUN_DIR is a run of any of the scripts (its args.json and metrics.jsonl), or a directory holding runs, such as
 an eval_stitching.py sweep (runs/NAME/depth{D}/). Runs are grouped by the values of the --group-by flags: any flag of
@@ -15,7 +16,8 @@ seeds. Writes to --out:
   curves.png   eval/time_near_goal and eval/success against env steps (the paper's Fig. 1 style): per group, the
                mean over seeds and a 95% bootstrap confidence band of that mean (none for a single seed)
   scores.json  per group: the paper's score (Sec. 4.1), each seed's mean eval/time_near_goal over its last five
-  scores.md    evaluations, then their mean and standard deviation over seeds; eval/success the same way
+  scores.md    evaluations, then their mean and standard deviation over seeds; eval/success the same way, and
+               each --metrics metric (a panel of curves.png, log scale for norms) in scores.json
 
 The confidence band is a percentile bootstrap over seeds (2,000 resamples, numpy): with the 2-10 seeds of an RL
 experiment this is what rliable's interval estimates do for one task, without its dependencies.
@@ -77,24 +79,27 @@ def find_runs(paths):
     return runs
 
 
-def load_run(run):
+def load_run(run, metrics):
     """(flags, [(env steps, {metric: per-seed values}) per evaluation]) of one run."""
     flags = json.loads((run / "args.json").read_text())
     flags |= {"script": script_of(flags), "depth": critic_depth(flags)}
     evaluations = []
     for line in (run / "metrics.jsonl").read_text().splitlines():
         m = json.loads(line)
-        values = {key: np.atleast_1d(m.get(f"{key}_per_seed", m[key])).astype(float) for key, _ in METRICS}
+        missing = [key for key in metrics if key not in m]
+        if missing:
+            fail(f"--metrics {missing[0]} is not logged by {run}; metrics.jsonl has e.g. {', '.join(sorted(m)[:4])}")
+        values = {key: np.atleast_1d(m.get(f"{key}_per_seed", m[key])).astype(float) for key in metrics}
         evaluations.append((m["training/env_steps"], values))
     if not evaluations:
         fail(f"{run} has logged no evaluation yet")
     return flags, evaluations
 
 
-def group_runs(runs, group_by):
+def group_runs(runs, group_by, metrics=tuple(key for key, _ in METRICS)):
     """{label: {"flags": {flag: value}, "runs": [run dirs], "steps": (T,), metric: (T, seeds)}}: the runs of a
     group put on the env-step grid of its first run (others interpolated on it, where they overlap)."""
-    loaded = {run: load_run(run) for run in runs}
+    loaded = {run: load_run(run, metrics) for run in runs}
     if group_by is None:
         keys = set.intersection(*(set(flags) for flags, _ in loaded.values())) - BOOKKEEPING  # flags of every run
         group_by = sorted(k for k in keys if len({json.dumps(f.get(k)) for f, _ in loaded.values()}) > 1)
@@ -108,12 +113,12 @@ def group_runs(runs, group_by):
         group = groups.setdefault(label, {"flags": key, "runs": [], "curves": []})
         group["runs"].append(str(run))
         steps = np.array([s for s, _ in evaluations], dtype=float)
-        group["curves"].append((steps, {k: np.stack([v[k] for _, v in evaluations]) for k, _ in METRICS}))
+        group["curves"].append((steps, {k: np.stack([v[k] for _, v in evaluations]) for k in metrics}))
     for group in groups.values():
         steps = group["curves"][0][0]
         steps = steps[steps <= min(s[-1] for s, _ in group["curves"])]
         group["steps"] = steps
-        for key, _ in METRICS:
+        for key in metrics:
             columns = []  # one per seed
             for run_steps, curves in group["curves"]:
                 columns += [np.interp(steps, run_steps, seed) for seed in curves[key].T]
@@ -129,18 +134,19 @@ def bootstrap_band(values, rng, resamples=2000):
     return np.percentile(means, 2.5, axis=1), np.percentile(means, 97.5, axis=1)
 
 
-def plot_curves(groups, title):
-    """The figure: one line (mean over seeds) and one band per group in each panel."""
+def plot_curves(groups, title, extra=()):
+    """The figure: one line (mean over seeds) and one band per group in each panel, one panel per metric."""
     rng = np.random.default_rng(0)
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(11, 4))
+    panels = METRICS + [(key, key) for key in extra]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4))
     for color, (label, group) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10, groups.items()):
         seeds = group[METRICS[0][0]].shape[1]
-        for ax, (key, name) in zip(axes, METRICS):
+        for ax, (key, name) in zip(axes, panels):
             values = group[key]
             ax.plot(group["steps"], values.mean(1), color=color, label=f"{label} ({seeds} seed{'s' * (seeds > 1)})")
             if seeds > 1:
                 ax.fill_between(group["steps"], *bootstrap_band(values, rng), color=color, alpha=0.2, lw=0)
-            ax.set(xlabel="env steps", ylabel=name)
+            ax.set(xlabel="env steps", ylabel=name, yscale="log" if key.endswith("norm") else "linear")
     axes[1].set_ylim(-0.02, 1.02)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{title}: mean over seeds, 95% bootstrap confidence band")
@@ -148,11 +154,13 @@ def plot_curves(groups, title):
     return fig
 
 
-def scores(groups):
-    """{label: the paper's score and success of the group}: per seed the mean of its last five evaluations."""
+def scores(groups, extra=()):
+    """{label: the paper's score and success of the group}: per seed the mean of its last five evaluations (and
+    of each extra metric)."""
     table = {}
     for label, group in groups.items():
-        last = {key: np.concatenate([c[key][-5:] for _, c in group["curves"]], axis=1).mean(0) for key, _ in METRICS}
+        keys = [key for key, _ in METRICS] + list(extra)
+        last = {key: np.concatenate([c[key][-5:] for _, c in group["curves"]], axis=1).mean(0) for key in keys}
         score, success = last["eval/time_near_goal"], last["eval/success"]
         table[label] = {
             "flags": group["flags"],
@@ -166,6 +174,8 @@ def scores(groups):
             "env_steps": float(np.mean([s[-1] for s, _ in group["curves"]])),
             "runs": group["runs"],
         }
+        for key in extra:
+            table[label][f"{key} (last 5)"] = {"mean": float(last[key].mean()), "per_seed": last[key].tolist()}
     return table
 
 
@@ -190,16 +200,17 @@ def main(argv=None):
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories, or directories holding runs")
     parser.add_argument("--group-by", nargs="+", default=None, metavar="FLAG", help="default: the flags that differ")
     parser.add_argument("--out", required=True, help="folder for curves.png, scores.json and scores.md")
+    parser.add_argument("--metrics", nargs="+", default=[], metavar="KEY", help="more panels, e.g. gradients/critic_norm")
     cli = parser.parse_args(argv)
-    groups = group_runs(find_runs(cli.runs), cli.group_by)
+    groups = group_runs(find_runs(cli.runs), cli.group_by, [key for key, _ in METRICS] + cli.metrics)
     os.makedirs(cli.out, exist_ok=True)
     envs = sorted(
         {json.loads(pathlib.Path(run, "args.json").read_text())["env_id"] for g in groups.values() for run in g["runs"]}
     )
-    fig = plot_curves(groups, ", ".join(envs))
+    fig = plot_curves(groups, ", ".join(envs), cli.metrics)
     fig.savefig(os.path.join(cli.out, "curves.png"), dpi=100)
     plt.close(fig)
-    table = scores(groups)
+    table = scores(groups, cli.metrics)
     pathlib.Path(cli.out, "scores.json").write_text(json.dumps(table, indent=2))
     pathlib.Path(cli.out, "scores.md").write_text(scores_markdown(table))
     print(scores_markdown(table), end="")
