@@ -200,7 +200,9 @@ def main(argv=None):
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories, or directories holding runs")
     parser.add_argument("--group-by", nargs="+", default=None, metavar="FLAG", help="default: the flags that differ")
     parser.add_argument("--out", required=True, help="folder for curves.png, scores.json and scores.md")
-    parser.add_argument("--metrics", nargs="+", default=[], metavar="KEY", help="more panels, e.g. gradients/critic_norm")
+    parser.add_argument(
+        "--metrics", nargs="+", default=[], metavar="KEY", help="more panels, e.g. gradients/critic_norm"
+    )
     cli = parser.parse_args(argv)
     groups = group_runs(find_runs(cli.runs), cli.group_by, [key for key, _ in METRICS] + cli.metrics)
     os.makedirs(cli.out, exist_ok=True)
