@@ -92,6 +92,14 @@ def test_more_metrics_as_panels_and_in_the_scores(tmp_path, capsys):
     assert table["depth 4"]["gradients/critic_norm (last 5)"] == {"mean": 4.0, "per_seed": [4.0]}
     assert table["depth 8"]["gradients/critic_norm (last 5)"]["mean"] == 40.0
     assert matplotlib.image.imread(out / "curves.png").shape[:2] == (400, 1650), "a third panel"
+    groups = plot_runs.group_runs(plot_runs.find_runs([str(tmp_path / "a")]), None)
+    fig = plot_runs.plot_curves(groups, "test", random={"eval/time_near_goal": 4.0, "eval/success": 0.25})
+    floors = [[line.get_ydata()[0] for line in ax.get_lines() if line.get_linestyle() == "--"] for ax in fig.axes]
+    assert floors == [[4.0], [0.25]], "a dashed random-policy line where the JSON has the metric"
+    (tmp_path / "random.json").write_text("{not json")
+    with pytest.raises(SystemExit):
+        plot_runs.main([str(tmp_path / "a"), "--random", str(tmp_path / "random.json"), "--out", str(out)])
+    assert capsys.readouterr().err.startswith("error: --random ")
     capsys.readouterr()
     with pytest.raises(SystemExit) as stop:
         plot_runs.main([str(tmp_path / "a"), "--metrics", "gradients/nope", "--out", str(out)])

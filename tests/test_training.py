@@ -14,13 +14,15 @@ import zlib
 
 import flax.serialization
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import ROOT, popen
 from test_cli import check_in_process
 
 import crl_resnet as crl
+
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+from random_policy import random_policy_metrics  # the random floor every learning test reads against
 
 SMALL = [
     "--env-id",
@@ -244,28 +246,6 @@ def test_nan_loss_stops_with_one_line_and_keeps_no_bad_checkpoint(tmp_path):
     if logged:  # a checkpoint from the last good epoch survives
         with np.load(run_dir / "checkpoint_last.npz") as state:
             assert json.loads(str(state["meta"]))["epoch"] == logged[-1]["epoch"]
-
-
-class RandomActor:
-    """A uniformly random policy, as evaluation's deterministic actor sees it: tanh(mean) is uniform in (-1, 1),
-    drawn from a key folded with the bits of each observation (a fresh action at every step)."""
-
-    def __init__(self, action_dim):
-        self.action_dim = action_dim
-
-    def apply(self, key, obs):
-        seeds = jax.lax.bitcast_convert_type(obs, jnp.uint32).sum(-1)  # one number per observation
-        draw = lambda seed: jax.random.uniform(jax.random.fold_in(key, seed), (self.action_dim,), minval=-1, maxval=1)
-        action = jnp.clip(jax.vmap(draw)(seeds), -0.999, 0.999)
-        return jnp.arctanh(action), jnp.zeros_like(action)
-
-
-def random_policy_metrics(env_id, num_envs=256, seed=0):
-    """What make_evaluate, the code that scores every run, gives a uniformly random policy on env_id."""
-    env = crl.GoalEnv(env_id)
-    args = crl.Args(env_id=env_id, num_eval_envs=num_envs)
-    evaluate = jax.jit(crl.make_evaluate(args, env, RandomActor(env.action_dim)))
-    return {k: float(v) for k, v in evaluate(jax.random.PRNGKey(seed + 1), jax.random.PRNGKey(seed)).items()}
 
 
 def random_policy_success(env_id, num_envs=256, seed=0):

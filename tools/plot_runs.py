@@ -5,6 +5,7 @@
     python tools/plot_runs.py runs/* --group-by script depth --out figures/ # e.g. crl_mlp.py against crl_resnet.py
     python tools/plot_runs.py runs/SWEEP --out figures/                     # an eval_stitching.py sweep
     python tools/plot_runs.py runs/* --metrics gradients/critic_norm --out figures/  # more panels: any logged metric
+    python tools/plot_runs.py runs/* --random random.json --out figures/    # the floor of tools/random_policy.py --out
 
 Each RUN_DIR is a run of any of the scripts (its args.json and metrics.jsonl), or a directory holding runs, such as
 an eval_stitching.py sweep (runs/NAME/depth{D}/). Runs are grouped by the values of the --group-by flags: any flag of
@@ -134,8 +135,9 @@ def bootstrap_band(values, rng, resamples=2000):
     return np.percentile(means, 2.5, axis=1), np.percentile(means, 97.5, axis=1)
 
 
-def plot_curves(groups, title, extra=()):
-    """The figure: one line (mean over seeds) and one band per group in each panel, one panel per metric."""
+def plot_curves(groups, title, extra=(), random=None):
+    """The figure: one line (mean over seeds) and one band per group in each panel, one panel per metric; a dashed
+    line at a random policy's value where `random` (tools/random_policy.py's JSON) has the metric."""
     rng = np.random.default_rng(0)
     panels = METRICS + [(key, key) for key in extra]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4))
@@ -147,6 +149,9 @@ def plot_curves(groups, title, extra=()):
             if seeds > 1:
                 ax.fill_between(group["steps"], *bootstrap_band(values, rng), color=color, alpha=0.2, lw=0)
             ax.set(xlabel="env steps", ylabel=name, yscale="log" if key.endswith("norm") else "linear")
+    for ax, (key, _) in zip(axes, panels):
+        if random and key in random:
+            ax.axhline(random[key], color="grey", ls="--", label="random policy")
     axes[1].set_ylim(-0.02, 1.02)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{title}: mean over seeds, 95% bootstrap confidence band")
@@ -203,13 +208,20 @@ def main(argv=None):
     parser.add_argument(
         "--metrics", nargs="+", default=[], metavar="KEY", help="more panels, e.g. gradients/critic_norm"
     )
+    parser.add_argument("--random", default=None, metavar="JSON", help="a random policy's metrics, drawn dashed")
     cli = parser.parse_args(argv)
+    random = None
+    if cli.random:
+        try:
+            random = json.loads(pathlib.Path(cli.random).read_text())
+        except (OSError, ValueError) as e:
+            fail(f"--random {cli.random} is not a readable JSON file of tools/random_policy.py --out ({e})")
     groups = group_runs(find_runs(cli.runs), cli.group_by, [key for key, _ in METRICS] + cli.metrics)
     os.makedirs(cli.out, exist_ok=True)
     envs = sorted(
         {json.loads(pathlib.Path(run, "args.json").read_text())["env_id"] for g in groups.values() for run in g["runs"]}
     )
-    fig = plot_curves(groups, ", ".join(envs), cli.metrics)
+    fig = plot_curves(groups, ", ".join(envs), cli.metrics, random)
     fig.savefig(os.path.join(cli.out, "curves.png"), dpi=100)
     plt.close(fig)
     table = scores(groups, cli.metrics)

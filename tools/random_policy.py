@@ -1,0 +1,75 @@
+"""A uniformly random policy scored by the evaluation code of the scripts (make_evaluate): the floor that a trained
+agent's eval/time_near_goal and eval/success must be read against.
+
+    python tools/random_policy.py --env-id reacher --episode-length 100
+    python tools/random_policy.py --env-id point_u_maze_eval --num-eval-envs 1024 --seeds 3
+
+Prints the metrics of each seed (num_eval_envs episodes each) and their mean; --out FILE also writes them as JSON.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import crl_resnet as crl  # every script shares its environments and make_evaluate's metrics
+
+
+class RandomActor:
+    """A uniformly random policy, as evaluation's deterministic actor sees it: tanh(mean) is uniform in (-1, 1),
+    drawn from a key folded with the bits of each observation (a fresh action at every step)."""
+
+    def __init__(self, action_dim):
+        self.action_dim = action_dim
+
+    def apply(self, key, obs):
+        seeds = jax.lax.bitcast_convert_type(obs, jnp.uint32).sum(-1)  # one number per observation
+        draw = lambda seed: jax.random.uniform(jax.random.fold_in(key, seed), (self.action_dim,), minval=-1, maxval=1)
+        action = jnp.clip(jax.vmap(draw)(seeds), -0.999, 0.999)
+        return jnp.arctanh(action), jnp.zeros_like(action)
+
+
+def random_policy_metrics(env_id, num_envs=256, seed=0, episode_length=None):
+    """What make_evaluate, the code that scores every run, gives a uniformly random policy on env_id."""
+    env = crl.GoalEnv(env_id, episode_length)
+    args = crl.Args(env_id=env_id, num_eval_envs=num_envs)
+    evaluate = jax.jit(crl.make_evaluate(args, env, RandomActor(env.action_dim)))
+    compiled = evaluate.lower(jax.random.PRNGKey(seed + 1), jax.random.PRNGKey(seed)).compile(env.compiler_options)
+    return {k: float(v) for k, v in compiled(jax.random.PRNGKey(seed + 1), jax.random.PRNGKey(seed)).items()}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env-id", required=True, help="any registered environment, e.g. point_u_maze_eval, reacher")
+    parser.add_argument("--episode-length", type=int, default=None, help="default: the environment's")
+    parser.add_argument("--num-eval-envs", type=int, default=256, help="episodes per seed")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds 0 .. N-1")
+    parser.add_argument("--out", default=None, help="also write the metrics to this JSON file")
+    cli = parser.parse_args(argv)
+    if cli.env_id not in crl.ENVIRONMENTS:
+        print(
+            f"error: --env-id {cli.env_id} is not registered; choose one of {', '.join(crl.ENVIRONMENTS)}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    if cli.num_eval_envs < 1 or cli.seeds < 1 or (cli.episode_length is not None and cli.episode_length < 1):
+        print("error: --num-eval-envs, --seeds and --episode-length must be positive", file=sys.stderr)
+        sys.exit(2)
+    per_seed = [random_policy_metrics(cli.env_id, cli.num_eval_envs, s, cli.episode_length) for s in range(cli.seeds)]
+    result = {k: float(np.mean([m[k] for m in per_seed])) for k in per_seed[0]}
+    result |= {f"{k}_per_seed": [m[k] for m in per_seed] for k in per_seed[0]}
+    result |= {"env_id": cli.env_id, "episode_length": cli.episode_length, "episodes_per_seed": cli.num_eval_envs}
+    for k in per_seed[0]:
+        print(f"{k}: {result[k]:.4g}  (per seed: {', '.join(f'{v:.4g}' for v in result[f'{k}_per_seed'])})")
+    if cli.out:
+        with open(cli.out, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
