@@ -1941,7 +1941,7 @@ ENVIRONMENTS = {
     "pusher_hard": EnvSpec(lambda: Pusher([[-0.65, -0.55], [0.35, 0.45]]), 20, (10, 11, 12), 0.1, 1000),
     **maze_ids("point", PointMaze, ["u_maze"], 2, (0, 1), episode_length=100, fixed=False),
     **maze_ids("point", PointMaze, ["big_maze"], 2, (0, 1), fixed=False),
-    # point versions of the ant's longer layouts, for depth on a CPU: episodes about twice the far cells' path
+    # point versions of the ant's longer layouts, for depth on a CPU: episodes at least twice the walk to the farthest far cell
     **maze_ids("point", PointMaze, ["u4_maze"], 2, (0, 1), episode_length=200, fixed=False),
     **maze_ids("point", PointMaze, ["u5_maze", "hardest_maze"], 2, (0, 1), episode_length=300, fixed=False),
     "ant": EnvSpec(lambda: Locomotion("ant"), 29, (0, 1), 0.5, 1000),

@@ -17,7 +17,8 @@ def make_run(path, flags, near, success=None, norm=None):
     """A run directory: args.json and one metrics line per evaluation; near[e] is a number (one seed) or a list
     (one value per seed of a --num-seeds run); norm: a gradients/critic_norm of epoch e x norm in every seed."""
     path.mkdir(parents=True)
-    (path / "args.json").write_text(json.dumps({"env_id": "point_u_maze", "critic_lr": 3e-4, "seed": 1} | flags))
+    run_flags = {"env_id": "point_u_maze", "eval_env_id": "point_u_maze_eval", "episode_length": 100}
+    (path / "args.json").write_text(json.dumps(run_flags | {"critic_lr": 3e-4, "seed": 1} | flags))
     lines = []
     for epoch, value in enumerate(near, 1):
         line = {"epoch": epoch, "training/env_steps": 1000 * epoch}
@@ -96,10 +97,16 @@ def test_more_metrics_as_panels_and_in_the_scores(tmp_path, capsys):
     fig = plot_runs.plot_curves(groups, "test", random={"eval/time_near_goal": 4.0, "eval/success": 0.25})
     floors = [[line.get_ydata()[0] for line in ax.get_lines() if line.get_linestyle() == "--"] for ax in fig.axes]
     assert floors == [[4.0], [0.25]], "a dashed random-policy line where the JSON has the metric"
-    (tmp_path / "random.json").write_text("{not json")
-    with pytest.raises(SystemExit):
-        plot_runs.main([str(tmp_path / "a"), "--random", str(tmp_path / "random.json"), "--out", str(out)])
-    assert capsys.readouterr().err.startswith("error: --random ")
+    floor = {"eval/time_near_goal": 0.0, "eval/success": 0.0, "env_id": "point_u_maze_eval", "episode_length": 100}
+    (tmp_path / "random.json").write_text(json.dumps(floor))
+    plot_runs.main([str(tmp_path / "a"), "--random", str(tmp_path / "random.json"), "--out", str(out)])
+    for wrong in ["{not json", "5", json.dumps(floor | {"episode_length": 1000}), json.dumps(floor | {"env_id": "x"})]:
+        (tmp_path / "random.json").write_text(wrong)
+        capsys.readouterr()
+        with pytest.raises(SystemExit):
+            plot_runs.main([str(tmp_path / "a"), "--random", str(tmp_path / "random.json"), "--out", str(out)])
+        err = capsys.readouterr().err
+        assert err.startswith("error: --random ") and err.count("\n") == 1, err
     capsys.readouterr()
     with pytest.raises(SystemExit) as stop:
         plot_runs.main([str(tmp_path / "a"), "--metrics", "gradients/nope", "--out", str(out)])

@@ -3,21 +3,24 @@
 import json
 import os
 import sys
+from types import SimpleNamespace
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import ROOT
+from scipy import stats
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import random_policy
 
 
-def test_a_random_point_never_reaches_the_far_cells_but_often_a_near_goal(tmp_path, capsys):
+def test_a_random_point_never_reaches_the_far_cells_but_sometimes_a_near_goal(tmp_path, capsys):
     out = tmp_path / "random.json"
     random_policy.main(["--env-id", "point_u_maze_eval", "--num-eval-envs", "64", "--seeds", "2", "--out", str(out)])
     far = json.loads(out.read_text())
     assert far["eval/success"] == 0 and len(far["eval/success_per_seed"]) == 2  # 5 cells away: 40 steps at full speed
-    assert far["episode_length"] is None and far["episodes_per_seed"] == 64
+    assert far["episode_length"] == 100 and far["episodes_per_seed"] == 64 and far["env_id"] == "point_u_maze_eval"
     assert "eval/time_near_goal: 0 " in capsys.readouterr().out
     near = random_policy.random_policy_metrics("point_u_maze", num_envs=1024, episode_length=50)
     assert 0 < near["eval/success"] < 0.1, "goals in the start's neighbour cell are sometimes hit"
@@ -25,8 +28,28 @@ def test_a_random_point_never_reaches_the_far_cells_but_often_a_near_goal(tmp_pa
     assert np.isclose(near["eval/time_near_goal_fraction"], near["eval/time_near_goal"] / 50)
 
 
-def test_bad_flags_get_one_line(capsys):
-    for argv in [["--env-id", "nope"], ["--env-id", "reacher", "--seeds", "0"]]:
+def test_random_actions_are_fresh_at_every_step_even_where_the_observation_repeats():
+    class Echo:  # an environment whose step returns the action it was given
+        def step(self, state, action):
+            return action
+
+    env = random_policy.RandomActions(Echo(), seed=0)
+    obs = jnp.zeros((1000, 3))  # one observation, repeated: a point stuck in a corner
+    at = lambda t: np.asarray(env.step(SimpleNamespace(obs=obs, steps=jnp.full(1000, t)), jnp.zeros((1000, 2))))
+    first, second = at(0), at(1)
+    assert np.all(first == first[0]), "the same observation at the same step: the same action"
+    assert not np.any(first[0] == second[0]), "the next step: a fresh action"
+    many = np.concatenate([at(t)[:1] for t in range(2000)])
+    assert np.all(np.abs(many) <= 1) and stats.kstest(many[:, 0], "uniform", args=(-1, 2)).pvalue > 1e-3
+
+
+def test_bad_flags_get_one_line(capsys, tmp_path):
+    missing = str(tmp_path / "nowhere" / "random.json")
+    for argv in [
+        ["--env-id", "nope"],
+        ["--env-id", "reacher", "--seeds", "0"],
+        ["--env-id", "reacher", "--out", missing],
+    ]:
         with pytest.raises(SystemExit) as stop:
             random_policy.main(argv)
         err = capsys.readouterr().err

@@ -307,7 +307,7 @@ REACHER_CPU += " --width 64 --num-blocks 1"
 def test_crl_learns_reacher_well_above_random(tmp_path):
     """A brax robot learns: reacher, 100-step episodes, scored by the same evaluation code as a random policy.
     Recorded on the 2-core development CPU (last evaluation, 128 episodes; random: 3 x 256 episodes): random
-    policy time near goal 4.2 of 100, success 0.279; CRL after 1.2M env steps 50.3, success 0.930 (curve 9.1, 9.9,
+    policy time near goal 4.1 of 100, success 0.275; CRL after 1.2M env steps 50.3, success 0.930 (curve 9.1, 9.9,
     25.9, 37.0, 38.5, 50.3). Margins: 15 steps near the goal and 0.3 success."""
     flags = REACHER_CPU.split() + ["--total-env-steps", "1203200", "--num-epochs", "6"]
     result, _, metrics = run_to_end(*flags, cwd=tmp_path)

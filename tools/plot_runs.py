@@ -216,7 +216,20 @@ def main(argv=None):
             random = json.loads(pathlib.Path(cli.random).read_text())
         except (OSError, ValueError) as e:
             fail(f"--random {cli.random} is not a readable JSON file of tools/random_policy.py --out ({e})")
-    groups = group_runs(find_runs(cli.runs), cli.group_by, [key for key, _ in METRICS] + cli.metrics)
+        if not isinstance(random, dict) or not all(isinstance(random.get(k), (int, float)) for k, _ in METRICS):
+            fail(f"--random {cli.random} holds no eval/time_near_goal and eval/success: write it with random_policy.py")
+    cli.metrics = [key for key in dict.fromkeys(cli.metrics) if key not in dict(METRICS)]  # each panel once
+    runs = find_runs(cli.runs)
+    if random:  # a floor is only a floor where it was measured: the runs' evaluation environment and episode length
+        for run in runs:
+            flags = json.loads((run / "args.json").read_text())
+            where = (flags.get("eval_env_id") or flags["env_id"], flags.get("episode_length"))
+            if (random.get("env_id"), random.get("episode_length")) != where:
+                fail(
+                    f"--random {cli.random} was measured on {random.get('env_id')}, episode {random.get('episode_length')}"
+                    f"; {run} is evaluated on {where[0]}, episode {where[1]}"
+                )
+    groups = group_runs(runs, cli.group_by, [key for key, _ in METRICS] + cli.metrics)
     os.makedirs(cli.out, exist_ok=True)
     envs = sorted(
         {json.loads(pathlib.Path(run, "args.json").read_text())["env_id"] for g in groups.values() for run in g["runs"]}

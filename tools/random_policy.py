@@ -20,27 +20,43 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import crl_resnet as crl  # every script shares its environments and make_evaluate's metrics
 
 
-class RandomActor:
-    """A uniformly random policy, as evaluation's deterministic actor sees it: tanh(mean) is uniform in (-1, 1),
-    drawn from a key folded with the bits of each observation (a fresh action at every step)."""
+class RandomActions:
+    """`env`, except that every step takes a uniformly random action in [-1, 1] instead of the policy's, drawn from
+    a key folded with each environment's observation and step count: fresh at every step, also where the
+    observation repeats (a point pushed into a corner)."""
+
+    def __init__(self, env, seed):
+        self.env, self.key = env, jax.random.PRNGKey(seed)
+
+    def __getattr__(self, name):  # episode_length, success_radius, reset, compiler_options, ...
+        return getattr(self.env, name)
+
+    def step(self, env_state, action):
+        bits = jax.lax.bitcast_convert_type(env_state.obs, jnp.uint32).sum(-1)  # one number per observation
+        draw = lambda b, t: jax.random.uniform(
+            jax.random.fold_in(jax.random.fold_in(self.key, b), t), action.shape[1:], minval=-1, maxval=1
+        )
+        return self.env.step(env_state, jax.vmap(draw)(bits, env_state.steps))
+
+
+class ZeroActor:
+    """The policy that RandomActions overrides: evaluation calls it, its actions are thrown away."""
 
     def __init__(self, action_dim):
         self.action_dim = action_dim
 
-    def apply(self, key, obs):
-        seeds = jax.lax.bitcast_convert_type(obs, jnp.uint32).sum(-1)  # one number per observation
-        draw = lambda seed: jax.random.uniform(jax.random.fold_in(key, seed), (self.action_dim,), minval=-1, maxval=1)
-        action = jnp.clip(jax.vmap(draw)(seeds), -0.999, 0.999)
-        return jnp.arctanh(action), jnp.zeros_like(action)
+    def apply(self, _, obs):
+        zeros = jnp.zeros((obs.shape[0], self.action_dim))
+        return zeros, zeros
 
 
 def random_policy_metrics(env_id, num_envs=256, seed=0, episode_length=None):
     """What make_evaluate, the code that scores every run, gives a uniformly random policy on env_id."""
     env = crl.GoalEnv(env_id, episode_length)
     args = crl.Args(env_id=env_id, num_eval_envs=num_envs)
-    evaluate = jax.jit(crl.make_evaluate(args, env, RandomActor(env.action_dim)))
-    compiled = evaluate.lower(jax.random.PRNGKey(seed + 1), jax.random.PRNGKey(seed)).compile(env.compiler_options)
-    return {k: float(v) for k, v in compiled(jax.random.PRNGKey(seed + 1), jax.random.PRNGKey(seed)).items()}
+    evaluate = jax.jit(crl.make_evaluate(args, RandomActions(env, seed), ZeroActor(env.action_dim)))
+    compiled = evaluate.lower(None, jax.random.PRNGKey(seed)).compile(env.compiler_options)
+    return {k: float(v) for k, v in compiled(None, jax.random.PRNGKey(seed)).items()}
 
 
 def main(argv=None):
@@ -60,10 +76,14 @@ def main(argv=None):
     if cli.num_eval_envs < 1 or cli.seeds < 1 or (cli.episode_length is not None and cli.episode_length < 1):
         print("error: --num-eval-envs, --seeds and --episode-length must be positive", file=sys.stderr)
         sys.exit(2)
+    if cli.out and not os.path.isdir(os.path.dirname(os.path.abspath(cli.out))):
+        print(f"error: --out {cli.out}: its folder does not exist", file=sys.stderr)
+        sys.exit(2)
     per_seed = [random_policy_metrics(cli.env_id, cli.num_eval_envs, s, cli.episode_length) for s in range(cli.seeds)]
     result = {k: float(np.mean([m[k] for m in per_seed])) for k in per_seed[0]}
     result |= {f"{k}_per_seed": [m[k] for m in per_seed] for k in per_seed[0]}
-    result |= {"env_id": cli.env_id, "episode_length": cli.episode_length, "episodes_per_seed": cli.num_eval_envs}
+    episode_length = cli.episode_length or crl.ENVIRONMENTS[cli.env_id].episode_length
+    result |= {"env_id": cli.env_id, "episode_length": episode_length, "episodes_per_seed": cli.num_eval_envs}
     for k in per_seed[0]:
         print(f"{k}: {result[k]:.4g}  (per seed: {', '.join(f'{v:.4g}' for v in result[f'{k}_per_seed'])})")
     if cli.out:
