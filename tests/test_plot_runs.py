@@ -92,7 +92,7 @@ def test_more_metrics_as_panels_and_in_the_scores(tmp_path, capsys):
     table = json.loads((out / "scores.json").read_text())
     assert table["depth 4"]["gradients/critic_norm (last 5)"] == {"mean": 4.0, "per_seed": [4.0]}
     assert table["depth 8"]["gradients/critic_norm (last 5)"]["mean"] == 40.0
-    assert matplotlib.image.imread(out / "curves.png").shape[:2] == (400, 1650), "a third panel"
+    assert matplotlib.image.imread(out / "curves.png").shape[:2] == (800, 1100), "a third panel, on a second row"
     groups = plot_runs.group_runs(plot_runs.find_runs([str(tmp_path / "a")]), None)
     fig = plot_runs.plot_curves(groups, "test", random={"eval/time_near_goal": 4.0, "eval/success": 0.25})
     floors = [[line.get_ydata()[0] for line in ax.get_lines() if line.get_linestyle() == "--"] for ax in fig.axes]

@@ -140,7 +140,11 @@ def plot_curves(groups, title, extra=(), random=None):
     line at a random policy's value where `random` (tools/random_policy.py's JSON) has the metric."""
     rng = np.random.default_rng(0)
     panels = METRICS + [(key, key) for key in extra]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4))
+    rows = (len(panels) + 1) // 2  # two panels a row
+    fig, axes = plt.subplots(rows, 2, figsize=(11, 4 * rows), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.remove()
+    axes = axes.flat[: len(panels)]
     for color, (label, group) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10, groups.items()):
         seeds = group[METRICS[0][0]].shape[1]
         for ax, (key, name) in zip(axes, panels):
