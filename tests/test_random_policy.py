@@ -5,6 +5,7 @@ import os
 import sys
 from types import SimpleNamespace
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -35,7 +36,8 @@ def test_random_actions_are_fresh_at_every_step_even_where_the_observation_repea
 
     env = random_policy.RandomActions(Echo(), seed=0)
     obs = jnp.zeros((1000, 3))  # one observation, repeated: a point stuck in a corner
-    at = lambda t: np.asarray(env.step(SimpleNamespace(obs=obs, steps=jnp.full(1000, t)), jnp.zeros((1000, 2))))
+    step = jax.jit(lambda t: env.step(SimpleNamespace(obs=obs, steps=jnp.full(1000, t)), jnp.zeros((1000, 2))))
+    at = lambda t: np.asarray(step(t))
     first, second = at(0), at(1)
     assert np.all(first == first[0]), "the same observation at the same step: the same action"
     assert not np.any(first[0] == second[0]), "the next step: a fresh action"
