@@ -112,3 +112,20 @@ def test_more_metrics_as_panels_and_in_the_scores(tmp_path, capsys):
         plot_runs.main([str(tmp_path / "a"), "--metrics", "gradients/nope", "--out", str(out)])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and err.count("\n") == 1 and err.startswith("error: --metrics gradients/nope"), err
+
+
+def test_max_env_steps_scores_runs_of_different_lengths_at_one_budget(tmp_path, capsys):
+    make_run(tmp_path / "long", {"num_blocks": 1}, [0, 10, 20, 30, 40, 50, 60, 70])  # evaluations at 1000..8000
+    make_run(tmp_path / "short", {"num_blocks": 2}, [0, 0, 5, 5, 5, 5])  # at 1000..6000
+    out = tmp_path / "out"
+    plot_runs.main([str(tmp_path / "long"), str(tmp_path / "short"), "--max-env-steps", "6e3", "--out", str(out)])
+    table = json.loads((out / "scores.json").read_text())
+    assert table["depth 4"]["score_per_seed"] == [30.0], "the last five evaluations up to 6000 steps: 10..50"
+    assert table["depth 4"]["env_steps"] == table["depth 8"]["env_steps"] == 6000
+    assert table["depth 8"]["score_per_seed"] == [4.0]
+    for bad in ["0", "500"]:  # not positive; before any evaluation
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as stop:
+            plot_runs.main([str(tmp_path / "long"), "--max-env-steps", bad, "--out", str(out)])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and err.count("\n") == 1 and "--max-env-steps" in err, err

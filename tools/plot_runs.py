@@ -6,6 +6,7 @@
     python tools/plot_runs.py runs/SWEEP --out figures/                     # an eval_stitching.py sweep
     python tools/plot_runs.py runs/* --metrics gradients/critic_norm --out figures/  # more panels: any logged metric
     python tools/plot_runs.py runs/* --random random.json --out figures/    # the floor of tools/random_policy.py --out
+    python tools/plot_runs.py runs/* --max-env-steps 4e6 --out figures/    # runs of different lengths at one budget
 
 Each RUN_DIR is a run of any of the scripts (its args.json and metrics.jsonl), or a directory holding runs, such as
 an eval_stitching.py sweep (runs/NAME/depth{D}/). Runs are grouped by the values of the --group-by flags: any flag of
@@ -80,8 +81,8 @@ def find_runs(paths):
     return runs
 
 
-def load_run(run, metrics):
-    """(flags, [(env steps, {metric: per-seed values}) per evaluation]) of one run."""
+def load_run(run, metrics, max_env_steps=None):
+    """(flags, [(env steps, {metric: per-seed values}) per evaluation]) of one run, up to max_env_steps."""
     flags = json.loads((run / "args.json").read_text())
     flags |= {"script": script_of(flags), "depth": critic_depth(flags)}
     evaluations = []
@@ -91,16 +92,19 @@ def load_run(run, metrics):
         if missing:
             fail(f"--metrics {missing[0]} is not logged by {run}; metrics.jsonl has e.g. {', '.join(sorted(m)[:4])}")
         values = {key: np.atleast_1d(m.get(f"{key}_per_seed", m[key])).astype(float) for key in metrics}
-        evaluations.append((m["training/env_steps"], values))
+        if max_env_steps is None or m["training/env_steps"] <= max_env_steps:
+            evaluations.append((m["training/env_steps"], values))
     if not evaluations:
-        fail(f"{run} has logged no evaluation yet")
+        within = f" within --max-env-steps {max_env_steps:g}" if max_env_steps else ""
+        fail(f"{run} has logged no evaluation yet{within}")
     return flags, evaluations
 
 
-def group_runs(runs, group_by, metrics=tuple(key for key, _ in METRICS)):
+def group_runs(runs, group_by, metrics=tuple(key for key, _ in METRICS), max_env_steps=None):
     """{label: {"flags": {flag: value}, "runs": [run dirs], "steps": (T,), metric: (T, seeds)}}: the runs of a
-    group put on the env-step grid of its first run (others interpolated on it, where they overlap)."""
-    loaded = {run: load_run(run, metrics) for run in runs}
+    group put on the env-step grid of its first run (others interpolated on it, where they overlap); evaluations
+    after max_env_steps left out, so runs of different lengths are scored at one budget."""
+    loaded = {run: load_run(run, metrics, max_env_steps) for run in runs}
     if group_by is None:
         keys = set.intersection(*(set(flags) for flags, _ in loaded.values())) - BOOKKEEPING  # flags of every run
         group_by = sorted(k for k in keys if len({json.dumps(f.get(k)) for f, _ in loaded.values()}) > 1)
@@ -213,7 +217,10 @@ def main(argv=None):
         "--metrics", nargs="+", default=[], metavar="KEY", help="more panels, e.g. gradients/critic_norm"
     )
     parser.add_argument("--random", default=None, metavar="JSON", help="a random policy's metrics, drawn dashed")
+    parser.add_argument("--max-env-steps", type=float, default=None, metavar="N", help="score at N env steps per seed")
     cli = parser.parse_args(argv)
+    if cli.max_env_steps is not None and cli.max_env_steps <= 0:
+        fail(f"--max-env-steps {cli.max_env_steps:g} must be a positive number of env steps per seed, e.g. 4e6")
     random = None
     if cli.random:
         try:
@@ -233,7 +240,7 @@ def main(argv=None):
                     f"--random {cli.random} was measured on {random.get('env_id')}, episode {random.get('episode_length')}"
                     f"; {run} is evaluated on {where[0]}, episode {where[1]}"
                 )
-    groups = group_runs(runs, cli.group_by, [key for key, _ in METRICS] + cli.metrics)
+    groups = group_runs(runs, cli.group_by, [key for key, _ in METRICS] + cli.metrics, cli.max_env_steps)
     os.makedirs(cli.out, exist_ok=True)
     envs = sorted(
         {json.loads(pathlib.Path(run, "args.json").read_text())["env_id"] for g in groups.values() for run in g["runs"]}
