@@ -129,3 +129,26 @@ def test_max_env_steps_scores_runs_of_different_lengths_at_one_budget(tmp_path, 
             plot_runs.main([str(tmp_path / "long"), "--max-env-steps", bad, "--out", str(out)])
         err = capsys.readouterr().err
         assert stop.value.code == 2 and err.count("\n") == 1 and "--max-env-steps" in err, err
+
+
+def test_two_grouping_flags_read_apart_by_colour_and_line_style(tmp_path):
+    """--group-by script depth: one colour per depth, one line style per script (the residual ablation's figure)."""
+    for depth in (8, 16):
+        make_run(tmp_path / f"resnet{depth}", {"num_blocks": depth // 4}, [10] * 3)
+        make_run(tmp_path / f"mlp{depth}", {"layer_norm": True, "depth": depth, "critic_depth": depth}, [5] * 3)
+    groups = plot_runs.group_runs(plot_runs.find_runs([str(tmp_path)]), ["script", "depth"])
+    fig = plot_runs.plot_curves(groups, "test")
+    style = {line.get_label().split(" (")[0]: (line.get_color(), line.get_linestyle()) for line in fig.axes[0].lines}
+    assert len(style) == 4 and len(set(style.values())) == 4, "every group has its own look"
+    assert (
+        style["script crl_mlp.py, depth 8"][0]
+        == style["script crl_resnet.py, depth 8"][0]
+        != style["script crl_mlp.py, depth 16"][0]
+    )
+    assert (
+        style["script crl_mlp.py, depth 8"][1]
+        == style["script crl_mlp.py, depth 16"][1]
+        != style["script crl_resnet.py, depth 8"][1]
+    )
+    one_flag = plot_runs.group_runs(plot_runs.find_runs([str(tmp_path)]), ["depth"])
+    assert {line.get_linestyle() for line in plot_runs.plot_curves(one_flag, "test").axes[0].lines} == {"-"}

@@ -139,6 +139,22 @@ def bootstrap_band(values, rng, resamples=2000):
     return np.percentile(means, 2.5, axis=1), np.percentile(means, 97.5, axis=1)
 
 
+def line_styles(groups):
+    """(colour, line style) per group: grouped by two or more flags (e.g. script and depth), the colour follows the
+    last flag and the line style the others, so a resnet and an MLP of one depth share a colour, not a line."""
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    dashes = ["-", ":", "-.", (0, (6, 2))]  # "--" is the random policy's
+    keys = [list(group["flags"].values()) for group in groups.values()]
+    if not keys or len(keys[0]) < 2:
+        return [(palette[i % len(palette)], "-") for i in range(len(keys))]
+    last = list(dict.fromkeys(json.dumps(key[-1]) for key in keys))
+    rest = list(dict.fromkeys(json.dumps(key[:-1]) for key in keys))
+    return [
+        (palette[last.index(json.dumps(k[-1])) % len(palette)], dashes[rest.index(json.dumps(k[:-1])) % len(dashes)])
+        for k in keys
+    ]
+
+
 def plot_curves(groups, title, extra=(), random=None):
     """The figure: one line (mean over seeds) and one band per group in each panel, one panel per metric; a dashed
     line at a random policy's value where `random` (tools/random_policy.py's JSON) has the metric."""
@@ -149,11 +165,12 @@ def plot_curves(groups, title, extra=(), random=None):
     for ax in axes.flat[len(panels) :]:
         ax.remove()
     axes = axes.flat[: len(panels)]
-    for color, (label, group) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10, groups.items()):
+    for (color, style), (label, group) in zip(line_styles(groups), groups.items()):
         seeds = group[METRICS[0][0]].shape[1]
         for ax, (key, name) in zip(axes, panels):
             values = group[key]
-            ax.plot(group["steps"], values.mean(1), color=color, label=f"{label} ({seeds} seed{'s' * (seeds > 1)})")
+            label_seeds = f"{label} ({seeds} seed{'s' * (seeds > 1)})"
+            ax.plot(group["steps"], values.mean(1), color=color, ls=style, label=label_seeds)
             if seeds > 1:
                 ax.fill_between(group["steps"], *bootstrap_band(values, rng), color=color, alpha=0.2, lw=0)
             ax.set(xlabel="env steps", ylabel=name, yscale="log" if key.endswith("norm") else "linear")
