@@ -56,3 +56,14 @@ def test_bad_flags_get_one_line(capsys, tmp_path):
             random_policy.main(argv)
         err = capsys.readouterr().err
         assert stop.value.code == 2 and err.count("\n") == 1 and err.startswith("error: --"), err
+
+
+def test_one_compilation_serves_every_seed_and_each_seed_draws_its_own_actions():
+    before = random_policy.compiled_evaluate.cache_info().misses
+    runs = [
+        random_policy.random_policy_metrics("point_u_maze", num_envs=256, seed=s, episode_length=50) for s in (0, 1)
+    ]
+    assert random_policy.compiled_evaluate.cache_info().misses == before + 1
+    assert runs[0]["eval/dist_to_goal"] != runs[1]["eval/dist_to_goal"]
+    again = random_policy.random_policy_metrics("point_u_maze", num_envs=256, seed=1, episode_length=50)
+    assert again == runs[1], "a seed is reproducible"
