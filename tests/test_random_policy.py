@@ -58,7 +58,7 @@ def test_bad_flags_get_one_line(capsys, tmp_path):
         assert stop.value.code == 2 and err.count("\n") == 1 and err.startswith("error: --"), err
 
 
-def test_one_compilation_serves_every_seed_and_each_seed_draws_its_own_actions():
+def test_one_compilation_serves_every_seed_and_a_seed_is_reproducible():
     before = random_policy.compiled_evaluate.cache_info().misses
     runs = [
         random_policy.random_policy_metrics("point_u_maze", num_envs=256, seed=s, episode_length=50) for s in (0, 1)
