@@ -66,7 +66,6 @@ with contextlib.redirect_stdout(io.StringIO()):
     import mujoco
     from brax import base as brax_base
     from brax import envs as brax_envs
-    from brax.io import html as brax_html
     from brax.io import mjcf as brax_mjcf
     from mujoco import mjx
 
@@ -1441,6 +1440,8 @@ def make_render(env, actor, seed, num_episodes=3):
         return deterministic_rollout(env, actor, params, env.reset(key, 1), length, record)
 
     def render(actor_params, path):
+        from brax.io import html as brax_html  # needs jinja2: imported by runs that render, not by every run
+
         key = jax.random.PRNGKey(seed)
         if not compiled:
             compiled.append(jax.jit(rollout).lower(actor_params, key).compile(env.compiler_options))
@@ -1514,7 +1515,7 @@ class GoalEnv:
         self.success_radius = spec.success_radius
         self.episode_length = episode_length or spec.episode_length
         # XLA options for every program that steps this environment: `jax.jit(f).lower(...).compile(options)`
-        self.compiler_options = getattr(self.task, "compiler_options", {})
+        self.compiler_options = known_compiler_options(getattr(self.task, "compiler_options", {}))
         # automatic resets as a select, not a lax.cond on done.any(): a GPU copies a conditional's predicate to the
         # host and waits for it, every step. A CPU does not, and there a cond that skips sampling fresh goals at
         # steps where no episode ends is cheaper (README#automatic-resets); a stored first state costs nothing.
@@ -1552,6 +1553,23 @@ class GoalEnv:
             sim_state, obs = jax.lax.cond(done.any(), reset_done, lambda _: (sim_state, obs), None)
         steps = jnp.where(done, 0, steps)
         return EnvState(sim_state, obs, steps, env_state.traj_id + done, done, dist_to_goal, key, env_state.first)
+
+
+def known_compiler_options(options):
+    """options without those the installed jaxlib does not know: an unknown option fails every compile that is given
+    it, and jaxlib drops options between versions (0.11 removed xla_cpu_use_fusion_emitters)."""
+    program = jax.jit(lambda x: x).lower(0.0)
+
+    def known(name, value):
+        try:
+            program.compile({name: value})
+        except jax.errors.JaxRuntimeError as e:
+            if "No such compile option" not in str(e):
+                raise  # a known option with a bad value is our error
+            return False
+        return True
+
+    return {name: value for name, value in options.items() if known(name, value)}
 
 
 @dataclasses.dataclass(frozen=True)

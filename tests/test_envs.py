@@ -388,3 +388,18 @@ def test_the_humanoid_is_the_benchmarks_contacts_state_and_start(env_id, timeste
     assert env.state_dim == 268 and obs.shape == (8, 271)
     np.testing.assert_array_equal(obs[:, 24:26], obs[:, 268:270])  # the goal body's slide joints hold the goal
     assert np.all(obs[:, :24] == obs[:1, :24]), "no reset noise: every episode starts in the same pose"
+
+
+def test_compiler_options_the_installed_jaxlib_does_not_know_are_dropped_not_passed(monkeypatch):
+    """jaxlib 0.11 removed xla_cpu_use_fusion_emitters, which the arms ask for on a CPU: an option XLA rejects as
+    unknown is left out of env.compiler_options, a known one is kept, and a known one with a bad value still fails."""
+    program = jax.jit(lambda x: x + 1).lower(1.0)
+    with pytest.raises(jax.errors.JaxRuntimeError, match="No such compile option"):
+        program.compile({"xla_no_such_option": True})  # what passing it on would do
+    options = crl.known_compiler_options({"xla_no_such_option": True, "xla_backend_optimization_level": 1})
+    assert options == {"xla_backend_optimization_level": 1}
+    assert program.compile(options)(1.0) == 2.0
+    with pytest.raises(jax.errors.JaxRuntimeError, match="not a valid"):
+        crl.known_compiler_options({"xla_embed_ir_in_executable": "maybe"})
+    monkeypatch.setattr(crl.PointMaze, "compiler_options", {"xla_no_such_option": True}, raising=False)
+    assert crl.GoalEnv("point_u_maze").compiler_options == {}

@@ -17,6 +17,28 @@ def conditionals(compiled):
     return len(re.findall(r"\bconditional\(", compiled.as_text()))
 
 
+def unknown_trip_whiles(compiled):
+    """While loops whose trip count XLA does not know (it annotates the others with known_trip_count): the GPU
+    runtime copies such a loop's predicate to the host and waits, at every iteration."""
+    whiles = [line for line in compiled.as_text().splitlines() if re.search(r"\bwhile\(", line)]
+    return sum("known_trip_count" not in line for line in whiles)
+
+
+def host_syncs(compiled):
+    return conditionals(compiled), unknown_trip_whiles(compiled)
+
+
+def test_the_counts_see_a_cond_and_a_while_loop_of_unknown_trip_count_but_not_a_scan():
+    def fn(x):
+        x = jax.lax.scan(lambda c, _: (c * 1.5, None), x, None, length=7)[0]
+        x = jax.lax.fori_loop(0, 5, lambda i, c: c + i, x)
+        x = jax.lax.cond(x.sum() > 0, lambda y: y + 1, lambda y: y - 1, x)
+        return jax.lax.while_loop(lambda c: c.sum() < 100.0, lambda c: c * 2 + 1, x)
+
+    assert host_syncs(jax.jit(fn).lower(jnp.ones(3)).compile()) == (1, 1)
+    assert host_syncs(jax.jit(jax.vmap(fn)).lower(jnp.ones((4, 3))).compile()) == (0, 1)  # a batched cond: select
+
+
 def small_args():
     args = crl.Args(env_id="point_u_maze", num_envs=8, num_eval_envs=8, total_env_steps=8 * 100 + 2 * 8 * 100)
     args = crl.dataclasses.replace(args, num_epochs=2, unroll_length=100, batch_size=16, max_replay_size=300)
@@ -42,11 +64,11 @@ def test_the_compiled_epoch_has_no_conditionals_where_resets_are_selects(train_g
     init, prefill, epoch, actor = crl.make_train(args, env)
     rs = jax.eval_shape(init, jax.random.PRNGKey(0))
     for program, example in [(prefill, rs), (epoch, rs)]:
-        assert conditionals(jax.jit(program).lower(example).compile()) == 0
+        assert host_syncs(jax.jit(program).lower(example).compile()) == (0, 0)
     eval_env = crl.GoalEnv("point_u_maze_eval")
     eval_env.reset_select = True
     evaluate = crl.make_evaluate(args, eval_env, actor)
-    assert conditionals(jax.jit(evaluate).lower(rs.actor_params, jax.random.PRNGKey(0)).compile()) == 0
+    assert host_syncs(jax.jit(evaluate).lower(rs.actor_params, jax.random.PRNGKey(0)).compile()) == (0, 0)
     env.reset_select = False  # the cond form, for contrast: one conditional per env step program
     assert conditionals(jax.jit(crl.make_train(args, env)[2]).lower(rs).compile()) >= 1
 
@@ -57,7 +79,19 @@ def test_a_brax_environment_step_has_no_conditionals():
     env.reset_select = True
     step = lambda env_state: env.step(env_state, jnp.zeros((4, env.action_dim)))
     env_state = jax.eval_shape(lambda key: env.reset(key, 4), jax.random.PRNGKey(0))
-    assert conditionals(jax.jit(step).lower(env_state).compile()) == 0
+    assert host_syncs(jax.jit(step).lower(env_state).compile()) == (0, 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env_id, whiles", [("ant_big_maze", 0), ("humanoid_u_maze", 0), ("arm_push_easy", 1)])
+def test_the_robots_epoch_programs_have_no_conditional_and_only_the_arms_solver_loop(env_id, whiles):
+    """The epoch program at tiny sizes: no conditional, and no while loop of unknown trip count but, in the arms,
+    MJX's constraint solver, which stops when the solution stops improving (README#gpu says what it costs)."""
+    args = crl.dataclasses.replace(small_args(), env_id=env_id, episode_length=100)
+    env = crl.GoalEnv(env_id, fixed_goals=True)
+    rs = jax.eval_shape(crl.make_train(args, env)[0], jax.random.PRNGKey(0))
+    epoch = crl.make_train(args, env)[2]
+    assert host_syncs(jax.jit(epoch).lower(rs).compile(env.compiler_options)) == (0, whiles)
 
 
 def tf32(x):
