@@ -13,8 +13,14 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out=$(realpath -m "${1:-.rehearsal/out}")
 root=$PWD
-python312=${PYTHON312:-$(command -v python3.12 || ls -d "$HOME"/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | tail -n 1)}
-[ -x "$python312" ] || { echo "gpu_rehearsal.sh: no Python 3.12 found (set PYTHON312)"; exit 1; }
+python312=""
+for candidate in ${PYTHON312:-} python3.12 "$HOME"/.pyenv/versions/3.12*/bin/python3.12; do # the first that runs
+  if "$candidate" -c "import sys; assert sys.version_info[:2] == (3, 12)" 2>/dev/null; then
+    python312=$candidate
+    break
+  fi
+done
+[ -n "$python312" ] || { echo "gpu_rehearsal.sh: no Python 3.12 found (set PYTHON312)"; exit 1; }
 image="jax==0.11.2 jaxlib==0.11.2 numpy==2.5.2 flax optax orbax-checkpoint chex tqdm matplotlib"
 venv=.rehearsal/venv
 if [ "$(cat $venv/image 2>/dev/null)" != "$image" ]; then
