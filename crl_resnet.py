@@ -1581,6 +1581,7 @@ class Locomotion(Task):
         goal_cells=None,
         size=4.0,
         wall_geoms=(),
+        feet_touch=(),
         radius=(10.0, 10.0),
         goal_z=(),
         benchmark_humanoid=False,
@@ -1610,6 +1611,8 @@ class Locomotion(Task):
             for geom in root.iter("geom"):
                 if geom.get("name") in wall_geoms:
                     geom.set("contype", "2")  # these collide with the walls (conaffinity 3) but not the floor
+                if geom.get("name") in feet_touch:
+                    geom.set("conaffinity", "1")  # these collide with the feet (contype 1)
             root.find("worldbody").extend(ET.fromstring(f"<walls>{maze_walls(layout, size)}</walls>"))
             self.start, self.goals = maze_start_and_goals(layout, goal_cells, size)
         self.xml = ET.tostring(root, encoding="unicode")
@@ -1747,15 +1750,22 @@ CUBE_HALF = 0.03  # the cube's half size: its centre rests 0.03 above the table
 
 def panda_xml(cube, walls, pairs):
     """MJCF of the arm on a table (the z = 0 plane; base at the origin, facing +y), with the cube if `cube`, boxes
-    `walls` = {name: (centre, half sizes)} and the contact pairs `pairs` (every other geom passes through all)."""
+    `walls` = {name: (centre, half sizes)} and the contact pairs `pairs` (every other geom passes through all).
+
+    The joints are those the benchmark simulates, not those its XML writes: the XML gives every joint damping 5 and
+    armature 0.1, and joints 1, 3, 5 and 7 their range, through the default class of link0, a body without joints
+    that brax's loader fuses into the world, class and all. So joints 1-7 have no damping and no armature, joints
+    1, 3, 5 and 7 no limits (their actuators' control ranges still bound the targets); the fingers keep theirs."""
     links = ""
     for i, (frame, limits, mass, centre, inertia, capsule) in enumerate(PANDA_LINKS, 1):
-        links += f'<body name="link{i}" {frame}><joint name="joint{i}" range="{limits}"/>'
+        limited = f' range="{limits}"' if i in (2, 4, 6) else ""
+        links += f'<body name="link{i}" {frame}><joint name="joint{i}"{limited}/>'
         links += f'<inertial mass="{mass}" pos="{centre}" fullinertia="{inertia}"/>'
         links += f'<geom type="capsule" fromto="{capsule}" size="0.05"/>'
     finger = lambda side, frame: (  # slides 0-0.08 from the hand's axis
         f'<body name="{side}_finger" pos="0 0 0.0584" {frame}><inertial mass="0.015" pos="0 0 0" '
-        f'diaginertia="2.375e-6 2.375e-6 7.5e-7"/><joint name="{side}_finger" type="slide" axis="0 1 0" range="0 0.08"/>'
+        f'diaginertia="2.375e-6 2.375e-6 7.5e-7"/><joint name="{side}_finger" type="slide" axis="0 1 0" range="0 0.08" '
+        'damping="5" armature="0.1"/>'
         f'<geom name="{side}_finger" type="box" size="0.015 0.005 0.04" pos="0 0.0055 0.035" rgba="0.25 0.25 0.25 1"/>'
         "</body>"
     )
@@ -1788,7 +1798,7 @@ def panda_xml(cube, walls, pairs):
     return (
         '<mujoco model="panda"><compiler angle="radian" autolimits="true"/>'
         f'<option timestep="0.002" integrator="implicitfast" iterations="6" ls_iterations="12"{impratio}/>'
-        '<default><joint damping="5" armature="0.1"/><geom contype="0" conaffinity="0" rgba="0.95 0.95 0.95 1"/></default>'
+        '<default><geom contype="0" conaffinity="0" rgba="0.95 0.95 0.95 1"/></default>'
         '<worldbody><geom name="table" type="plane" size="1.5 1.5 0.05" rgba="0.6 0.55 0.5 1"/>'
         f'<geom type="capsule" fromto="0 0 0 0 0 0.14" size="0.07"/>{wall_geoms}{links}{hand}{"</body>" * 7}{body}'
         "</worldbody>"
@@ -1839,12 +1849,11 @@ class PandaArm(Task):
             pairs = [("cube", g) for g in ["table", "hand", "left_finger", "right_finger"]]
             pairs += [("table", "hand"), ("table", "left_finger"), ("table", "right_finger")]
             pairs += [("left_finger", "right_finger")]
-        elif self.cube:  # the benchmark's binpick pairs, each listed twice there but for three: kept so
-            twice = lambda a, bs: [(a, b) for b in bs for _ in range(2)]
-            pairs = [("cube", "table")] + twice("cube", list(self.walls) + ["hand", "left_finger", "right_finger"])
-            pairs += twice("table", ["hand"]) + [("table", "left_finger"), ("table", "right_finger")]
-            pairs += twice("left_finger", self.walls) + twice("right_finger", self.walls) + twice("hand", self.walls)
-            pairs += twice("left_finger", ["right_finger"])
+        elif self.cube:  # the benchmark's binpick pairs (40), each once
+            gripper = ["hand", "left_finger", "right_finger"]
+            pairs = [("cube", g) for g in ["table", *self.walls, *gripper]] + [("table", g) for g in gripper]
+            pairs += [(g, wall) for g in ["left_finger", "right_finger", "hand"] for wall in self.walls]
+            pairs += [("left_finger", "right_finger")]
         self.xml = panda_xml(self.cube, self.walls, pairs)
         with contextlib.redirect_stdout(io.StringIO()):
             self.model = mujoco.MjModel.from_xml_string(self.xml)
@@ -1854,6 +1863,8 @@ class PandaArm(Task):
         self.cube_region = None if cube_region is None else jnp.array(cube_region, dtype=jnp.float32)
         self.action_dim, self.state_dim = (5, 17) if self.cube else (4, 13)
         self.wrist, self.grip = self.model.body("link7").id, self.model.site("grip").id
+        self.wrist_root = self.model.body_rootid[self.wrist]
+        self.fingers = [self.model.body(f"{side}_finger").id for side in ("left", "right")] if self.cube else []
 
     @property
     def compiler_options(self):
@@ -1880,17 +1891,20 @@ class PandaArm(Task):
         ctrl = jnp.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.4487]).at[jnp.array([0, 1, 3, 5])].set(targets)
         if self.cube:  # closed (target 0) when > 0, else open (255: 8 cm per finger)
             ctrl = jnp.concatenate([ctrl, jnp.full(2, jnp.where(action[4] > 0, 0.0, 255.0))])
-        data = data.replace(ctrl=ctrl)
-        data = jax.lax.fori_loop(0, self.frames, lambda _, d: mjx.step(self.mjx_model, d), data)
-        return self.positions(data)
+        # no kinematics after the last substep: body poses and velocities stay those mjx.step computed before it
+        # integrated, one substep (0.002 s) behind the joint angles, which is what the benchmark's brax pipeline
+        # observes
+        return jax.lax.fori_loop(0, self.frames, lambda _, d: mjx.step(self.mjx_model, d), data.replace(ctrl=ctrl))
 
     def state(self, data):
         wrist = data.xpos[self.wrist]
-        wrist_velocity = mjx.jac(self.mjx_model, data, wrist, self.wrist)[0].T @ data.qvel
+        cvel = data.cvel[self.wrist]  # (angular, linear) velocity at the subtree's centre of mass, as brax reads it
+        wrist_velocity = cvel[3:] + jnp.cross(cvel[:3], wrist - data.subtree_com[self.wrist_root])
         arm = [data.qpos[:7], wrist, wrist_velocity]
         if not self.cube:
             return jnp.concatenate(arm)
-        return jnp.concatenate([data.qpos[9:12], *arm, data.qpos[7:8] + data.qpos[8:9]])
+        fingers = jnp.linalg.norm(data.xpos[self.fingers[0]] - data.xpos[self.fingers[1]])[None]  # their distance
+        return jnp.concatenate([data.qpos[9:12], *arm, fingers])
 
     @functools.cached_property
     def render_system(self):  # the same bodies for brax's viewer, without contacts, equality and actuators
@@ -1918,12 +1932,16 @@ def arm_binpick(bin_x, cube_x, spread, inner):  # from the bin at x = -bin_x to 
 
 # The ant's geoms that meet the walls besides the feet (which collide already: contype 1 in brax's XML), as in
 # the benchmark's ant_maze.xml: the torso and the four hip capsules. Every (geom, wall box) pair is a contact test
-# per physics substep. The humanoid collides everywhere (benchmark_humanoid).
+# per physics substep. That XML also lets the feet meet the torso, the hips and each other (conaffinity 1 on all
+# nine: 26 more pairs); its open-floor ant.xml does not. The humanoid collides everywhere (benchmark_humanoid).
 ANT_WALL_GEOMS = ("torso_geom", "aux_1_geom", "aux_2_geom", "aux_3_geom", "aux_4_geom")
+ANT_FEET = ("left_foot_geom", "right_foot_geom", "third_foot_geom", "fourth_foot_geom")
 
 
 def ant_maze(layout, goal_cells=None):
-    return Locomotion("ant", layout, goal_cells, size=4.0, wall_geoms=ANT_WALL_GEOMS)
+    return Locomotion(
+        "ant", layout, goal_cells, size=4.0, wall_geoms=ANT_WALL_GEOMS, feet_touch=ANT_WALL_GEOMS + ANT_FEET
+    )
 
 
 def humanoid_maze(layout, goal_cells=None):  # the benchmark's humanoid mazes have 2-unit cells

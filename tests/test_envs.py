@@ -403,3 +403,25 @@ def test_compiler_options_the_installed_jaxlib_does_not_know_are_dropped_not_pas
         crl.known_compiler_options({"xla_embed_ir_in_executable": "maybe"})
     monkeypatch.setattr(crl.PointMaze, "compiler_options", {"xla_no_such_option": True}, raising=False)
     assert crl.GoalEnv("point_u_maze").compiler_options == {}
+
+
+def contact_pairs(env_id):
+    """The geom pairs MJX tests for contact in a locomotion task, by geom name, every maze wall called "wall"."""
+    from mujoco.mjx._src.collision_driver import geom_pairs  # what brax's contact step calls mjx.collision with
+
+    model = crl.ENVIRONMENTS[env_id].make().env.sys.mj_model
+    name = lambda g: model.geom(g).name if model.geom_bodyid[g] or model.geom(g).name == "floor" else "wall"
+    return {frozenset((name(g1), name(g2))) for g1, g2, _ in geom_pairs(model)}
+
+
+def test_the_ant_in_a_maze_touches_what_the_benchmarks_ant_maze_lets_it_touch():
+    """The paper's ant_maze.xml (with its maze walls, through brax's loader and MJX's pair rules): the feet meet the
+    floor; the torso, the hips and the feet meet the walls; the feet meet the torso, the hips and each other (26
+    pairs its open-floor ant.xml, like brax's, does not have)."""
+    torso_and_hips = ["torso_geom"] + [f"aux_{i}_geom" for i in range(1, 5)]
+    feet = ["left_foot_geom", "right_foot_geom", "third_foot_geom", "fourth_foot_geom"]
+    self_contacts = {frozenset((foot, other)) for foot in feet for other in torso_and_hips + feet if foot != other}
+    expected = {frozenset(("floor", foot)) for foot in feet} | {frozenset(("wall", g)) for g in torso_and_hips + feet}
+    assert len(self_contacts) == 26
+    assert contact_pairs("ant_u_maze") == expected | self_contacts
+    assert contact_pairs("ant") == {frozenset(("floor", foot)) for foot in feet}
