@@ -1,4 +1,4 @@
-# docs: README.md#what-is-here -- contrastive RL with plain MLP actor and critic encoders (the paper's baseline)
+# docs: docs/crl_mlp.md -- contrastive RL with plain MLP actor and critic encoders (the paper's baseline)
 """Contrastive RL (CRL) with plain MLP encoders: the paper's baseline and its no-residual ablation (Fig. 9).
 
 Identical to crl_resnet.py except the networks: sa_encoder, g_encoder and actor are `depth` layers of
@@ -15,7 +15,7 @@ HER); gcbc.py in NETWORKS, LOSSES and TRAINING (no critic). REPLAY BUFFER and EN
 every script, EVALUATION and RUN PLUMBING in all but eval_stitching.py.
 
 Run:  python crl_mlp.py --depth 4                   (paper scale baseline, one GPU)
-CPU:  see README.md for the quick-start that learns point_u_maze in minutes.
+CPU:  python crl_mlp.py --preset laptop                   (depth 8 on point_u_maze)
 """
 
 import contextlib
@@ -91,10 +91,13 @@ class Args:
     (best), or of the last epoch checkpointed (last; also for a run stopped or still training)"""
     num_seeds: int = 1
     """independent seeds trained in one jitted program (vmap); metrics: mean over seeds, _std, _per_seed"""
+    preset: Optional[Literal["laptop", "laptop-reacher"]] = None
+    """named defaults, which the flags given still override (PRESETS): laptop, the CPU quick-start on point_u_maze;
+    laptop-reacher, brax's reacher arm on a CPU"""
 
     # Algorithm specific arguments
     env_id: str = "ant_big_maze"
-    """the environment id (see ENVIRONMENTS below or the README)"""
+    """the environment id (see ENVIRONMENTS below or docs/environments.md)"""
     eval_env_id: Optional[str] = None
     """the environment evaluations run in; None: the far-goal split {env_id}_eval where the registry has one (how
     the paper scores mazes), else env_id"""
@@ -151,6 +154,20 @@ class Args:
     """scan steps over depth unrolled into one loop iteration: 2-4 speed up narrow nets on a CPU, not wide ones"""
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
     """dtype of the matmuls; parameters, LayerNorm, the residual stream and the losses stay float32"""
+
+
+# --preset NAME: what a laptop run needs, in one word: these flags go before those given, which override them (the
+# paper's Table 2 stays what no preset gives); args.json records the result, which --resume and --evaluate read.
+PRESETS = {
+    # learns to reach the U-maze's far cells: success from 0 to above 0.9 (docs/crl_resnet.md)
+    "laptop": "--env-id point_u_maze --num-envs 256 --num-eval-envs 256 --total-env-steps 24000000 --num-epochs 24 "
+    "--unroll-length 100 --batch-size 256 --num-sgd-batches-per-training-step 50 --max-replay-size 4000 "
+    "--min-replay-size 100 --width 64 --depth 8 --scan-unroll 2",
+    # brax's reacher arm reaching points in its plane (docs/laptop_scale.md)
+    "laptop-reacher": "--env-id reacher --episode-length 100 --num-envs 128 --num-eval-envs 128 "
+    "--total-env-steps 4000000 --num-epochs 20 --unroll-length 50 --batch-size 256 "
+    "--num-sgd-batches-per-training-step 50 --max-replay-size 2000 --min-replay-size 100 --width 64 --depth 4",
+}
 
 
 # ==== NETWORKS ====
@@ -336,7 +353,7 @@ def sample_transitions(buffer, key, window, gamma, state_dim, goal_indices):
 def l2_energy(phi, psi):
     """(B, B) logits L_ij = f(s_i, a_i, g_j) = -||phi_i - psi_j||_2, the critic of paper Sec. 3."""
     # ||phi_i||^2 + ||psi_j||^2 - 2 phi_i.psi_j is one matmul instead of a (B, B, repr_dim) tensor (faster, see
-    # README#notes-and-deviations). The terms cancel where phi_i is near psi_j, so the product runs in full float32
+    # docs/parity.md#notes-and-deviations). The terms cancel where phi_i is near psi_j, so the product runs in full float32
     # even where the default is TF32 (NVIDIA GPUs); the floor keeps sqrt and its gradient finite at phi_i == psi_j
     dot = jnp.matmul(phi, psi.T, precision=jax.lax.Precision.HIGHEST)
     squared = jnp.sum(phi**2, -1)[:, None] + jnp.sum(psi**2, -1)[None, :] - 2 * dot
@@ -585,7 +602,7 @@ def make_evaluate(args, env, actor):
 # ==== MAIN ====
 def main():
     """The experiment: num_seeds agents trained side by side for num_epochs epochs, each epoch followed by an
-    evaluation; metrics, checkpoints and the final networks go to runs/NAME (README#what-a-run-writes)."""
+    evaluation; metrics, checkpoints and the final networks go to runs/NAME (docs/crl_resnet.md#what-a-run-writes)."""
     args, resume = parse_args()
     check_args(args)
     if args.evaluate:  # --evaluate runs/NAME: no training, see evaluate_saved_agent below
@@ -769,16 +786,20 @@ STATE_FLAGS_EXEMPT = {"track", "wandb_project_name", "wandb_entity", "wandb_mode
 
 
 def parse_args():
-    """tyro.cli, with --resume runs/NAME or --evaluate runs/NAME loading that run's flags as the defaults."""
+    """tyro.cli, with --preset NAME's values, or with --resume runs/NAME or --evaluate runs/NAME that run's flags,
+    as the defaults."""
     given = {}
     for i, arg in enumerate(sys.argv):
-        for name in ["--resume", "--evaluate"]:
+        for name in ["--resume", "--evaluate", "--preset"]:
             if arg == name and i + 1 < len(sys.argv):
                 given[name] = sys.argv[i + 1]
             elif arg.startswith(name + "="):
                 given[name] = arg.split("=", 1)[1]
+    preset = given.pop("--preset", None)
+    if preset is not None and preset not in PRESETS:
+        fail(f"--preset {preset} is not a preset: choose one of {', '.join(PRESETS)}")
     if not given:
-        return tyro.cli(Args), None
+        return tyro.cli(Args, args=PRESETS.get(preset, "").split() + sys.argv[1:]), None  # the last of a flag wins
     option, run = next(iter(given.items()))
     if len(given) > 1:
         fail("--resume and --evaluate cannot be combined: continue a run, or evaluate it")
@@ -848,7 +869,7 @@ def named_leaves(tree):
 def save_checkpoint(run_dir, host_leaves, meta):
     """checkpoint_last.npz: every leaf of the runner state (networks, optimisers, environments, replay buffer, keys)
     under its name (named_leaves), plus `meta` (epoch, best score, the epoch's metrics line) as JSON. Uncompressed
-    and streamed to disk array by array, so no serialised copy of the state is ever held (README#checkpoints)."""
+    and streamed to disk array by array, so no serialised copy of the state is ever held (docs/crl_resnet.md#checkpoints)."""
     arrays = host_leaves | {"meta": np.array(json.dumps(meta))}
     write_atomic(os.path.join(run_dir, "checkpoint_last.npz"), lambda f: np.savez(f, **arrays))
 
@@ -1104,7 +1125,7 @@ class RunLog:
 
 def over_seeds(fn, num_seeds):
     """fn mapped over the leading seed axis of its arguments and results: vmap for several seeds; for one, the
-    axis is dropped inside the program instead (vmap over a batch of 1 is slower on a CPU: README#performance)."""
+    axis is dropped inside the program instead (vmap over a batch of 1 is slower on a CPU: docs/performance.md)."""
     if num_seeds > 1:
         return jax.vmap(fn)
     return lambda *xs: jax.tree.map(lambda y: y[None], fn(*jax.tree.map(lambda x: x[0], xs)))
@@ -1253,7 +1274,7 @@ class GoalEnv:
         self.compiler_options = known_compiler_options(getattr(self.task, "compiler_options", {}))
         # automatic resets as a select, not a lax.cond on done.any(): a GPU copies a conditional's predicate to the
         # host and waits for it, every step. A CPU does not, and there a cond that skips sampling fresh goals at
-        # steps where no episode ends is cheaper (README#automatic-resets); a stored first state costs nothing.
+        # steps where no episode ends is cheaper (docs/performance.md#automatic-resets); a stored first state costs nothing.
         self.reset_select = fixed_goals or jax.default_backend() != "cpu"
 
     def _fresh(self, key, n):
@@ -1369,7 +1390,7 @@ def maze_walls(layout, size):
     """MJCF boxes covering the wall cells: runs of '#' in a row, stacked over the rows where the run repeats.
 
     Each box costs one contact test per colliding robot geom per physics substep, so fewer boxes is faster
-    (README#environments; benchmarks/maze_contacts.py).
+    (docs/environments.md; benchmarks/maze_contacts.py).
     Walls are size / 2 tall, as in the benchmark. They collide with geoms whose contype has bit 1 (brax's feet)
     or bit 2 (set by `Locomotion` on torso geoms); the floor, conaffinity 1, keeps ignoring bit-2 geoms.
     """
@@ -1441,7 +1462,7 @@ class PointMaze(Task):
         xy = start + jax.random.uniform(k_start, (2,), minval=-0.5, maxval=0.5)
         cell = jax.random.randint(k_cell, (), 0, len(goals))
         # a uniform point of the cell, not just near its centre: goals that reach the cell's edges lead agents
-        # into neighbouring cells, which CRL needs to find the U-maze's far cell (README#notes-and-deviations)
+        # into neighbouring cells, which CRL needs to find the U-maze's far cell (docs/parity.md#notes-and-deviations)
         goal = goals[cell] + jax.random.uniform(k_jitter, (2,), minval=-self.size / 2, maxval=self.size / 2)
         return xy, goal
 
@@ -1563,7 +1584,7 @@ class Locomotion(Task):
 
     brax's own class steps the robot, so its spring-backend settings come along: Ant timestep 0.005 and 10
     frames per step, Humanoid timestep 0.0015, 10 frames and its gear table (the XMLs' own timesteps are not
-    stable with maze walls: README#environments). brax's class also gives the observation (positions kept: the
+    stable with maze walls: docs/environments.md). brax's class also gives the observation (positions kept: the
     ant's state is q, qd = 29 numbers, torso xy first) and `done` when the torso height leaves the healthy range
     (Ant 0.2-1.0, Humanoid 1.0-2.0), which ends the episode. Mazes add walls to brax's XML and put the start at
     the layout's R cell. benchmark_humanoid makes brax's humanoid the benchmark's: every geom collides (with the
@@ -1867,7 +1888,7 @@ class PandaArm(Task):
     def compiler_options(self):
         # XLA:CPU's fusion emitters make MJX's forward kinematics exponentially slow in the depth of the body
         # tree; they stay on for every program that steps no arm, whose network updates they speed up
-        # (README#environments)
+        # (docs/environments.md)
         return {"xla_cpu_use_fusion_emitters": False} if jax.default_backend() == "cpu" else {}
 
     def positions(self, data):  # body and site poses and Jacobian rows for the current qpos

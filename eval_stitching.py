@@ -1,4 +1,4 @@
-# docs: README.md#stitching -- the paper's stitching experiment and value maps, over a sweep of depths
+# docs: docs/eval_stitching.md -- the paper's stitching experiment and value maps, over a sweep of depths
 """Stitching and value maps: do deeper CRL networks combine short experience into long paths?
 
 Reruns Sec. 4.5 / Fig. 6 and Sec. 4.4 / Fig. 5 of "1000 Layer Networks for Self-Supervised RL" (Wang et al.)
@@ -220,7 +220,7 @@ class ResidualTrunk(nn.Module):
     def __call__(self, x):
         x = dense_layernorm_swish(x, self.width, self.dtype)
         # backward pass: keep each Dense output, recompute LayerNorm and swish (cheaper than storing them, see
-        # README#performance); --remat keeps only each block's input
+        # docs/performance.md); --remat keeps only each block's input
         saved = jax.checkpoint_policies.nothing_saveable if self.remat else jax.checkpoint_policies.dots_saveable
         block = nn.remat(ResidualBlock, prevent_cse=False, policy=saved)
         blocks = nn.scan(
@@ -368,7 +368,7 @@ def sample_transitions(buffer, key, window, gamma, state_dim, goal_indices):
 def l2_energy(phi, psi):
     """(B, B) logits L_ij = f(s_i, a_i, g_j) = -||phi_i - psi_j||_2, the critic of paper Sec. 3."""
     # ||phi_i||^2 + ||psi_j||^2 - 2 phi_i.psi_j is one matmul instead of a (B, B, repr_dim) tensor (faster, see
-    # README#notes-and-deviations). The terms cancel where phi_i is near psi_j, so the product runs in full float32
+    # docs/parity.md#notes-and-deviations). The terms cancel where phi_i is near psi_j, so the product runs in full float32
     # even where the default is TF32 (NVIDIA GPUs); the floor keeps sqrt and its gradient finite at phi_i == psi_j
     dot = jnp.matmul(phi, psi.T, precision=jax.lax.Precision.HIGHEST)
     squared = jnp.sum(phi**2, -1)[:, None] + jnp.sum(psi**2, -1)[None, :] - 2 * dot
@@ -1113,7 +1113,7 @@ def named_leaves(tree):
 def save_checkpoint(run_dir, host_leaves, meta):
     """checkpoint_last.npz: every leaf of the runner state (networks, optimisers, environments, replay buffer, keys)
     under its name (named_leaves), plus `meta` (epoch, best score, the epoch's metrics line) as JSON. Uncompressed
-    and streamed to disk array by array, so no serialised copy of the state is ever held (README#checkpoints)."""
+    and streamed to disk array by array, so no serialised copy of the state is ever held (docs/crl_resnet.md#checkpoints)."""
     arrays = host_leaves | {"meta": np.array(json.dumps(meta))}
     write_atomic(os.path.join(run_dir, "checkpoint_last.npz"), lambda f: np.savez(f, **arrays))
 
@@ -1369,7 +1369,7 @@ class RunLog:
 
 def over_seeds(fn, num_seeds):
     """fn mapped over the leading seed axis of its arguments and results: vmap for several seeds; for one, the
-    axis is dropped inside the program instead (vmap over a batch of 1 is slower on a CPU: README#performance)."""
+    axis is dropped inside the program instead (vmap over a batch of 1 is slower on a CPU: docs/performance.md)."""
     if num_seeds > 1:
         return jax.vmap(fn)
     return lambda *xs: jax.tree.map(lambda y: y[None], fn(*jax.tree.map(lambda x: x[0], xs)))
@@ -1518,7 +1518,7 @@ class GoalEnv:
         self.compiler_options = known_compiler_options(getattr(self.task, "compiler_options", {}))
         # automatic resets as a select, not a lax.cond on done.any(): a GPU copies a conditional's predicate to the
         # host and waits for it, every step. A CPU does not, and there a cond that skips sampling fresh goals at
-        # steps where no episode ends is cheaper (README#automatic-resets); a stored first state costs nothing.
+        # steps where no episode ends is cheaper (docs/performance.md#automatic-resets); a stored first state costs nothing.
         self.reset_select = fixed_goals or jax.default_backend() != "cpu"
 
     def _fresh(self, key, n):
@@ -1634,7 +1634,7 @@ def maze_walls(layout, size):
     """MJCF boxes covering the wall cells: runs of '#' in a row, stacked over the rows where the run repeats.
 
     Each box costs one contact test per colliding robot geom per physics substep, so fewer boxes is faster
-    (README#environments; benchmarks/maze_contacts.py).
+    (docs/environments.md; benchmarks/maze_contacts.py).
     Walls are size / 2 tall, as in the benchmark. They collide with geoms whose contype has bit 1 (brax's feet)
     or bit 2 (set by `Locomotion` on torso geoms); the floor, conaffinity 1, keeps ignoring bit-2 geoms.
     """
@@ -1706,7 +1706,7 @@ class PointMaze(Task):
         xy = start + jax.random.uniform(k_start, (2,), minval=-0.5, maxval=0.5)
         cell = jax.random.randint(k_cell, (), 0, len(goals))
         # a uniform point of the cell, not just near its centre: goals that reach the cell's edges lead agents
-        # into neighbouring cells, which CRL needs to find the U-maze's far cell (README#notes-and-deviations)
+        # into neighbouring cells, which CRL needs to find the U-maze's far cell (docs/parity.md#notes-and-deviations)
         goal = goals[cell] + jax.random.uniform(k_jitter, (2,), minval=-self.size / 2, maxval=self.size / 2)
         return xy, goal
 
@@ -1828,7 +1828,7 @@ class Locomotion(Task):
 
     brax's own class steps the robot, so its spring-backend settings come along: Ant timestep 0.005 and 10
     frames per step, Humanoid timestep 0.0015, 10 frames and its gear table (the XMLs' own timesteps are not
-    stable with maze walls: README#environments). brax's class also gives the observation (positions kept: the
+    stable with maze walls: docs/environments.md). brax's class also gives the observation (positions kept: the
     ant's state is q, qd = 29 numbers, torso xy first) and `done` when the torso height leaves the healthy range
     (Ant 0.2-1.0, Humanoid 1.0-2.0), which ends the episode. Mazes add walls to brax's XML and put the start at
     the layout's R cell. benchmark_humanoid makes brax's humanoid the benchmark's: every geom collides (with the
@@ -2132,7 +2132,7 @@ class PandaArm(Task):
     def compiler_options(self):
         # XLA:CPU's fusion emitters make MJX's forward kinematics exponentially slow in the depth of the body
         # tree; they stay on for every program that steps no arm, whose network updates they speed up
-        # (README#environments)
+        # (docs/environments.md)
         return {"xla_cpu_use_fusion_emitters": False} if jax.default_backend() == "cpu" else {}
 
     def positions(self, data):  # body and site poses and Jacobian rows for the current qpos

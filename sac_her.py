@@ -1,4 +1,4 @@
-# docs: README.md#what-is-here -- SAC with hindsight relabelling, the paper's temporal-difference baseline
+# docs: docs/sac_her.md -- SAC with hindsight relabelling, the paper's temporal-difference baseline
 """SAC + HER: soft actor-critic on a sparse goal-reaching reward, with hindsight relabelling.
 
 The temporal-difference baseline of "1000 Layer Networks for Self-Supervised RL" (Wang et al., Sec. 4.3,
@@ -16,7 +16,7 @@ Siblings: identical to crl_resnet.py except NETWORKS (a Q-network instead of the
 (TD target and HER relabelling instead of InfoNCE), TRAINING (target networks) and the flags they need.
 
 Run:  python sac_her.py --num-blocks 4               (paper scale, one GPU)
-CPU:  see README.md for the quick-start on point_u_maze.
+CPU:  python sac_her.py --preset laptop                   (the quick-start's sizes on point_u_maze)
 """
 
 import contextlib
@@ -92,10 +92,13 @@ class Args:
     (best), or of the last epoch checkpointed (last; also for a run stopped or still training)"""
     num_seeds: int = 1
     """independent seeds trained in one jitted program (vmap); metrics: mean over seeds, _std, _per_seed"""
+    preset: Optional[Literal["laptop", "laptop-reacher"]] = None
+    """named defaults, which the flags given still override (PRESETS): laptop, the CPU quick-start on point_u_maze;
+    laptop-reacher, brax's reacher arm on a CPU"""
 
     # Algorithm specific arguments
     env_id: str = "ant_big_maze"
-    """the environment id (see ENVIRONMENTS below or the README)"""
+    """the environment id (see ENVIRONMENTS below or docs/environments.md)"""
     eval_env_id: Optional[str] = None
     """the environment evaluations run in; None: the far-goal split {env_id}_eval where the registry has one (how
     the paper scores mazes), else env_id"""
@@ -152,6 +155,20 @@ class Args:
     """dtype of the matmuls; parameters, LayerNorm, the residual stream and the losses stay float32"""
 
 
+# --preset NAME: what a laptop run needs, in one word: these flags go before those given, which override them (the
+# paper's Table 2 stays what no preset gives); args.json records the result, which --resume and --evaluate read.
+PRESETS = {
+    # learns to reach the U-maze's far cells: success from 0 to above 0.9 (docs/crl_resnet.md)
+    "laptop": "--env-id point_u_maze --num-envs 256 --num-eval-envs 256 --total-env-steps 24000000 --num-epochs 24 "
+    "--unroll-length 100 --batch-size 256 --num-sgd-batches-per-training-step 50 --max-replay-size 4000 "
+    "--min-replay-size 100 --width 64 --num-blocks 2 --scan-unroll 2",
+    # brax's reacher arm reaching points in its plane (docs/laptop_scale.md)
+    "laptop-reacher": "--env-id reacher --episode-length 100 --num-envs 128 --num-eval-envs 128 "
+    "--total-env-steps 4000000 --num-epochs 20 --unroll-length 50 --batch-size 256 "
+    "--num-sgd-batches-per-training-step 50 --max-replay-size 2000 --min-replay-size 100 --width 64 --num-blocks 1",
+}
+
+
 # ==== NETWORKS ====
 # Every Dense layer: kernel init variance scaling 1/3, fan-in, uniform, and zero biases, as in the paper's code.
 dense_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
@@ -191,7 +208,7 @@ class ResidualTrunk(nn.Module):
     def __call__(self, x):
         x = dense_layernorm_swish(x, self.width, self.dtype)
         # backward pass: keep each Dense output, recompute LayerNorm and swish (cheaper than storing them, see
-        # README#performance); --remat keeps only each block's input
+        # docs/performance.md); --remat keeps only each block's input
         saved = jax.checkpoint_policies.nothing_saveable if self.remat else jax.checkpoint_policies.dots_saveable
         block = nn.remat(ResidualBlock, prevent_cse=False, policy=saved)
         blocks = nn.scan(
@@ -597,7 +614,7 @@ def make_evaluate(args, env, actor):
 # ==== MAIN ====
 def main():
     """The experiment: num_seeds agents trained side by side for num_epochs epochs, each epoch followed by an
-    evaluation; metrics, checkpoints and the final networks go to runs/NAME (README#what-a-run-writes)."""
+    evaluation; metrics, checkpoints and the final networks go to runs/NAME (docs/crl_resnet.md#what-a-run-writes)."""
     args, resume = parse_args()
     check_args(args)
     if args.evaluate:  # --evaluate runs/NAME: no training, see evaluate_saved_agent below
@@ -784,16 +801,20 @@ STATE_FLAGS_EXEMPT = {"track", "wandb_project_name", "wandb_entity", "wandb_mode
 
 
 def parse_args():
-    """tyro.cli, with --resume runs/NAME or --evaluate runs/NAME loading that run's flags as the defaults."""
+    """tyro.cli, with --preset NAME's values, or with --resume runs/NAME or --evaluate runs/NAME that run's flags,
+    as the defaults."""
     given = {}
     for i, arg in enumerate(sys.argv):
-        for name in ["--resume", "--evaluate"]:
+        for name in ["--resume", "--evaluate", "--preset"]:
             if arg == name and i + 1 < len(sys.argv):
                 given[name] = sys.argv[i + 1]
             elif arg.startswith(name + "="):
                 given[name] = arg.split("=", 1)[1]
+    preset = given.pop("--preset", None)
+    if preset is not None and preset not in PRESETS:
+        fail(f"--preset {preset} is not a preset: choose one of {', '.join(PRESETS)}")
     if not given:
-        return tyro.cli(Args), None
+        return tyro.cli(Args, args=PRESETS.get(preset, "").split() + sys.argv[1:]), None  # the last of a flag wins
     option, run = next(iter(given.items()))
     if len(given) > 1:
         fail("--resume and --evaluate cannot be combined: continue a run, or evaluate it")
@@ -863,7 +884,7 @@ def named_leaves(tree):
 def save_checkpoint(run_dir, host_leaves, meta):
     """checkpoint_last.npz: every leaf of the runner state (networks, optimisers, environments, replay buffer, keys)
     under its name (named_leaves), plus `meta` (epoch, best score, the epoch's metrics line) as JSON. Uncompressed
-    and streamed to disk array by array, so no serialised copy of the state is ever held (README#checkpoints)."""
+    and streamed to disk array by array, so no serialised copy of the state is ever held (docs/crl_resnet.md#checkpoints)."""
     arrays = host_leaves | {"meta": np.array(json.dumps(meta))}
     write_atomic(os.path.join(run_dir, "checkpoint_last.npz"), lambda f: np.savez(f, **arrays))
 
@@ -1119,7 +1140,7 @@ class RunLog:
 
 def over_seeds(fn, num_seeds):
     """fn mapped over the leading seed axis of its arguments and results: vmap for several seeds; for one, the
-    axis is dropped inside the program instead (vmap over a batch of 1 is slower on a CPU: README#performance)."""
+    axis is dropped inside the program instead (vmap over a batch of 1 is slower on a CPU: docs/performance.md)."""
     if num_seeds > 1:
         return jax.vmap(fn)
     return lambda *xs: jax.tree.map(lambda y: y[None], fn(*jax.tree.map(lambda x: x[0], xs)))
@@ -1268,7 +1289,7 @@ class GoalEnv:
         self.compiler_options = known_compiler_options(getattr(self.task, "compiler_options", {}))
         # automatic resets as a select, not a lax.cond on done.any(): a GPU copies a conditional's predicate to the
         # host and waits for it, every step. A CPU does not, and there a cond that skips sampling fresh goals at
-        # steps where no episode ends is cheaper (README#automatic-resets); a stored first state costs nothing.
+        # steps where no episode ends is cheaper (docs/performance.md#automatic-resets); a stored first state costs nothing.
         self.reset_select = fixed_goals or jax.default_backend() != "cpu"
 
     def _fresh(self, key, n):
@@ -1384,7 +1405,7 @@ def maze_walls(layout, size):
     """MJCF boxes covering the wall cells: runs of '#' in a row, stacked over the rows where the run repeats.
 
     Each box costs one contact test per colliding robot geom per physics substep, so fewer boxes is faster
-    (README#environments; benchmarks/maze_contacts.py).
+    (docs/environments.md; benchmarks/maze_contacts.py).
     Walls are size / 2 tall, as in the benchmark. They collide with geoms whose contype has bit 1 (brax's feet)
     or bit 2 (set by `Locomotion` on torso geoms); the floor, conaffinity 1, keeps ignoring bit-2 geoms.
     """
@@ -1456,7 +1477,7 @@ class PointMaze(Task):
         xy = start + jax.random.uniform(k_start, (2,), minval=-0.5, maxval=0.5)
         cell = jax.random.randint(k_cell, (), 0, len(goals))
         # a uniform point of the cell, not just near its centre: goals that reach the cell's edges lead agents
-        # into neighbouring cells, which CRL needs to find the U-maze's far cell (README#notes-and-deviations)
+        # into neighbouring cells, which CRL needs to find the U-maze's far cell (docs/parity.md#notes-and-deviations)
         goal = goals[cell] + jax.random.uniform(k_jitter, (2,), minval=-self.size / 2, maxval=self.size / 2)
         return xy, goal
 
@@ -1578,7 +1599,7 @@ class Locomotion(Task):
 
     brax's own class steps the robot, so its spring-backend settings come along: Ant timestep 0.005 and 10
     frames per step, Humanoid timestep 0.0015, 10 frames and its gear table (the XMLs' own timesteps are not
-    stable with maze walls: README#environments). brax's class also gives the observation (positions kept: the
+    stable with maze walls: docs/environments.md). brax's class also gives the observation (positions kept: the
     ant's state is q, qd = 29 numbers, torso xy first) and `done` when the torso height leaves the healthy range
     (Ant 0.2-1.0, Humanoid 1.0-2.0), which ends the episode. Mazes add walls to brax's XML and put the start at
     the layout's R cell. benchmark_humanoid makes brax's humanoid the benchmark's: every geom collides (with the
@@ -1882,7 +1903,7 @@ class PandaArm(Task):
     def compiler_options(self):
         # XLA:CPU's fusion emitters make MJX's forward kinematics exponentially slow in the depth of the body
         # tree; they stay on for every program that steps no arm, whose network updates they speed up
-        # (README#environments)
+        # (docs/environments.md)
         return {"xla_cpu_use_fusion_emitters": False} if jax.default_backend() == "cpu" else {}
 
     def positions(self, data):  # body and site poses and Jacobian rows for the current qpos

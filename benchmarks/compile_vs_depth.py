@@ -1,6 +1,6 @@
 """Compile time of crl_resnet.py's training epoch against depth: scanned residual trunk vs an unrolled loop.
 
-    python benchmarks/compile_vs_depth.py                       # the table in README.md "Performance"
+    python benchmarks/compile_vs_depth.py                       # the table in docs/performance.md
     python benchmarks/compile_vs_depth.py --num-blocks 1 64 --unrolled 1 4 --timeout 300
 
 Compiles the whole epoch program (environment steps, replay buffer, relabelling and every SGD update) with the

@@ -1,4 +1,4 @@
-"""The paper-scale path on one GPU, in one prepared run of at most --budget-s (480 s): what README's GPU section reports.
+"""The paper-scale path on one GPU, in one prepared run of at most --budget-s (480 s): what docs/gpu.md reports.
 
     bash benchmarks/gpu_check.sh OUT            # on the GPU machine: carried wheels installed, then this script
     python benchmarks/gpu_check.py --out OUT    # the check alone

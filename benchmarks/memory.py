@@ -1,6 +1,6 @@
 """Peak memory of crl_resnet.py's training against depth, with and without --remat (batch 512, width 256).
 
-    python benchmarks/memory.py                       # the table in README.md "Performance"
+    python benchmarks/memory.py                       # the table in docs/performance.md
     python benchmarks/memory.py --configs 256/128 --remat-only
 
 Each configuration runs in a fresh process: build the networks (critic blocks / actor blocks), prefill a small

@@ -1,6 +1,6 @@
 """Cost of --num-seeds N (N agents vmapped in one compiled program) against one seed.
 
-    python benchmarks/num_seeds.py                        # the README quick-start's sizes, N = 1, 2, 4, 8
+    python benchmarks/num_seeds.py                        # the quick-start's sizes (--preset laptop), N = 1, 2, 4, 8
     python benchmarks/num_seeds.py --num-seeds 1 4 --width 256 --num-blocks 4
 
 Times crl_resnet.py's epoch program (collection, relabelling, SGD) after compilation, mapped over N seeds exactly

@@ -145,7 +145,7 @@ def test_500_random_steps_are_finite_and_the_cube_stays_on_the_table_and_out_of_
     # about a centimetre; never through it where there are no bins. In a binpick task random actions can drive
     # the fingertips into the table and knock the cube through it or through a bin wall: rare, not the rule
     # (seed 0: arm_binpick_hard 1 of 4000 steps under the table and 1 in a wall, arm_binpick_easy none;
-    # README#environments)
+    # docs/environments.md)
     below = cube[..., 2] < crl.CUBE_HALF - 0.015
     print(f"{env_id}: cube under the table in {below.any(axis=0).sum()} of 8 environments, {below.sum()} steps")
     if env.task.walls:
@@ -268,7 +268,7 @@ def test_a_scripted_policy_does_far_better_than_random_actions(env_id, policy, m
     armature the arm moved 2.5x slower and this policy scored 0.58 and 38.0 against 0.23 and 11.0; the faster arm
     knocks cubes past the goal, so pushing counts on success more than on time near the goal. arm_reach: 0.58 and
     50.6 against 0.23 and 0.8 (0.53 and 49.6 against 0.22 and 1.0 before the change; much of the benchmark's
-    reach box is out of the settled arm's reach: README#environments)."""
+    reach box is out of the settled arm's reach: docs/environments.md)."""
     env = crl.GoalEnv(env_id, episode_length=100)
     dist = rollout(env, policy(env), num_envs=64, num_steps=env.episode_length)[1]
     random_dist = rollout(env, random_policy(env), num_envs=64, num_steps=env.episode_length)[1]

@@ -1,5 +1,6 @@
-"""Bad input: a one-line error naming the flag, exit status 2, before anything is compiled (README#flags-that-matter)."""
+"""Bad input: a one-line error naming the flag, exit status 2, before anything is compiled (docs/crl_resnet.md#flags-that-matter)."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -147,3 +148,25 @@ def test_paper_defaults_are_consistent():
     import crl_resnet as crl
 
     crl.check_args(crl.Args(num_blocks=64))  # exits with status 2 on any inconsistency
+
+
+def parsed(module, flags, monkeypatch):
+    monkeypatch.setattr(sys, "argv", [module.__file__, *flags])
+    return module.parse_args()[0]
+
+
+@pytest.mark.parametrize("script", ["crl_resnet", "crl_mlp", "sac_her", "gcbc"])
+def test_a_preset_is_its_flags_and_the_flags_given_with_it_override_them(script, capsys, monkeypatch):
+    """--preset laptop is the CPU quick-start's command line, value for value (so the same seed gives the same run),
+    in every training script; a flag given with it wins; an unknown name is a one-line error."""
+    module = __import__(script)
+    for name, flags in module.PRESETS.items():
+        preset = parsed(module, ["--preset", name], monkeypatch)
+        assert preset == dataclasses.replace(parsed(module, flags.split(), monkeypatch), preset=name)
+    laptop = parsed(module, ["--preset", "laptop"], monkeypatch)
+    depth = laptop.depth if script == "crl_mlp" else 4 * laptop.num_blocks
+    assert (laptop.env_id, laptop.num_envs, laptop.width, depth, laptop.seed) == ("point_u_maze", 256, 64, 8, 1)
+    given = parsed(module, ["--seed", "3", "--preset", "laptop", "--width", "32"], monkeypatch)
+    assert (given.env_id, given.seed, given.width, given.num_envs) == ("point_u_maze", 3, 32, 256)
+    line = check_in_process(module, ["--preset", "desktop"], capsys, monkeypatch)
+    assert line == "error: --preset desktop is not a preset: choose one of laptop, laptop-reacher"

@@ -86,7 +86,7 @@ def test_a_brax_environment_step_has_no_conditionals():
 @pytest.mark.parametrize("env_id, whiles", [("ant_big_maze", 0), ("humanoid_u_maze", 0), ("arm_push_easy", 1)])
 def test_the_robots_epoch_programs_have_no_conditional_and_only_the_arms_solver_loop(env_id, whiles):
     """The epoch program at tiny sizes: no conditional, and no while loop of unknown trip count but, in the arms,
-    MJX's constraint solver, which stops when the solution stops improving (README#gpu says what it costs)."""
+    MJX's constraint solver, which stops when the solution stops improving (docs/gpu.md says what it costs)."""
     args = crl.dataclasses.replace(small_args(), env_id=env_id, episode_length=100)
     env = crl.GoalEnv(env_id, fixed_goals=True)
     rs = jax.eval_shape(crl.make_train(args, env)[0], jax.random.PRNGKey(0))

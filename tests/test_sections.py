@@ -52,7 +52,7 @@ def test_every_script_has_the_sections_in_order_and_ends_by_calling_main():
 
 def test_a_reader_meets_the_method_and_the_experiment_before_the_plumbing():
     """Goals, with headroom: the first network class within 250 lines (about 160 today); main(), the experiment, ends
-    within 700 lines in the training scripts (about 650 today)."""
+    within 720 lines in the training scripts (600-710 today, the --preset table in ARGS included)."""
     for script in present():
         first_class = next(
             i
@@ -62,7 +62,7 @@ def test_a_reader_meets_the_method_and_the_experiment_before_the_plumbing():
         assert first_class <= 250, (script, first_class)
         assert "def main():" in sections(script)["MAIN"], script
     for script in TRAINERS:
-        assert start_line(script, "RUN PLUMBING") <= 700, script
+        assert start_line(script, "RUN PLUMBING") <= 720, script
 
 
 def test_shared_sections_are_byte_identical_in_every_script():
@@ -143,12 +143,12 @@ def diff_sizes(script, reference="crl_resnet.py"):
     return sum(line.startswith("< ") for line in diff), sum(line.startswith("> ") for line in diff)
 
 
-def test_readme_quotes_the_sibling_diff_sizes_that_diff_gives():
-    readme = pathlib.Path(ROOT, "README.md").read_text()
+def test_the_layout_page_quotes_the_sibling_diff_sizes_that_diff_gives():
+    readme = pathlib.Path(ROOT, "docs", "layout.md").read_text()
     for script in present()[1:]:
         row = next(line for line in readme.splitlines() if line.startswith(f"| `{script}` |"))
         quoted = re.search(r"\| (\d+) / (\d+):", row)
-        assert quoted, f"README's row of {script} quotes no 'out / in' diff size"
+        assert quoted, f"docs/layout.md's row of {script} quotes no 'out / in' diff size"
         assert tuple(map(int, quoted.groups())) == diff_sizes(script), (script, quoted.groups(), diff_sizes(script))
     quoted = re.search(r"`diff sac_her.py gcbc.py` is (\d+) / (\d+) lines", readme)
     assert quoted and tuple(map(int, quoted.groups())) == diff_sizes("gcbc.py", "sac_her.py")

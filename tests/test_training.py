@@ -253,7 +253,7 @@ def random_policy_success(env_id, num_envs=256, seed=0):
 
 
 def test_crl_learns_point_u_maze_well_above_random(tmp_path):
-    """~1 CPU minute: the README quick-start configuration on a reduced budget (depth 4, 5M env steps), scored on
+    """~1 CPU minute: the quick-start configuration (--preset laptop) on a reduced budget (depth 4, 5M env steps), scored on
     the far goals, against a uniformly random policy scored by the same evaluation code. Recorded on the 2-core
     development CPU (best eval/success of the last three evaluations, 256 episodes each): random policy 0.000;
     CRL 0.395 with seed 2 (the seed tested: the slowest of three), 0.723 with seed 1, 0.512 with seed 3. The
@@ -297,7 +297,7 @@ def test_crl_learns_point_u_maze_well_above_random(tmp_path):
     assert trained - random >= 0.25
 
 
-# the CPU configuration of README#the-paper-at-laptop-scale for reacher, cut to 6 epochs (1.2M env steps)
+# the CPU configuration of docs/laptop_scale.md for reacher, cut to 6 epochs (1.2M env steps)
 REACHER_CPU = "--env-id reacher --num-envs 128 --num-eval-envs 128 --episode-length 100 --unroll-length 50"
 REACHER_CPU += " --batch-size 256 --num-sgd-batches-per-training-step 50 --max-replay-size 2000 --min-replay-size 100"
 REACHER_CPU += " --width 64 --num-blocks 1"
@@ -327,13 +327,9 @@ def test_crl_learns_reacher_well_above_random(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2])
-def test_readme_quick_start_reaches_90_percent_in_10_minutes(tmp_path, seed):
-    """The README's CPU quick-start, as written there, for two seeds (about 8 minutes each on 2 cores)."""
-    readme = pathlib.Path(ROOT, "README.md").read_text()
-    command = next(
-        line for line in readme.splitlines() if line.startswith("python crl_resnet.py --env-id point_u_maze")
-    )
-    flags = command.split()[2:] + ["--seed", str(seed)]
+def test_laptop_preset_reaches_90_percent_in_10_minutes(tmp_path, seed):
+    """The CPU quick-start, `python crl_resnet.py --preset laptop`, for two seeds (about 8 minutes each on 2 cores)."""
+    flags = ["--preset", "laptop", "--seed", str(seed)]
     start_time = time.time()
     result, _, metrics = run_to_end(*flags, cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -1,0 +1,59 @@
+"""The door and the pages behind it: every relative link in README.md and docs/ reaches a file (and its #anchor a
+heading or an <a id> there), every script's first line names its page, and --preset laptop is the command
+docs/crl_resnet.md shows."""
+
+import pathlib
+import re
+
+from conftest import ROOT
+
+PAGES = [pathlib.Path(ROOT, "README.md"), *sorted(pathlib.Path(ROOT, "docs").glob("*.md"))]
+SCRIPTS = ["crl_resnet.py", "crl_mlp.py", "sac_her.py", "gcbc.py", "eval_stitching.py"]
+
+
+def prose(text):
+    """The text outside fenced code blocks."""
+    return re.sub(r"^```.*?^```", "", text, flags=re.MULTILINE | re.DOTALL)
+
+
+def anchors(path):
+    """GitHub's anchors of a markdown file: one per heading (lower case, punctuation dropped, spaces to hyphens)
+    and one per <a id="...">."""
+    text = prose(path.read_text())
+    slug = lambda h: re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+    return {slug(h) for h in re.findall(r"^#+ (.+)$", text, flags=re.MULTILINE)} | set(
+        re.findall(r'<a id="([^"]+)">', text)
+    )
+
+
+def test_every_relative_link_reaches_a_file_and_its_anchor():
+    checked = 0
+    for page in PAGES:
+        for target in re.findall(r"\]\(([^)\s]+)\)", prose(page.read_text())):
+            if re.match(r"[a-z]+:", target):  # https:, mailto:
+                continue
+            file, _, anchor = target.partition("#")
+            path = (page.parent / file).resolve() if file else page
+            assert path.exists(), f"{page.name}: {target} is missing"
+            assert not anchor or anchor in anchors(path), f"{page.name}: {target} has no such anchor"
+            checked += 1
+    assert checked > 50
+
+
+def test_the_readme_is_a_door_and_every_script_names_its_page():
+    readme = pathlib.Path(ROOT, "README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    assert "python crl_resnet.py --preset laptop" in readme and "python -m pytest" in readme
+    for script in SCRIPTS:
+        page = f"docs/{script.removesuffix('.py')}.md"
+        assert pathlib.Path(ROOT, page).exists() and f"]({page})" in readme, script
+        first = pathlib.Path(ROOT, script).read_text().splitlines()[0]
+        assert first.startswith(f"# docs: {page} -- "), (script, first)
+
+
+def test_the_laptop_preset_is_the_command_its_page_shows():
+    import crl_resnet
+
+    page = pathlib.Path(ROOT, "docs", "crl_resnet.md").read_text()
+    long_command = next(line for line in page.splitlines() if line.startswith("python crl_resnet.py --env-id point_u"))
+    assert long_command.split()[2:] == crl_resnet.PRESETS["laptop"].split()
