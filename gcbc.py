@@ -18,6 +18,7 @@ Run:  python gcbc.py --num-blocks 4                  (paper scale, one GPU)
 CPU:  python gcbc.py --preset laptop                      (the quick-start's sizes on point_u_maze)
 """
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import functools
@@ -29,9 +30,7 @@ import os
 import pathlib
 import re
 import signal
-import socket
 import sys
-import threading
 import time
 import types
 import warnings
@@ -517,18 +516,16 @@ def main():
     args.eval_env_id = args.eval_env_id or default_eval_env_id(args.env_id)
     eval_env = GoalEnv(args.eval_env_id, args.episode_length)
     plan = schedule(args)
-    run_dir = open_run_dir(args, resume)
-    utd = args.num_sgd_batches_per_training_step / (args.num_envs * args.unroll_length)
+    run_dir = open_run_dir(args, resume)  # runs/NAME with args.json, or the run --resume continues
+    stop = StopSignals(run_dir)  # SIGTERM, Ctrl-C: the run ends after the epoch under way, its files written
+    wandb = start_wandb(args, run_dir) if args.track else None
     print(
         f"{run_dir}: {args.env_id}, policy depth {4 * args.num_blocks} (Dense layers in the residual trunk), no "
         f"critic, width {args.width}, {args.num_seeds} seed(s), "
-        f"{jax.device_count()} {jax.devices()[0].platform} device(s)\n"
-        f"training goals {args.train_goals} at automatic resets; after every epoch, {args.num_eval_envs} evaluation "
-        f"episodes of {args.eval_env_id} (fresh goals)\n"
+        f"{jax.device_count()} {jax.devices()[0].platform} device(s); evaluated on {args.eval_env_id} (fresh goals)\n"
         f"epoch = {plan.training_steps_per_epoch} training steps x {args.num_envs} envs x {args.unroll_length} steps "
         f"= {plan.env_steps_per_epoch} env steps; {args.num_epochs} epochs + {plan.prefill_steps} prefill = "
-        f"{plan.total_steps}\nupdate-to-data ratio: {args.num_sgd_batches_per_training_step} SGD steps of "
-        f"{args.batch_size} per {args.num_envs * args.unroll_length} env steps = 1:{1 / utd:.1f} (paper: 1:40)"
+        f"{plan.total_steps}; {args.num_sgd_batches_per_training_step} SGD steps of {args.batch_size} per training step"
     )
 
     # BUILD one runner state per seed, spread over the devices, and COMPILE prefill, epoch and evaluation once
@@ -537,30 +534,47 @@ def main():
     seeds = jnp.arange(args.num_seeds) + args.seed
     rs = jax.vmap(lambda s: init(jax.random.PRNGKey(s)))(seeds)
     eval_keys = jax.vmap(jax.random.PRNGKey)(seeds)
-    rs = jax.device_put(rs, data_parallel(rs, use_all_devices()))
-    prefill_fn, epoch_fn, evaluate_fn = compile_programs(env, args.num_seeds, rs, eval_keys, prefill, epoch, evaluate)
+    mesh = use_all_devices()
+    shardings = data_parallel(rs, mesh)
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())  # the epoch's metrics
+    rs, n, options = jax.device_put(rs, shardings), args.num_seeds, env.compiler_options  # options: XLA flags
+    compile_start = time.time()  # the runner state is donated: each program updates it in place
+    prefill_fn = jax.jit(over_seeds(prefill, n), donate_argnums=0, out_shardings=shardings).lower(rs).compile(options)
+    epoch_fn = jax.jit(over_seeds(epoch, n), donate_argnums=0, out_shardings=(shardings, replicated))
+    epoch_fn = epoch_fn.lower(rs).compile(options)
+    evaluate_fn = jax.jit(over_seeds(evaluate, n)).lower(rs.actor_params, eval_keys).compile(options)
+    print(f"compiled in {time.time() - compile_start:.1f} s (prefill, one epoch, evaluation)")
 
     # PREFILL the replay buffer with the untrained policy, or continue a killed run from its last checkpoint
     restored = restore_checkpoint(run_dir, rs) if resume else None  # None: no checkpoint yet, start afresh
     rs, first_epoch, best_score = restored or (prefill_fn(rs), 0, -math.inf)
 
-    # TRAIN AND EVALUATE, epoch by epoch
-    log = RunLog(args, run_dir, plan.total_steps, int(rs.env_steps[0]), first_epoch, best_score)
+    # TRAIN AND EVALUATE, epoch by epoch; an epoch's files are written on a thread while the next epoch runs
+    log = RunLog(args, run_dir, plan.total_steps, int(rs.env_steps[0]), first_epoch, stop, wandb)
     render = make_render(eval_env, actor, args.seed)  # seed 0's deterministic policy, compiled when first asked
     for epoch_index in range(first_epoch + 1, args.num_epochs + 1):
-        if log.stop_signal:  # SIGTERM or Ctrl-C: the epochs so far are written; --resume continues after them
+        if stop.received:  # the epochs so far are written; --resume continues after them
             break
         epoch_start = time.time()
         rs, train_metrics = wait_until_ready(epoch_fn(rs))  # timed apart from the evaluation
         epoch_seconds = time.time() - epoch_start
         eval_epoch_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_keys, epoch_index)
         eval_metrics = evaluate_fn(rs.actor_params, eval_epoch_keys)
-        metrics = {"epoch": epoch_index, **log.progress_metrics(int(rs.env_steps[0]))}
+        metrics = over_seeds_summary(jax.device_get({**train_metrics, **eval_metrics}))
+        metrics |= {"epoch": epoch_index, **log.progress_metrics(int(rs.env_steps[0]))}
         metrics["training/epoch_sps"] = plan.env_steps_per_epoch / epoch_seconds  # training alone
-        log.write(epoch_index, over_seeds_summary(jax.device_get({**train_metrics, **eval_metrics})) | metrics, rs)
+        log.check(epoch_index, metrics)  # the last epoch's files are done; a non-finite loss stops the run here
+        improved = metrics["eval/time_near_goal"] > best_score  # checkpoint_best: the best evaluation so far
+        best_score = max(best_score, metrics["eval/time_near_goal"])
+        if args.save_model:  # host copies now: the next epoch updates the state's device buffers in place
+            state, best = jax.device_get((named_leaves(rs), checkpoint_params(rs) if improved else None))
+            meta = {"epoch": epoch_index, "best_score": best_score, "metrics_line": json.dumps(metrics)}
+            log.in_background(save_checkpoint, run_dir, state, meta, best)  # checkpoint_last, checkpoint_best
+        log.in_background(log.append, metrics)  # then the epoch's line of metrics.jsonl, and wandb
+        log.print(epoch_index, metrics)
         if args.render_every and epoch_index % args.render_every == 0:
             log.render(render(rs.actor_params, os.path.join(run_dir, f"render_epoch{epoch_index}.html")), epoch_index)
-    if args.render and not log.stop_signal:
+    if args.render and not stop.received:
         log.render(render(rs.actor_params, os.path.join(run_dir, "render.html")), args.num_epochs, "render_final")
     log.close()  # waits for the last files; after a stop signal, with epochs left, says how to resume and exits
     write_summary(args, run_dir)
@@ -596,8 +610,8 @@ def evaluate_saved_agent(args):
 
 
 # ==== RUN PLUMBING ====
-# Skip on a first read: what a run needs besides the method. Flags (checks, --resume), the run directory
-# (checkpoints, metrics.jsonl, wandb, console), seeds and devices (vmap, sharding, compilation), the renderer.
+# Skip on a first read: flags (checks, --resume), the run directory (checkpoints, metrics.jsonl, wandb, console),
+# stop signals, seeds and devices (vmap, sharding), the renderer.
 
 
 def fail(message, status=2):
@@ -613,105 +627,70 @@ def flag(name):
 
 def check_args(args):
     """Every inconsistency in the flags is a one-line error here, before anything is compiled."""
-    if args.env_id not in ENVIRONMENTS:
-        fail(f"--env-id {args.env_id!r} is unknown; choose one of: {', '.join(ENVIRONMENTS)}")
-    spec, eval_spec = ENVIRONMENTS[args.env_id], ENVIRONMENTS.get(args.eval_env_id or args.env_id)
-    if eval_spec is None:
-        fail(f"--eval-env-id {args.eval_env_id!r} is unknown; choose one of: {', '.join(ENVIRONMENTS)}")
+    for name in ["env_id", "eval_env_id"]:
+        if getattr(args, name) not in [None, *ENVIRONMENTS]:
+            fail(f"{flag(name)} {getattr(args, name)!r} is unknown; choose one of: {', '.join(ENVIRONMENTS)}")
+    spec, eval_spec = ENVIRONMENTS[args.env_id], ENVIRONMENTS[args.eval_env_id or args.env_id]
     if (eval_spec.state_dim, eval_spec.goal_indices) != (spec.state_dim, spec.goal_indices):
-        fail(
-            f"--eval-env-id {args.eval_env_id} does not fit --env-id {args.env_id}: its states or goals differ; give "
-            f"the same task, e.g. {default_eval_env_id(args.env_id)}"
-        )
-    episode_length = args.episode_length or ENVIRONMENTS[args.env_id].episode_length
-    positive = ["num_seeds", "num_envs", "num_eval_envs", "num_epochs", "unroll_length", "batch_size"]
-    positive += ["num_sgd_batches_per_training_step", "max_replay_size", "min_replay_size", "width", "num_blocks"]
-    for name in positive:
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            fail(f"{flag(name)} must be >= 1, got {value}")
-    if args.episode_length is not None and args.episode_length < 2:
-        fail(f"--episode-length must be >= 2, got {args.episode_length}")
-    if not 0 < args.gamma < 1:
-        fail(f"--gamma must be in (0, 1), got {args.gamma}")
-    if args.actor_lr <= 0:
-        fail(f"--actor-lr must be > 0, got {args.actor_lr}")
-    if args.min_replay_size > args.max_replay_size:
-        fail(f"--min-replay-size {args.min_replay_size} exceeds --max-replay-size {args.max_replay_size}")
-    if args.min_replay_size < episode_length:
-        fail(
-            f"--min-replay-size {args.min_replay_size} is shorter than the episode ({episode_length} steps, "
-            "--episode-length): sampling needs one full episode window per environment"
-        )
-    if args.unroll_length > args.max_replay_size:
-        fail(f"--unroll-length {args.unroll_length} exceeds --max-replay-size {args.max_replay_size}")
-    pool = args.num_envs * episode_length  # relabelled transitions sampled per training step
-    if args.batch_size > pool:
-        fail(
-            f"--batch-size {args.batch_size} is larger than the {pool} transitions sampled per training step "
-            "(--num-envs x --episode-length)"
-        )
-    if args.batch_size * args.num_sgd_batches_per_training_step > pool:
-        fail(
-            f"--num-sgd-batches-per-training-step {args.num_sgd_batches_per_training_step} x --batch-size "
-            f"{args.batch_size} needs more than the {pool} transitions sampled per training step "
-            f"(--num-envs x --episode-length); at most {pool // args.batch_size} batches fit"
-        )
-    for name in ["num_envs", "batch_size"]:  # data parallelism splits both over the devices
-        if getattr(args, name) % jax.device_count():
-            fail(
-                f"{flag(name)} {getattr(args, name)} is not a multiple of the {jax.device_count()} devices it is "
-                f"split over ({jax.devices()[0].platform}); pick a multiple, or hide devices (CUDA_VISIBLE_DEVICES)"
-            )
-    plan = schedule(args)
-    if plan.training_steps_per_epoch < 1:
-        fail(
-            f"--total-env-steps {args.total_env_steps} is too small for one training step per epoch: need at "
-            f"least {plan.min_total_steps} (prefill --min-replay-size x --num-envs + --num-epochs x --num-envs x "
-            "--unroll-length)"
-        )
-    if args.track and args.wandb_mode == "online":
-        host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("//")[-1].split("/")[0]
-        try:
-            socket.create_connection((host.split(":")[0], 443), timeout=3).close()
-        except OSError:
-            fail(f"--track with --wandb-mode online cannot reach {host}; use --wandb-mode offline (sync later)")
+        fail(f"--eval-env-id {args.eval_env_id} does not fit --env-id {args.env_id}: other states or goals")
+    counts = ["num_seeds", "num_envs", "num_eval_envs", "num_epochs", "unroll_length", "batch_size", "width"]
+    counts += ["num_sgd_batches_per_training_step", "max_replay_size", "min_replay_size"]
+    for name in [*counts, "num_blocks"]:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            fail(f"{flag(name)} must be >= 1, got {getattr(args, name)}")
+    episode = args.episode_length or ENVIRONMENTS[args.env_id].episode_length
+    pool = args.num_envs * episode  # relabelled transitions sampled per training step (--num-envs x episode)
+    plan, devices = schedule(args), jax.device_count()
+    rules = [  # (flag, broken, what it must be)
+        ("episode_length", episode < 2, ">= 2"),
+        ("gamma", not 0 < args.gamma < 1, "in (0, 1)"),
+        ("actor_lr", args.actor_lr <= 0, "> 0"),
+        ("min_replay_size", args.min_replay_size > args.max_replay_size, "<= --max-replay-size"),
+        ("min_replay_size", args.min_replay_size < episode, f">= the episode's {episode} steps (--episode-length)"),
+        ("unroll_length", args.unroll_length > args.max_replay_size, "<= --max-replay-size"),
+        ("batch_size", args.batch_size > pool, f"<= the {pool} transitions sampled per training step"),
+        (
+            "num_sgd_batches_per_training_step",
+            args.num_sgd_batches_per_training_step > pool // args.batch_size,
+            f"at most {pool // args.batch_size}: the batches of --batch-size in {pool} transitions",
+        ),
+        *[
+            (name, getattr(args, name) % devices, f"a multiple of the {devices} devices")
+            for name in ["num_envs", "batch_size"]
+        ],
+        ("total_env_steps", plan.training_steps_per_epoch < 1, f">= {plan.min_total_steps}: too small for an epoch"),
+    ]
+    for name, broken, must_be in rules:
+        if broken:
+            fail(f"{flag(name)} must be {must_be}, got {getattr(args, name)}")
 
 
 STATE_FLAGS_EXEMPT = {"track", "wandb_project_name", "wandb_entity", "wandb_mode", "render", "render_every", "resume"}
+EVALUATION_FLAGS = {"evaluate", "checkpoint", "eval_env_id", "num_eval_envs"}  # what --evaluate may also change
 
 
 def parse_args():
-    """tyro.cli, with --preset NAME's values, or with --resume runs/NAME or --evaluate runs/NAME that run's flags,
-    as the defaults."""
+    """tyro.cli with --preset NAME's flags, or --resume / --evaluate runs/NAME's saved flags, as the defaults."""
     given = {}
-    for i, arg in enumerate(sys.argv):
-        for name in ["--resume", "--evaluate", "--preset"]:
-            if arg == name and i + 1 < len(sys.argv):
-                given[name] = sys.argv[i + 1]
-            elif arg.startswith(name + "="):
-                given[name] = arg.split("=", 1)[1]
+    for name, value in zip(sys.argv, sys.argv[1:] + [None]):
+        for option in ["--resume", "--evaluate", "--preset"]:
+            if name.startswith(option + "=") or (name == option and value is not None):
+                given[option] = name.split("=", 1)[1] if "=" in name else value
     preset = given.pop("--preset", None)
     if preset is not None and preset not in PRESETS:
         fail(f"--preset {preset} is not a preset: choose one of {', '.join(PRESETS)}")
     if not given:
         return tyro.cli(Args, args=PRESETS.get(preset, "").split() + sys.argv[1:]), None  # the last of a flag wins
-    option, run = next(iter(given.items()))
     if len(given) > 1:
         fail("--resume and --evaluate cannot be combined: continue a run, or evaluate it")
-    saved_path = os.path.join(run, "args.json")
-    if not os.path.isfile(saved_path):
+    [(option, run)] = given.items()
+    if not os.path.isfile(os.path.join(run, "args.json")):
         fail(f"{option} {run} is not a run directory (no args.json); give runs/NAME of an earlier run")
-    with open(saved_path) as f:
-        saved = json.load(f)
+    saved = json.loads(pathlib.Path(run, "args.json").read_text())
     if option == "--resume" and not saved.get("save_model", True):
         fail(f"--resume {run}: that run was made with --no-save-model, so it has no checkpoint to continue from")
-    # flags added since a run began take the behaviour it began with: evaluated on env_id, resampled goals
-    saved = {"eval_env_id": saved["env_id"], "train_goals": "resampled"} | saved
     args = tyro.cli(Args, default=Args(**{k: v for k, v in saved.items() if k in Args.__dataclass_fields__}))
-    may_differ = STATE_FLAGS_EXEMPT | (
-        {"evaluate", "checkpoint", "eval_env_id", "num_eval_envs"} if args.evaluate else set()
-    )
+    may_differ = STATE_FLAGS_EXEMPT | (EVALUATION_FLAGS if args.evaluate else set())
     for name, value in saved.items():
         if name not in may_differ and getattr(args, name, value) != value:
             fail(
@@ -723,14 +702,13 @@ def parse_args():
 
 def open_run_dir(args, resume):
     """runs/{env_id}__{exp_name}__{seed}__{unix time}, with args.json (every flag, derived values resolved), or
-    the directory of the run that --resume continues. From here on SIGTERM and Ctrl-C stop the run cleanly."""
-    run_dir = resume or f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    catch_stop_signals(run_dir)
+    the directory of the run that --resume continues, rid of the partial files a kill left."""
     if resume:
-        for partial in pathlib.Path(run_dir).glob("**/*.tmp"):  # left by a killed write: never a whole file
+        for partial in pathlib.Path(resume).glob("**/*.tmp"):
             with contextlib.suppress(OSError):  # one that cannot be removed is overwritten by the next write
                 partial.unlink()
         return resume
+    run_dir = f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     try:
         os.makedirs(run_dir, exist_ok=True)
     except OSError as e:
@@ -740,9 +718,8 @@ def open_run_dir(args, resume):
 
 
 def write_atomic(path, data):
-    """Write-then-rename: a killed process leaves either the old file or the new one, never half of one. `data`:
-    bytes, or a function that writes to the open file. A failed write (a full disk) removes its partial file and
-    is a one-line error that leaves the old file as it was."""
+    """Write-then-rename: a kill leaves the old file or the new one, never half of one; a failed write (a full disk)
+    is a one-line error that leaves the old file. `data`: bytes, or a function that writes to the open file."""
     tmp = path + ".tmp"
     try:
         with open(tmp, "wb") as f:
@@ -762,12 +739,13 @@ def named_leaves(tree):
     return {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def save_checkpoint(run_dir, host_leaves, meta):
-    """checkpoint_last.npz: every leaf of the runner state (networks, optimisers, environments, replay buffer, keys)
-    under its name (named_leaves), plus `meta` (epoch, best score, the epoch's metrics line) as JSON. Uncompressed
-    and streamed to disk array by array, so no serialised copy of the state is ever held (docs/crl_resnet.md#checkpoints)."""
-    arrays = host_leaves | {"meta": np.array(json.dumps(meta))}
+def save_checkpoint(run_dir, host_leaves, meta, best=None):
+    """checkpoint_last.npz, the runner state's leaves by name and `meta` (epoch, best score, metrics line), streamed
+    array by array (docs/crl_resnet.md#checkpoints); then checkpoint_best.msgpack, the networks, if `best` is given."""
+    arrays = host_leaves | {"meta": np.array(json.dumps(meta | {"improved": best is not None}))}
     write_atomic(os.path.join(run_dir, "checkpoint_last.npz"), lambda f: np.savez(f, **arrays))
+    if best is not None:
+        write_atomic(os.path.join(run_dir, "checkpoint_best.msgpack"), flax.serialization.to_bytes(best))
 
 
 def load_checkpoint(path, rs):
@@ -786,34 +764,21 @@ def load_checkpoint(path, rs):
 
 
 def restore_checkpoint(run_dir, rs):
-    """The last checkpoint of run_dir, put on the devices of rs. metrics.jsonl is cut back to its epoch and given
-    that epoch's line if a kill came between the two writes, so the epochs after it are run (and logged) again.
-    Returns (rs, epoch, best score), or None for a run stopped before its first checkpoint (it starts afresh)."""
+    """The last checkpoint of run_dir, put on the devices of rs; metrics.jsonl is cut back to its epoch (and given
+    that epoch's line if a kill came between the two writes), so the epochs after it are run and logged again.
+    Returns (rs, epoch, best score), or None before a first checkpoint. Older versions' runs do not resume."""
     path, metrics_path = os.path.join(run_dir, "checkpoint_last.npz"), os.path.join(run_dir, "metrics.jsonl")
-    logged = []
-    for line in pathlib.Path(metrics_path).read_text().splitlines() if os.path.exists(metrics_path) else []:
-        with contextlib.suppress(ValueError):  # a line torn by a kill (only the last can be)
-            logged.append((json.loads(line)["epoch"], line))
-    if os.path.isfile(path):
-        leaves, meta = load_checkpoint(path, rs)
-        kept = [line for epoch, line in logged if epoch < meta["epoch"]] + [meta["metrics_line"]]
-    elif os.path.isfile(os.path.join(run_dir, "checkpoint_last.msgpack")):  # written before checkpoints were .npz
-        saved = pathlib.Path(run_dir, "checkpoint_last.msgpack").read_bytes()
-        empty = {"train_state": jax.tree.leaves(rs), "epoch": 0, "best_score": 0.0}
-        try:
-            restored = flax.serialization.from_bytes(empty, saved)
-        except ValueError as e:
-            fail(f"cannot read {run_dir}/checkpoint_last.msgpack as this code's checkpoint: {e}", status=1)
-        leaves, meta = restored["train_state"], {"epoch": int(restored["epoch"]), "improved": False}
-        meta["best_score"] = float(restored["best_score"])
-        kept = [line for epoch, line in logged if epoch <= meta["epoch"]]
-    else:
+    if not os.path.isfile(path):
         print(f"{run_dir} has no checkpoint yet: starting it afresh with its saved flags")
         write_atomic(metrics_path, b"")
         return None
-    leaves = jax.tree.unflatten(jax.tree.structure(rs), leaves)
-    rs = jax.tree.map(lambda new, old: jax.device_put(new, old.sharding), leaves, rs)
-    write_atomic(metrics_path, "".join(line + "\n" for line in kept).encode())
+    leaves, meta = load_checkpoint(path, rs)
+    kept = []
+    for line in pathlib.Path(metrics_path).read_text().splitlines() if os.path.exists(metrics_path) else []:
+        with contextlib.suppress(ValueError):  # a line torn by a kill (only the last can be)
+            kept += [line] if json.loads(line)["epoch"] < meta["epoch"] else []
+    write_atomic(metrics_path, "".join(line + "\n" for line in [*kept, meta["metrics_line"]]).encode())
+    rs = jax.device_put(jax.tree.unflatten(jax.tree.structure(rs), leaves), jax.tree.map(lambda x: x.sharding, rs))
     if meta["improved"]:  # its checkpoint_best is written after it: a kill may have come in between
         best = flax.serialization.to_bytes(jax.device_get(checkpoint_params(rs)))
         write_atomic(os.path.join(run_dir, "checkpoint_best.msgpack"), best)
@@ -829,8 +794,7 @@ def wait_until_ready(tree):
 
 
 def over_seeds_summary(per_seed):
-    """{key: (num_seeds, ...) values} -> each key's mean over seeds; with several seeds also key_std and
-    key_per_seed (the values themselves)."""
+    """{key: (num_seeds, ...) values} -> each key's mean over seeds, with several seeds also key_std, key_per_seed."""
     metrics = {k: float(np.mean(v)) for k, v in per_seed.items()}
     if len(next(iter(per_seed.values()))) > 1:
         metrics |= {f"{k}_std": float(np.std(v)) for k, v in per_seed.items()}
@@ -839,9 +803,8 @@ def over_seeds_summary(per_seed):
 
 
 def log_line(metrics):
-    return ", ".join(
-        f"{k.split('/')[-1]} {v:.3g}" for k, v in metrics.items() if isinstance(v, float) and not k.endswith("_std")
-    )
+    shown = {k.split("/")[-1]: v for k, v in metrics.items() if isinstance(v, float) and not k.endswith("_std")}
+    return ", ".join(f"{k} {v:.3g}" for k, v in shown.items())
 
 
 def write_summary(args, run_dir):
@@ -850,178 +813,123 @@ def write_summary(args, run_dir):
     logged = [json.loads(line) for line in pathlib.Path(run_dir, "metrics.jsonl").read_text().splitlines()][-5:]
     per_seed = lambda key: np.mean([m.get(f"{key}_per_seed", [m[key]]) for m in logged], axis=0)
     score, success = per_seed("eval/time_near_goal"), per_seed("eval/success")
-    summary = {
-        "score": float(np.mean(score)),  # steps near the goal, out of episode_length
-        "score_std_over_seeds": float(np.std(score)),
-        "score_per_seed": score.tolist(),
-        "success": float(np.mean(success)),
-        "success_per_seed": success.tolist(),
-        "epochs": [m["epoch"] for m in logged],
-        "episode_length": args.episode_length,
-        "env_id": args.env_id,
-        "eval_env_id": args.eval_env_id,
-        "env_steps": logged[-1]["training/env_steps"],
-    }
+    summary = {"score": float(np.mean(score)), "score_std_over_seeds": float(np.std(score))}  # steps near the goal
+    summary |= {"score_per_seed": score.tolist(), "success": float(np.mean(success))}
+    summary |= {"success_per_seed": success.tolist(), "epochs": [m["epoch"] for m in logged]}
+    summary |= {"env_steps": logged[-1]["training/env_steps"]}
+    summary |= {k: getattr(args, k) for k in ["episode_length", "env_id", "eval_env_id"]}
     write_atomic(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=2).encode())
 
 
-STOP = types.SimpleNamespace(signal=None, log=None, resume_dir=None)  # what the signal handler knows of the run
+class StopSignals:
+    """SIGTERM (a cluster's notice of preemption) and Ctrl-C: the first is noted in `received` and the epoch loop stops
+    once its epoch is written; a second ends the process at once (default handlers). --resume continues either way."""
+
+    def __init__(self, resume_dir):
+        self.received, self.resume_dir = None, resume_dir  # resume_dir: what --resume continues
+        for stop in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(stop, self.note)
+
+    def note(self, signum, _frame):
+        self.received = signal.Signals(signum).name
+        for stop in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(stop, signal.SIG_DFL)
+        stopping = f"\n{self.received}: stopping once this epoch is written; {self.received} again stops at once\n"
+        os.write(sys.stdout.fileno(), stopping.encode())  # unbuffered: a print may be what was interrupted
 
 
-def catch_stop_signals(resume_dir):
-    for stop in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(stop, on_stop_signal)
-    STOP.resume_dir = resume_dir
+def start_wandb(args, run_dir, name=None):
+    """--track: a wandb run named after the run directory and resumed with it, or a one-line error."""
+    import wandb
 
-
-def on_stop_signal(signum, _frame):
-    """SIGTERM (what a cluster sends before preemption) or Ctrl-C. During the epoch loop the run stops after the
-    epoch under way, once its files are written; a second one, or one outside the loop (compiling, prefilling,
-    rendering), stops the run at once. Either way the files written so far are whole: --resume continues."""
-    name, log = signal.Signals(signum).name, STOP.log
-    if log is None or STOP.signal:
-        if log is not None and log.writer is not None:
-            log.writer.join()
-        say(f"stopped by {name}: continue with --resume {STOP.resume_dir}")
-        os._exit(0)
-    STOP.signal = name
-    written = ", once its checkpoint is written" if log.args.save_model else " (no checkpoints: --no-save-model)"
-    say(f"{name}: stopping after {log.label} {log.epoch + 1}{written}; {name} again stops at once")
-
-
-def say(line):
-    """Prints from a signal handler: whatever the interrupted code had buffered first, then `line` unbuffered."""
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):  # the handler may have interrupted a write to this very stream
-            stream.flush()
-    os.write(sys.stdout.fileno(), (line + "\n").encode())
+    name = name or os.path.basename(os.path.normpath(run_dir))
+    where = {"project": args.wandb_project_name, "entity": args.wandb_entity, "mode": args.wandb_mode, "dir": run_dir}
+    try:
+        wandb.init(**where, name=name, id=name, resume="allow", config=dataclasses.asdict(args))
+    except Exception as e:  # noqa: BLE001 (wandb's own error, in one line)
+        fail(f"--track: wandb did not start ({str(e).strip().splitlines()[0]}); --wandb-mode offline needs no network")
+    return wandb
 
 
 class RunLog:
-    """What a run writes after every epoch: checkpoint_last (--save-model), checkpoint_best by eval/time_near_goal,
-    then the epoch's line of metrics.jsonl and the wandb log (--track), in that order, on a thread that overlaps
-    the next epoch; the progress bar and one console line at once. A non-finite loss stops the run before anything
-    of its epoch is written; so does a stop signal (on_stop_signal) before the next epoch starts."""
+    """The console (a progress bar, a line per epoch), metrics.jsonl, wandb, and a thread that writes an epoch's files
+    in the order given while the next epoch runs; a failed write is one line, skips the rest and stops the run."""
 
-    def __init__(self, args, run_dir, planned_steps, env_steps, epoch, best_score, name=None, label="epoch"):
-        """epoch: the last epoch done (0 for a new run), best_score: the best eval/time_near_goal so far."""
-        self.args, self.run_dir, self.epoch, self.best_score, self.label = args, run_dir, epoch, best_score, label
-        self.writer, self.write_failed = None, False
-        self.wandb = None
-        if args.track:
-            import wandb
-
-            name = name or os.path.basename(os.path.normpath(run_dir))
-            config = dataclasses.asdict(args)
-            wandb.init(
-                project=args.wandb_project_name,
-                entity=args.wandb_entity,
-                mode=args.wandb_mode,
-                name=name,
-                id=name,
-                resume="allow",
-                dir=run_dir,
-                config=config,
-            )
-            self.wandb = wandb
+    def __init__(self, args, run_dir, planned_steps, env_steps, epoch, stop, wandb=None, label="epoch"):
+        """epoch: the last epoch done (0 for a new run); stop: the run's StopSignals; wandb: start_wandb's."""
+        self.args, self.run_dir, self.epoch, self.label = args, run_dir, epoch, label
+        self.stop, self.wandb = stop, wandb
+        self.writer, self.writes, self.write_failed = concurrent.futures.ThreadPoolExecutor(1), [], False
         self.start_time, self.start_steps, self.env_steps = time.time(), env_steps, env_steps
-        self.progress = tqdm.tqdm(
-            total=planned_steps, initial=env_steps, unit="step", unit_scale=True, dynamic_ncols=True
-        )
-        STOP.log = self
-
-    @property
-    def stop_signal(self):  # the name of the stop signal received, if one was
-        return STOP.signal
+        self.progress = tqdm.tqdm(total=planned_steps, initial=env_steps, unit="step", unit_scale=True)
 
     def progress_metrics(self, env_steps):
         elapsed = time.time() - self.start_time
         sps = (env_steps - self.start_steps) / elapsed
         return {"training/env_steps": env_steps, "training/sps": sps, "training/walltime": elapsed}
 
-    def write(self, epoch_index, metrics, rs):
+    def check(self, epoch_index, metrics):
+        """Waits for the last epoch's files (one host copy at a time); a non-finite loss stops the run here."""
+        self.wait()
         bad = [k for k, v in metrics.items() if k.startswith("losses/") and not np.all(np.isfinite(v))]
-        self.wait_for_writer()
         if bad:
             self.progress.close()
-            last = os.path.join(self.run_dir, "checkpoint_last.npz")
-            kept = f"the last good checkpoint (epoch {self.epoch}) is kept in {last}"
-            if not (self.args.save_model and self.epoch):
-                kept = "no checkpoint had been written yet"
+            kept = f"the last good checkpoint (epoch {self.epoch}) is kept in {self.run_dir}/checkpoint_last.npz"
+            kept = kept if self.args.save_model and self.epoch else "no checkpoint had been written yet"
             fail(f"{bad[0]} is not finite in epoch {epoch_index}; run stopped, {kept}", status=1)
-        line = json.dumps(metrics)
-        improved = metrics["eval/time_near_goal"] > self.best_score
-        self.best_score = max(self.best_score, metrics["eval/time_near_goal"])
-        if self.args.save_model:  # a host copy now: the next epoch updates the state's device buffers in place
-            state = jax.device_get(named_leaves(rs))
-            best = jax.device_get(checkpoint_params(rs)) if improved else None
-            meta = {"epoch": epoch_index, "best_score": self.best_score, "improved": improved, "metrics_line": line}
 
-        def write_files():  # checkpoints first: a kill between the files leaves a run that resumes (see restore)
-            if self.args.save_model:
-                save_checkpoint(self.run_dir, state, meta)
-                if best is not None:
-                    best_path = os.path.join(self.run_dir, "checkpoint_best.msgpack")
-                    write_atomic(best_path, flax.serialization.to_bytes(best))
-            metrics_path = os.path.join(self.run_dir, "metrics.jsonl")
-            logged = pathlib.Path(metrics_path).read_bytes() if os.path.exists(metrics_path) else b""
-            write_atomic(metrics_path, logged + line.encode() + b"\n")
-            if self.wandb:
-                self.wandb.log(metrics, step=metrics["training/env_steps"])
+    def in_background(self, write, *args):
+        def run():  # after a failed write, the later ones are skipped: files are only ever written in order
+            try:
+                if not self.write_failed:
+                    write(*args)
+            except BaseException as e:  # noqa: BLE001 (fail()'s SystemExit is printed; others in one line here)
+                if not isinstance(e, SystemExit):
+                    tqdm.tqdm.write(f"error: writing {self.label} {self.epoch}'s files failed: {e!r}", file=sys.stderr)
+                self.write_failed = True
 
-        writer = threading.Thread(target=self.run_writer, args=(write_files, epoch_index))
-        writer.start()
-        self.writer, self.epoch, self.env_steps = writer, epoch_index, metrics["training/env_steps"]
-        self.progress.update(metrics["training/env_steps"] - self.progress.n)
-        self.progress.set_postfix(
-            sps=f"{metrics['training/sps']:.0f}",
-            success=f"{metrics['eval/success']:.2f}",
-            near=f"{metrics['eval/time_near_goal']:.0f}/{self.args.episode_length}",
-        )
+        self.writes.append(self.writer.submit(run))
+
+    def wait(self):
+        concurrent.futures.wait(self.writes)
+        self.writes = []
+        if self.write_failed:
+            self.progress.close()
+            sys.exit(1)
+
+    def append(self, metrics):
+        """The epoch's line at the end of metrics.jsonl (a resumed run cuts the file back once), and to wandb."""
+        with open(os.path.join(self.run_dir, "metrics.jsonl"), "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        if self.wandb:
+            self.wandb.log(metrics, step=metrics["training/env_steps"])
+
+    def print(self, epoch_index, metrics):
+        self.epoch, self.env_steps = epoch_index, metrics["training/env_steps"]
+        self.progress.update(self.env_steps - self.progress.n)
         self.progress.write(f"{self.label} {epoch_index}: {log_line(metrics)}")
 
     def render(self, path, epoch_index, key="render"):
-        """A render written by main(): with --track, logged to wandb as HTML under `key`, at the step of its epoch's
-        metrics (one key for the renders during training, a slider over steps in wandb; another for the last)."""
-        self.wait_for_writer()  # its epoch's metrics first: wandb drops steps that go back
+        """A render main() wrote, logged to wandb (--track) under `key` at its epoch's step: a slider over steps."""
+        self.wait()  # its epoch's metrics first: wandb drops steps that go back
         if self.wandb:
             self.wandb.log({key: self.wandb.Html(pathlib.Path(path).read_text())}, step=self.env_steps)
         self.progress.write(f"{self.label} {epoch_index}: wrote {path}")
 
-    def run_writer(self, write_files, epoch_index):
-        try:
-            write_files()
-        except SystemExit:  # write_atomic's one-line error is printed; the main thread exits at its next wait
-            self.write_failed = True
-        except Exception as e:  # noqa: BLE001 (reported in one line, and the run stops at the next wait)
-            tqdm.tqdm.write(f"error: writing the files of {self.label} {epoch_index} failed: {e!r}", file=sys.stderr)
-            self.write_failed = True
-
-    def wait_for_writer(self):
-        if self.writer is not None:
-            self.writer.join()
-        if self.write_failed:
-            self.progress.close()
-            STOP.log = None
-            sys.exit(1)
-
     def close(self):
         """Waits for the last files; after a stop signal, with epochs left, says how to resume and exits."""
-        self.wait_for_writer()
+        self.wait()
         self.progress.close()
         if self.wandb:
             self.wandb.finish()
-        STOP.log = None
-        if self.stop_signal and self.epoch < self.args.num_epochs:
-            print(
-                f"stopped by {self.stop_signal} after {self.label} {self.epoch}: continue with --resume {STOP.resume_dir}"
-            )
+        if self.stop.received and self.epoch < self.args.num_epochs:
+            stopped = f"stopped by {self.stop.received} after {self.label} {self.epoch}"
+            print(f"{stopped}: continue with --resume {self.stop.resume_dir}")
             sys.exit(0)
 
 
 def over_seeds(fn, num_seeds):
-    """fn mapped over the leading seed axis of its arguments and results: vmap for several seeds; for one, the
-    axis is dropped inside the program instead (vmap over a batch of 1 is slower on a CPU: docs/performance.md)."""
+    """fn over the leading seed axis: vmap for several seeds, for one the axis dropped (faster: docs/performance.md)."""
     if num_seeds > 1:
         return jax.vmap(fn)
     return lambda *xs: jax.tree.map(lambda y: y[None], fn(*jax.tree.map(lambda x: x[0], xs)))
@@ -1035,9 +943,8 @@ def use_all_devices():
 
 
 def data_parallel(rs, mesh):
-    """Shardings of a (seeds, ...) RunnerState: each device steps its share of the environments and holds their
-    part of the replay buffer; parameters, optimiser states and keys are replicated. XLA's partitioner adds the
-    all-reduce of the gradients (TRAINING splits each minibatch with split_over_devices)."""
+    """Shardings of a (seeds, ...) RunnerState: each device steps its share of the environments and holds theirs of
+    the replay buffer; the rest is replicated. XLA adds the gradients' all-reduce (split_over_devices in TRAINING)."""
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     split = lambda axis: jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*[None] * axis, "devices"))
     env_state = jax.tree.map(lambda x: split(1) if x.ndim >= 2 else replicated, rs.env_state)  # (seeds, envs, .)
@@ -1054,52 +961,22 @@ def split_over_devices(tree, axis):
     return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, spec), tree)
 
 
-def compile_programs(env, num_seeds, rs, eval_keys, prefill, epoch, evaluate, label=""):
-    """prefill, epoch and evaluate, each over the seeds, compiled once for rs's shapes and devices with the
-    environment's XLA options; the runner state is donated (updated in place). Prints the compile times."""
-    replicated = jax.sharding.NamedSharding(jax.sharding.get_mesh(), jax.sharding.PartitionSpec())
-    shardings = jax.tree.map(lambda x: x.sharding, rs)
-    seconds = []
-
-    def compiled(fn, *example, **jit_options):
-        start = time.time()
-        program = jax.jit(over_seeds(fn, num_seeds), **jit_options).lower(*example).compile(env.compiler_options)
-        seconds.append(time.time() - start)
-        return program
-
-    prefill_fn = compiled(prefill, rs, donate_argnums=0, out_shardings=shardings)
-    epoch_fn = compiled(epoch, rs, donate_argnums=0, out_shardings=(shardings, replicated))
-    evaluate_fn = compiled(evaluate, rs.actor_params, eval_keys)
-    print(
-        f"{label}compiled in {sum(seconds):.1f} s: one epoch {seconds[1]:.1f} s, prefill {seconds[0]:.1f} s, "
-        f"evaluation {seconds[2]:.1f} s"
-    )
-    return prefill_fn, epoch_fn, evaluate_fn
-
-
 def make_render(env, actor, seed, num_episodes=3):
-    """render(actor_params, path) -> path: writes brax's HTML viewer of num_episodes episodes of seed 0's
-    deterministic policy (actor_params has a leading seed axis), from the starts and goals of key `seed`, the same at
-    every call; the rollout is compiled at the first call."""
-    compiled = []
+    """render(actor_params, path) -> path: brax's HTML viewer of num_episodes episodes of seed 0's deterministic
+    policy (actor_params has a leading seed axis), from the starts and goals of key `seed` at every call."""
 
+    @functools.partial(jax.jit, compiler_options=env.compiler_options)  # compiled at the first call
     def rollout(actor_params, key):
-        record = lambda env_state, _: (
-            jax.tree.map(lambda x: x[0], env_state.sim_state),
-            env_state.obs[0, env.state_dim :],
-        )
+        record = lambda state, _: (jax.tree.map(lambda x: x[0], state.sim_state), state.obs[0, env.state_dim :])
         params, length = jax.tree.map(lambda x: x[0], actor_params), num_episodes * env.episode_length
         return deterministic_rollout(env, actor, params, env.reset(key, 1), length, record)
 
     def render(actor_params, path):
         from brax.io import html as brax_html  # needs jinja2: imported by runs that render, not by every run
 
-        key = jax.random.PRNGKey(seed)
-        if not compiled:
-            compiled.append(jax.jit(rollout).lower(actor_params, key).compile(env.compiler_options))
-        sim_states, goals = jax.device_get(compiled[0](actor_params, key))
+        sim_states, goals = jax.device_get(rollout(actor_params, jax.random.PRNGKey(seed)))
         frames = [
-            env.task.render_frame(jax.tree.map(operator.itemgetter(t), sim_states), goals[t]) for t in range(len(goals))
+            env.task.render_frame(jax.tree.map(operator.itemgetter(t), sim_states), g) for t, g in enumerate(goals)
         ]
         write_atomic(path, brax_html.render(env.task.render_system, frames).encode())
         return path
@@ -1108,16 +985,14 @@ def make_render(env, actor, seed, num_episodes=3):
 
 
 def load_saved_actor(run_dir, which, runner_state_shapes):
-    """(actor parameters with a leading seed axis, the epoch they are from) of a run's final.msgpack (which="final"),
-    checkpoint_best.msgpack ("best") or checkpoint_last.npz ("last", read against runner_state_shapes()), or a
-    one-line error."""
+    """(actor parameters with a leading seed axis, their epoch) of a run's final.msgpack (which="final"),
+    checkpoint_best ("best") or checkpoint_last ("last", read against runner_state_shapes()), or a one-line error."""
     files = {"final": "final.msgpack", "best": "checkpoint_best.msgpack", "last": "checkpoint_last.npz"}
     path, metrics_path = os.path.join(run_dir, files[which]), os.path.join(run_dir, "metrics.jsonl")
     if not os.path.isfile(path):
-        there = [k for k, name in files.items() if os.path.isfile(os.path.join(run_dir, name))]
+        there = " or ".join(k for k, name in files.items() if os.path.isfile(os.path.join(run_dir, name)))
         fail(
-            f"--evaluate {run_dir} has no {files[which]} (--checkpoint {which}); "
-            + (f"it has: --checkpoint {' or '.join(there)}" if there else "it saved no parameters (yet)")
+            f"--evaluate {run_dir} has no {files[which]} (--checkpoint {which}); it has: --checkpoint {there or 'none'}"
         )
     if which == "last":
         shapes = runner_state_shapes()
@@ -1127,10 +1002,9 @@ def load_saved_actor(run_dir, which, runner_state_shapes):
         params = flax.serialization.msgpack_restore(pathlib.Path(path).read_bytes())["actor"]
     except (ValueError, KeyError, TypeError) as e:
         fail(f"cannot read {path} as this code's parameters: {type(e).__name__}: {e}", status=1)
-    logged = [json.loads(x) for x in pathlib.Path(metrics_path).read_text().splitlines() if x.strip()]
-    scores = [m["eval/time_near_goal"] for m in logged] or [None]
-    epoch = logged[scores.index(max(scores))]["epoch"] if which == "best" and logged else len(logged)
-    return params, epoch
+    logged = [json.loads(line) for line in pathlib.Path(metrics_path).read_text().splitlines()]
+    best = max(logged, key=lambda m: m["eval/time_near_goal"], default={"epoch": 0})["epoch"]
+    return params, best if which == "best" else len(logged)
 
 
 # ==== ENVIRONMENTS ====

@@ -47,9 +47,9 @@ if mode == "unrolled":  # the same parameters and layers, one Python iteration (
 args = crl.Args(env_id=env_id, num_blocks=critic_blocks, critic_num_blocks=critic_blocks, actor_num_blocks=actor_blocks)
 env = crl.GoalEnv(args.env_id)
 init, _, epoch, _ = crl.make_train(args, env)
-ts = jax.eval_shape(jax.vmap(init), jax.vmap(jax.random.PRNGKey)(jax.numpy.arange(1)))  # shapes only
+rs = jax.eval_shape(jax.vmap(init), jax.vmap(jax.random.PRNGKey)(jax.numpy.arange(1)))  # shapes only
 start = time.perf_counter()
-lowered = jax.jit(crl.over_seeds(epoch, 1), donate_argnums=0).lower(ts)
+lowered = jax.jit(crl.over_seeds(epoch, 1), donate_argnums=0).lower(rs)
 lowered_at = time.perf_counter()
 lowered.compile()
 print(json.dumps({"lower": lowered_at - start, "compile": time.perf_counter() - lowered_at}))

@@ -169,7 +169,7 @@ def precision_check(stage, rs, env, args):
 
 
 def checkpoint_check(stage, rs):
-    """What RunLog does at every epoch's end: a host copy of the state, then checkpoint_last.npz on local disk."""
+    """What main() does at every epoch's end: a host copy of the state, then checkpoint_last.npz on local disk."""
     with tempfile.TemporaryDirectory() as run_dir:
         start = time.time()
         host = jax.device_get(crl.named_leaves(rs))

@@ -29,10 +29,10 @@ args = crl.Args(env_id="point_big_maze", num_envs=64, unroll_length=1, num_sgd_b
                 num_blocks=critic_blocks, critic_num_blocks=critic_blocks, actor_num_blocks=actor_blocks, remat=remat)
 env = crl.GoalEnv(args.env_id)
 init, prefill, epoch, _ = crl.make_train(args, env)
-ts = jax.jit(prefill)(init(jax.random.PRNGKey(0)))
-compiled = jax.jit(epoch, donate_argnums=0).lower(ts).compile()
+rs = jax.jit(prefill)(init(jax.random.PRNGKey(0)))
+compiled = jax.jit(epoch, donate_argnums=0).lower(rs).compile()
 plan = compiled.memory_analysis()
-ts, metrics = compiled(ts)
+rs, metrics = compiled(rs)
 loss = float(metrics["losses/critic_loss"])
 print(json.dumps({
     "arguments": plan.argument_size_in_bytes, "temp": plan.temp_size_in_bytes,

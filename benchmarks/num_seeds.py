@@ -11,12 +11,12 @@ its ratio to one seed. N independent runs one after another would cost N x.
 import argparse
 import os
 import sys
-import time
 
 import jax
-import jax.numpy as jnp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from timed_epoch import timed_epoch
+
 import crl_resnet as crl
 
 
@@ -37,20 +37,7 @@ def make_epoch(cli, num_seeds):
         num_seeds=num_seeds,
     )
     args.actor_num_blocks = args.critic_num_blocks = args.num_blocks
-    init, prefill, epoch, _ = crl.make_train(args, crl.GoalEnv(args.env_id))
-    ts = jax.vmap(lambda s: init(jax.random.PRNGKey(s)))(jnp.arange(num_seeds))
-    ts = jax.jit(crl.over_seeds(prefill, num_seeds))(ts)
-    epoch_fn = jax.jit(crl.over_seeds(epoch, num_seeds), donate_argnums=0).lower(ts).compile()
-    state = {"ts": epoch_fn(ts)[0]}
-    jax.block_until_ready(state["ts"])
-
-    def run():
-        start = time.perf_counter()
-        state["ts"], metrics = epoch_fn(state["ts"])
-        jax.block_until_ready((state["ts"], metrics))
-        return time.perf_counter() - start
-
-    return run
+    return timed_epoch(crl, args)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from timed_epoch import timed_epoch
+
 import crl_resnet as crl
 
 
@@ -76,21 +78,9 @@ def make_variant(cli, changes):
         fields[name] = value == "True" if isinstance(default, bool) else type(default)(value)
     args = crl.Args(**fields)
     args.actor_num_blocks = args.critic_num_blocks = args.num_blocks
-    env = crl.GoalEnv(args.env_id)
-    init, prefill, epoch, _ = crl.make_train(args, env)
-    ts = jax.jit(prefill)(init(jax.random.PRNGKey(0)))
-    epoch_fn = jax.jit(epoch, donate_argnums=0).lower(ts).compile()
-    state = {"ts": epoch_fn(ts)[0]}  # first call: warm-up
-    jax.block_until_ready(state["ts"])
-
-    def run():
-        start = time.perf_counter()
-        state["ts"], metrics = epoch_fn(state["ts"])
-        jax.block_until_ready((state["ts"], metrics))
-        return time.perf_counter() - start
-
+    run = timed_epoch(crl, args)
     updates = crl.schedule(args).training_steps_per_epoch * args.num_sgd_batches_per_training_step
-    return run, updates, update_flops(args, env)
+    return run, updates, update_flops(args, crl.GoalEnv(args.env_id))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,24 @@
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+
+# One JAX compilation cache for the session, shared with every script a test starts: the tests compile the same
+# tiny runs many times (each resumed or stopped run compiles its programs again), and a cache hit skips XLA.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="crl-tests-jax-cache-")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # every program, however quick to compile
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import jax
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, ROOT)  # the scripts, imported as modules
+sys.path.insert(0, os.path.join(ROOT, "tools"))  # random_policy.py, plot_runs.py
 
 FAST_COMPILE = {"xla_backend_optimization_level": 0}  # no LLVM optimisation: half a brax robot's compile time
 
@@ -24,6 +36,14 @@ def fast_jit(fn, static_argnums=(), options=None):
         )
 
     return call
+
+
+def run_script(script, *flags, cwd=None, env=None, timeout=900):
+    """`python SCRIPT FLAGS` run to its end (SCRIPT: a file of the repo, or "-c" with the code as first flag): its
+    CompletedProcess, output captured as text. env: variables set on top of this environment (None unsets one)."""
+    command = [sys.executable, script if script == "-c" else os.path.join(ROOT, script), *flags]
+    environ = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
+    return subprocess.run(command, check=False, cwd=cwd, env=environ, capture_output=True, text=True, timeout=timeout)
 
 
 STARTED = []  # processes started by the running test

@@ -1,5 +1,6 @@
 """Runs survive what clusters do: SIGTERM, kills between two files, re-submission without a checkpoint, full disks."""
 
+import concurrent.futures
 import json
 import os
 import pathlib
@@ -14,7 +15,7 @@ import flax.serialization
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, popen
+from conftest import ROOT, popen, run_script
 
 import crl_resnet as crl
 
@@ -60,25 +61,29 @@ import os, signal, sys
 sys.path.insert(0, {ROOT!r})
 sys.argv = ["crl_resnet.py", *{list(flags)!r}]
 import crl_resnet as crl
-write_atomic = crl.write_atomic
-def killed_before_the_metrics_line(path, data):
-    if path.endswith("metrics.jsonl") and os.path.exists(path) and len(open(path).readlines()) == {epoch} - 1:
+append = crl.RunLog.append
+def killed_before_the_metrics_line(log, metrics):
+    if metrics["epoch"] == {epoch}:
         os.kill(os.getpid(), signal.SIGKILL)
-    write_atomic(path, data)
-crl.write_atomic = killed_before_the_metrics_line
+    append(log, metrics)
+crl.RunLog.append = killed_before_the_metrics_line
 crl.main()
 """
     return popen([sys.executable, "-c", code], cwd=cwd, stdout=subprocess.PIPE, text=True)
 
 
-def stop_after_first_epoch(process, cwd, signals=(signal.SIGTERM,)):
-    """Sends signals[0] once the run has logged its first epoch, and each further one once the run has said it is
-    stopping; returns its stdout."""
+def wait_for_first_epoch(process, cwd):
     deadline = time.time() + 300
     while not (list(pathlib.Path(cwd).glob("runs/*/metrics.jsonl")) and epochs_logged(the_run(cwd))):
         assert process.poll() is None, "the run ended before its first epoch was logged"
         assert time.time() < deadline, "no epoch logged within 5 minutes"
         time.sleep(0.005)
+
+
+def stop_after_first_epoch(process, cwd, signals=(signal.SIGTERM,)):
+    """Sends signals[0] once the run has logged its first epoch, and each further one once the run has said it is
+    stopping; returns its stdout."""
+    wait_for_first_epoch(process, cwd)
     process.send_signal(signals[0])
     out = []
 
@@ -99,11 +104,16 @@ def test_sigterm_ends_the_epoch_checkpointed_and_every_kind_of_resume_ends_where
     """SIGTERM mid-run: exit 0 after the epoch under way, checkpointed. Resumed, as is a run SIGKILLed between
     its checkpoint and its metrics line and a re-submitted run that never wrote a checkpoint, each ends with the
     parameters and metrics of the run left alone, every epoch logged once. Ctrl-C (SIGINT) does the same as
-    SIGTERM; a second signal stops at once."""
+    SIGTERM; a second signal ends the process at once (the default handler)."""
     full = start(*FLAGS, cwd=tmp_path / "full")
-    stopped = start(*FLAGS, cwd=tmp_path / "stopped")  # alongside: compilation is mostly serial
+    wait_for_first_epoch(full, tmp_path / "full")  # compiled: the runs below load its programs from JAX's cache
+    stopped = start(*FLAGS, cwd=tmp_path / "stopped")
     killed = start_killed_between_checkpoint_and_metrics(*FLAGS, cwd=tmp_path / "killed", epoch=2)
-    out = stop_after_first_epoch(stopped, tmp_path / "stopped")
+    twice = start(*FLAGS, cwd=tmp_path / "twice")  # Ctrl-C, then SIGTERM: checked at the end
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        stopping = pool.submit(stop_after_first_epoch, stopped, tmp_path / "stopped")
+        stopping_twice = pool.submit(stop_after_first_epoch, twice, tmp_path / "twice", (signal.SIGINT, signal.SIGTERM))
+        out, out_twice = stopping.result(), stopping_twice.result()
     assert stopped.returncode == 0 and "stopped by SIGTERM after epoch" in out.splitlines()[-1], out[-2000:]
     killed.communicate(timeout=300)
     assert killed.returncode == -signal.SIGKILL
@@ -140,19 +150,16 @@ def test_sigterm_ends_the_epoch_checkpointed_and_every_kind_of_resume_ends_where
         jax.tree.map(np.testing.assert_array_equal, final_params(run_dir), final_params(run_full))
         assert untimed(run_dir) == untimed(run_full), "every metric but the timings is the same"
 
-    # Ctrl-C: the same as SIGTERM; a second signal (here SIGTERM) stops at once, keeping what is written
-    twice = start(*FLAGS, cwd=tmp_path / "twice")
-    out = stop_after_first_epoch(twice, tmp_path / "twice", signals=(signal.SIGINT, signal.SIGTERM))
+    # Ctrl-C: the same as SIGTERM; a second signal (here SIGTERM) ends the process at once, keeping what is written
     run_twice = the_run(tmp_path / "twice")
-    assert "SIGINT: stopping after epoch" in out and "SIGINT again stops at once" in out, out[-2000:]
-    assert twice.returncode == 0 and "stopped by SIGTERM: continue with --resume" in out, out[-2000:]
-    assert "epoch 1: " in out, "what the run had printed before os._exit reaches its log"
+    assert "SIGINT: stopping once this epoch is written; SIGINT again stops at once" in out_twice, out_twice[-2000:]
+    assert twice.returncode == -signal.SIGTERM, out_twice[-2000:]
     assert epochs_logged(run_twice) == list(range(1, checkpoint_epoch(run_twice) + 1))
     assert not list(run_twice.glob("*.tmp")) and not (run_twice / "final.msgpack").exists()
 
 
 def tiny_run(tmp_path):
-    """An in-process RunLog over a real (tiny) runner state, as MAIN builds them."""
+    """An in-process RunLog over a real (tiny) runner state, as main() builds them."""
     args = crl.Args(env_id="point_u_maze", num_envs=8, num_eval_envs=8, total_env_steps=8 * 100 + 8 * 100)
     args = crl.dataclasses.replace(args, num_epochs=1, unroll_length=100, batch_size=16, max_replay_size=300)
     args = crl.dataclasses.replace(args, min_replay_size=100, width=8, episode_length=100)
@@ -161,7 +168,19 @@ def tiny_run(tmp_path):
     rs = jax.vmap(lambda s: init(jax.random.PRNGKey(s)))(jax.numpy.arange(1))
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    return args, rs, run_dir, crl.RunLog(args, str(run_dir), 10**6, 0, 0, -np.inf)
+    stop = crl.types.SimpleNamespace(received=None, resume_dir=str(run_dir))  # StopSignals without its handlers
+    return args, rs, run_dir, crl.RunLog(args, str(run_dir), 10**6, 0, 0, stop)
+
+
+def end_epoch(log, epoch, metrics, rs, best_score=-np.inf):
+    """What main() does at the end of an epoch: check, checkpoint on the log's thread, metrics line, console."""
+    log.check(epoch, metrics)
+    improved = metrics["eval/time_near_goal"] > best_score
+    state, best = jax.device_get((crl.named_leaves(rs), crl.checkpoint_params(rs) if improved else None))
+    meta = {"epoch": epoch, "best_score": max(best_score, metrics["eval/time_near_goal"])}
+    log.in_background(crl.save_checkpoint, log.run_dir, state, meta | {"metrics_line": crl.json.dumps(metrics)}, best)
+    log.in_background(log.append, metrics)
+    log.print(epoch, metrics)
 
 
 def metrics(epoch, score):
@@ -172,11 +191,11 @@ def metrics(epoch, score):
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full to stand for a full disk")
 def test_a_full_disk_is_a_one_line_error_that_keeps_the_last_checkpoint_and_no_partial_file(tmp_path, capsys):
     _, rs, run_dir, log = tiny_run(tmp_path)
-    log.write(1, metrics(1, 5.0), rs)
-    log.wait_for_writer()
+    end_epoch(log, 1, metrics(1, 5.0), rs)
+    log.wait()
     before = (run_dir / "checkpoint_last.npz").read_bytes()
     os.symlink("/dev/full", run_dir / "checkpoint_last.npz.tmp")  # the next checkpoint's bytes go to a full disk
-    log.write(2, metrics(2, 1.0), rs)
+    end_epoch(log, 2, metrics(2, 1.0), rs, best_score=5.0)
     with pytest.raises(SystemExit) as stop:
         log.close()
     assert stop.value.code == 1
@@ -188,9 +207,9 @@ def test_a_full_disk_is_a_one_line_error_that_keeps_the_last_checkpoint_and_no_p
 
 def test_a_non_finite_loss_stops_before_its_epoch_is_written_and_the_last_good_checkpoint_resumes(tmp_path, capsys):
     _, rs, run_dir, log = tiny_run(tmp_path)
-    log.write(1, metrics(1, 5.0), rs)
+    end_epoch(log, 1, metrics(1, 5.0), rs)
     with pytest.raises(SystemExit) as stop:
-        log.write(2, metrics(2, 6.0) | {"losses/critic_loss": float("nan")}, rs)
+        end_epoch(log, 2, metrics(2, 6.0) | {"losses/critic_loss": float("nan")}, rs, best_score=5.0)
     assert stop.value.code == 1
     [line] = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error: ")]
     assert "losses/critic_loss is not finite in epoch 2" in line and "checkpoint (epoch 1)" in line, line
@@ -203,7 +222,7 @@ def test_a_non_finite_loss_stops_before_its_epoch_is_written_and_the_last_good_c
 def test_a_non_finite_first_epoch_leaves_no_checkpoint(tmp_path, capsys):
     _, rs, run_dir, log = tiny_run(tmp_path)
     with pytest.raises(SystemExit):
-        log.write(1, metrics(1, 5.0) | {"losses/actor_loss": float("inf")}, rs)
+        end_epoch(log, 1, metrics(1, 5.0) | {"losses/actor_loss": float("inf")}, rs)
     [line] = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error: ")]
     assert "losses/actor_loss is not finite in epoch 1" in line and "no checkpoint had been written yet" in line
     assert list(run_dir.iterdir()) == [], "nothing of the epoch is written"
@@ -227,7 +246,7 @@ def test_a_write_that_fails_midway_keeps_the_old_file_and_leaves_no_partial_one(
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "another state"])
 def test_a_damaged_checkpoint_is_a_one_line_error(tmp_path, capsys, damage):
     _, rs, run_dir, log = tiny_run(tmp_path)
-    log.write(1, metrics(1, 5.0), rs)
+    end_epoch(log, 1, metrics(1, 5.0), rs)
     log.close()
     capsys.readouterr()  # the run's progress bar
     path = run_dir / "checkpoint_last.npz"
@@ -246,14 +265,7 @@ def test_a_damaged_checkpoint_is_a_one_line_error(tmp_path, capsys, damage):
 
 def test_an_unwritable_run_directory_is_a_one_line_error(tmp_path):
     (tmp_path / "runs").write_text("a file where the runs directory should be")
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "crl_resnet.py"), *FLAGS],
-        check=False,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_script("crl_resnet.py", *FLAGS, cwd=tmp_path, timeout=120)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     [line] = [x for x in result.stderr.splitlines() if x.startswith("error: ")]
     assert "cannot create the run directory runs/" in line, line
@@ -262,7 +274,7 @@ def test_an_unwritable_run_directory_is_a_one_line_error(tmp_path):
 def test_a_kill_between_the_last_and_the_best_checkpoint_is_repaired_on_resume(tmp_path):
     """checkpoint_best is written after checkpoint_last; if the run dies in between, resuming rewrites it."""
     _, rs, run_dir, log = tiny_run(tmp_path)
-    log.write(1, metrics(1, 5.0), rs)
+    end_epoch(log, 1, metrics(1, 5.0), rs)
     log.close()
     (run_dir / "checkpoint_best.msgpack").unlink()
     fresh = jax.tree.map(lambda x: x + 1 if x.dtype.kind == "f" else x, rs)

@@ -1,15 +1,12 @@
 """crl_mlp.py: plain MLP encoders (depth layers, optional LayerNorm, no skip connections), CLI and a tiny run."""
 
 import json
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import run_script
 from test_cli import check_in_process
 
 import crl_mlp
@@ -62,10 +59,7 @@ def test_tiny_run_writes_metrics_with_finite_losses(tmp_path):
     flags += ["--num-epochs", "2", "--unroll-length", "50", "--batch-size", "64"]
     flags += ["--num-sgd-batches-per-training-step", "4", "--max-replay-size", "400", "--min-replay-size", "100"]
     flags += ["--width", "32", "--depth", "3", "--no-layer-norm"]
-    script = os.path.join(ROOT, "crl_mlp.py")
-    result = subprocess.run(
-        [sys.executable, script, *flags], check=False, cwd=tmp_path, capture_output=True, text=True, timeout=900
-    )
+    result = run_script("crl_mlp.py", *flags, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     [run] = list((tmp_path / "runs").iterdir())
     assert run.name.startswith("point_u_maze__crl_mlp__1__")

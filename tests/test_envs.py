@@ -18,6 +18,9 @@ CHEAP = [env_id for env_id in crl.ENVIRONMENTS if env_id.startswith("point") or 
 PHYSICS = [env_id for env_id in crl.ENVIRONMENTS if env_id not in CHEAP]
 IN_DEFAULT_SUITE = {"ant_u_maze"}
 MAZES = [env_id for env_id in crl.ENVIRONMENTS if "maze" in env_id]
+# the default suite's share of the per-environment tests: each layout's training variant among the point mazes
+# (their _eval variants differ only in the goals drawn, tested for all), the U-maze's ant; -m slow runs the rest
+CORE = {env_id for env_id in CHEAP if not env_id.endswith("_eval") and env_id != "reacher"}
 
 
 def physics_param(env_id):
@@ -50,7 +53,7 @@ def random_rollout(env, num_envs, num_steps, seed=0, fast_compile=False):
     return jax.jit(run).lower(key).compile(options)(key)
 
 
-@pytest.mark.parametrize("env_id", CHEAP)
+@pytest.mark.parametrize("env_id", [pytest.param(e, marks=pytest.mark.slow) if e not in CORE else e for e in CHEAP])
 def test_reset_and_200_random_steps_are_finite_with_declared_shape(env_id):
     spec = crl.ENVIRONMENTS[env_id]
     env = crl.GoalEnv(env_id, episode_length=50)  # short episodes so automatic resets happen in the rollout
@@ -66,9 +69,10 @@ def test_reset_and_200_random_steps_are_finite_with_declared_shape(env_id):
     assert len(np.unique(goals[0].round(5), axis=0)) == 16, "parallel environments get different goals"
 
 
-# the environments of the paper's Table 1 that the tests below do not step in the default suite: each robot
-# (ant, humanoid, pusher, arm) and every kind of contact set (ant maze walls, humanoid floor and walls, bins)
-PAPER = ["ant_big_maze", "humanoid", "humanoid_u_maze", "pusher_easy", "arm_binpick_easy"]
+# the environments of the paper's Table 1, each robot (ant, humanoid, pusher, arm) and every kind of contact set
+# (ant maze walls, humanoid floor and walls, bins); the default suite steps the ant maze, `-m slow` every one
+PAPER = ["ant_big_maze", *[pytest.param(e, marks=pytest.mark.slow) for e in ["humanoid", "humanoid_u_maze"]]]
+PAPER += [pytest.param(e, marks=pytest.mark.slow) for e in ["pusher_easy", "arm_binpick_easy"]]
 
 
 @pytest.mark.parametrize("env_id", PAPER)
@@ -80,7 +84,10 @@ def test_the_paper_environments_step_finite_at_their_declared_shape(env_id):
     assert np.all(np.any(obs[-1, :, : spec.state_dim] != obs[0, :, : spec.state_dim], axis=-1)), "the robot moved"
 
 
-@pytest.mark.parametrize("env_id", CHEAP + [physics_param(env_id) for env_id in PHYSICS])
+@pytest.mark.parametrize(
+    "env_id",
+    [e if e in CORE else pytest.param(e, marks=pytest.mark.slow) for e in CHEAP] + [physics_param(e) for e in PHYSICS],
+)
 def test_goals_differ_across_resets(env_id):
     env = crl.GoalEnv(env_id)
     reset = fast_jit(env.reset, static_argnums=1, options=env.compiler_options)  # eager brax costs more
@@ -94,7 +101,11 @@ def test_goals_differ_across_resets(env_id):
 
 
 @pytest.mark.parametrize(
-    "env_id", [pytest.param(e, marks=pytest.mark.slow) if e.startswith("humanoid") else e for e in MAZES]
+    "env_id",
+    [
+        pytest.param(e, marks=pytest.mark.slow) if e.startswith(("humanoid", "ant")) and "_u_" not in e else e
+        for e in MAZES
+    ],
 )
 def test_maze_goals_come_only_from_the_goal_cells_and_eval_variants_only_from_the_far_ones(env_id):
     layout = layout_of(env_id)
@@ -260,8 +271,8 @@ def test_point_never_enters_a_wall(name):
 
 def test_success_radius_is_applied_to_the_goal_indices():
     env = crl.GoalEnv("reacher", episode_length=10)
-    state = jax.jit(env.reset, static_argnums=1)(jax.random.PRNGKey(0), 4)
-    nxt = jax.jit(env.step)(state, jnp.zeros((4, 2)))
+    state = fast_jit(env.reset, static_argnums=1)(jax.random.PRNGKey(0), 4)
+    nxt = fast_jit(env.step)(state, jnp.zeros((4, 2)))
     tip = np.asarray(nxt.obs[:, :3])
     goal = np.asarray(state.obs[:, env.state_dim :])
     np.testing.assert_allclose(np.asarray(nxt.dist_to_goal), np.linalg.norm(tip - goal, axis=-1), rtol=1e-5)
@@ -292,7 +303,7 @@ def test_goal_indices_read_the_goal_entity_and_the_distance_uses_them(env_id):
     np.testing.assert_allclose(np.asarray(nxt.dist_to_goal), np.linalg.norm(achieved - goal, axis=-1), rtol=1e-5)
 
 
-@pytest.mark.parametrize("env_id", ["point_u_maze", "ant_u_maze"])
+@pytest.mark.parametrize("env_id", ["point_u_maze", pytest.param("ant_u_maze", marks=pytest.mark.slow)])
 def test_maze_init_can_start_in_any_cell_with_given_goal_cells(env_id):
     """What eval_stitching.py relies on: init(key, start, goals) starts at `start` and draws goals from `goals`."""
     task = crl.ENVIRONMENTS[env_id].make()

@@ -8,30 +8,35 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
-
-CHECK = os.path.join(ROOT, "benchmarks", "gpu_check.py")
+from conftest import ROOT, run_script
 
 
-def test_gpu_check_dry_run_runs_the_stages_stops_one_that_overruns_and_goes_on(tmp_path):
-    """Each stage's code path once (arm-solver, an MJX compile of minutes here, runs in benchmarks/gpu_rehearsal.sh);
-    humanoid-64 gets a 1-second limit, which its compile overruns."""
-    out = tmp_path / "out"
-    stages = ["devices", "ant-4", "humanoid-64", "ant-1024", "humanoid-4", "resets", "scan-unroll", "bfloat16"]
-    result = subprocess.run(
-        [sys.executable, CHECK, "--dry-run", "--out", str(out), "--stages", *stages, "--limit", "humanoid-64=1"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+def dry_run(out, *stages, limit="humanoid-64=1"):
+    command = ["--dry-run", "--out", str(out), "--stages", *stages, "--limit", limit]
+    result = run_script(os.path.join("benchmarks", "gpu_check.py"), *command)
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = [json.loads(line) for line in (out / "gpu_check.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (out / "gpu_check.jsonl").read_text().splitlines()]
+
+
+def test_gpu_check_dry_run_stops_a_stage_that_overruns_its_limit_and_goes_on(tmp_path):
+    """humanoid-64 gets a 1-second limit, which its compile overruns: it is stopped, the next stage runs."""
+    rows = dry_run(tmp_path / "out", "devices", "humanoid-64", "ant-1024")
     checks = [row["check"] for row in rows]
     assert checks[0] == "devices" and rows[0]["jax"] and rows[0]["mujoco-mjx"]
     stopped = [row for row in rows if "stopped_after_s" in row]
     assert [row["check"] for row in stopped] == ["humanoid-64"] and stopped[0]["reason"] == "stage limit 1 s"
     assert checks.index("humanoid-64") < checks.index("epoch point_u_maze depth 8/4"), "the next stage ran after it"
+    assert not [row for row in rows if "error" in row or "skipped" in row], rows
+    table = (tmp_path / "out" / "gpu_check.md").read_text()
+    assert table.count("\n") == len(rows) + 2, "the table has a row per result"
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_runs_each_stages_code_path(tmp_path):
+    """Each stage's code path once (arm-solver, an MJX compile of minutes here, runs in benchmarks/gpu_rehearsal.sh)."""
+    stages = ["devices", "ant-4", "humanoid-64", "ant-1024", "humanoid-4", "resets", "scan-unroll", "bfloat16"]
+    rows = dry_run(tmp_path / "out", *stages)
+    checks = [row["check"] for row in rows]
     assert not [row for row in rows if "error" in row or "skipped" in row], rows
     epochs = [row for row in rows if row["check"].startswith("epoch ")]
     assert len(epochs) == 5 and all(row["env_steps_per_s"] > 0 for row in epochs)
@@ -40,18 +45,11 @@ def test_gpu_check_dry_run_runs_the_stages_stops_one_that_overruns_and_goes_on(t
         assert any(variant in row["check"] for row in epochs), variant
     assert any(c.startswith("critic logits") for c in checks) and any(c.startswith("checkpoint_last") for c in checks)
     assert sum(c.startswith("resets ") for c in checks) == 2
-    table = (out / "gpu_check.md").read_text()
-    assert table.count("\n") == len(rows) + 2, "the table has a row per result"
 
 
 def test_gpu_check_on_a_machine_without_a_gpu_says_so_in_one_line_and_fails(tmp_path):
-    result = subprocess.run(
-        [sys.executable, CHECK, "--out", str(tmp_path), "--stages", "devices", "ant-4"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    command = ["--out", str(tmp_path), "--stages", "devices", "ant-4"]
+    result = run_script(os.path.join("benchmarks", "gpu_check.py"), *command, timeout=300)
     assert result.returncode == 1
     assert "gpu_check: JAX runs on cpu, not a GPU" in result.stdout
     assert [json.loads(line)["check"] for line in (tmp_path / "gpu_check.jsonl").read_text().splitlines()] == [

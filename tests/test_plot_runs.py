@@ -1,16 +1,11 @@
 """tools/plot_runs.py on synthetic run directories whose scores are known: grouping, seeds, the last-five score."""
 
 import json
-import os
-import sys
 
 import matplotlib.image
 import numpy as np
-import pytest
-from conftest import ROOT
-
-sys.path.insert(0, os.path.join(ROOT, "tools"))
 import plot_runs
+import pytest
 
 
 def make_run(path, flags, near, success=None, norm=None):

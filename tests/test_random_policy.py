@@ -1,19 +1,14 @@
 """tools/random_policy.py: a uniformly random policy scored by make_evaluate, the floor of every learning claim."""
 
 import json
-import os
-import sys
 from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT
-from scipy import stats
-
-sys.path.insert(0, os.path.join(ROOT, "tools"))
 import random_policy
+from scipy import stats
 
 
 def test_a_random_point_never_reaches_the_far_cells_but_sometimes_a_near_goal(tmp_path, capsys):

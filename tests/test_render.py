@@ -33,8 +33,9 @@ def decoded(path):
     "env_id,first_link,marker",
     [
         ("point_u_maze", "point", "goal_marker"),
-        ("ant_u_maze", "torso", "goal_marker"),
-        ("humanoid_u_maze", "torso", "target"),  # the goal is a body of the humanoid's model, as in the benchmark
+        pytest.param("ant_u_maze", "torso", "goal_marker", marks=pytest.mark.slow),  # brax: half a minute
+        # the goal is a body of the humanoid's model, as in the benchmark; slow: the ant covers brax's renders
+        pytest.param("humanoid_u_maze", "torso", "target", marks=pytest.mark.slow),
         pytest.param("arm_push_easy", "link1", "goal_marker", marks=pytest.mark.slow),  # MJX: a minute to compile
     ],
 )

@@ -1,16 +1,13 @@
 """What makes depth cheap: bfloat16 matmuls, seeds vmapped in one program, data parallelism over devices."""
 
 import json
-import os
-import subprocess
-import sys
 
 import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, run_script
 
 import crl_resnet as crl
 
@@ -40,12 +37,12 @@ def trained_params(args, seeds):
     """What crl_resnet.py's MAIN computes, on one device: init, prefill, every epoch (vmapped over >1 seeds)."""
     env = crl.GoalEnv(args.env_id, args.episode_length)
     init, prefill, epoch, _ = crl.make_train(args, env)
-    ts = jax.vmap(lambda s: init(jax.random.PRNGKey(s)))(jnp.asarray(seeds))
-    ts = jax.jit(crl.over_seeds(prefill, len(seeds)))(ts)
+    rs = jax.vmap(lambda s: init(jax.random.PRNGKey(s)))(jnp.asarray(seeds))
+    rs = jax.jit(crl.over_seeds(prefill, len(seeds)))(rs)
     epoch_fn = jax.jit(crl.over_seeds(epoch, len(seeds)))
     for _ in range(args.num_epochs):
-        ts, _ = epoch_fn(ts)
-    return jax.device_get(crl.checkpoint_params(ts))
+        rs, _ = epoch_fn(rs)
+    return jax.device_get(crl.checkpoint_params(rs))
 
 
 def critic_loss_and_grads(compute_dtype, params, batch):
@@ -84,6 +81,7 @@ def test_bfloat16_matmuls_keep_the_infonce_loss_within_1_percent_of_float32():
     assert cosine >= 0.99, cosine
 
 
+@pytest.mark.slow  # remat alone is checked in the default suite (tests/test_networks.py)
 def test_scan_unroll_and_remat_change_speed_and_memory_not_results():
     x = jax.random.normal(jax.random.PRNGKey(2), (8, 6))
     plain = crl.Encoder(4, 16, 5)
@@ -114,16 +112,8 @@ def test_two_devices_split_the_work_and_train_what_one_device_trains(tmp_path):
     flags = []
     for name, value in SMALL.items():
         flags += [f"--{name.replace('_', '-')}", str(value)]
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "crl_resnet.py"), *flags, "--exp-name", "two"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=900,
-    )
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    result = run_script("crl_resnet.py", *flags, "--exp-name", "two", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 cpu device(s)" in result.stdout
     (run_dir,) = (tmp_path / "runs").iterdir()
@@ -133,19 +123,12 @@ def test_two_devices_split_the_work_and_train_what_one_device_trains(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
 
     # an odd --num-envs cannot be split over 2 devices: a one-line error before compiling
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "crl_resnet.py"), *flags, "--num-envs", "15"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=900,
-    )
+    result = run_script("crl_resnet.py", *flags, "--num-envs", "15", cwd=tmp_path, env=env)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
-    assert "--num-envs 15 is not a multiple of the 2 devices" in result.stderr
+    assert "--num-envs must be a multiple of the 2 devices, got 15" in result.stderr
 
 
+@pytest.mark.slow  # the default suite trains on 2 devices (above); this says who holds what
 def test_data_parallel_shards_environments_and_replicates_parameters():
     """Who holds what on 2 (virtual) devices: half of the environments and of the replay buffer each, a full
     copy of every parameter, optimiser state and key."""
@@ -155,18 +138,16 @@ import crl_resnet as crl
 args = crl.Args(env_id="point_u_maze", num_envs=8, max_replay_size=200, min_replay_size=100, width=16, num_blocks=1)
 args.actor_num_blocks = args.critic_num_blocks = 1
 init, _, _, _ = crl.make_train(args, crl.GoalEnv(args.env_id))
-ts = jax.vmap(lambda s: init(jax.random.PRNGKey(s)))(jnp.arange(3))
+rs = jax.vmap(lambda s: init(jax.random.PRNGKey(s)))(jnp.arange(3))
 mesh = jax.make_mesh((2,), ("devices",), axis_types=(jax.sharding.AxisType.Auto,))
-ts = jax.device_put(ts, crl.data_parallel(ts, mesh))
+rs = jax.device_put(rs, crl.data_parallel(rs, mesh))
 local = lambda tree: [[list(s.data.shape) for s in x.addressable_shards] for x in jax.tree.leaves(tree)]
 full = lambda tree: [[list(x.shape)] * 2 for x in jax.tree.leaves(tree)]
-rest = ts.replace(env_state=None, buffer=None)
-print(json.dumps([local(ts.buffer.obs), local(ts.env_state.obs), local(ts.env_state.key), local(rest) == full(rest)]))
+rest = rs.replace(env_state=None, buffer=None)
+print(json.dumps([local(rs.buffer.obs), local(rs.env_state.obs), local(rs.env_state.key), local(rest) == full(rest)]))
 """
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=900
-    )
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    result = run_script("-c", code, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     buffer_obs, env_obs, env_key, rest_replicated = json.loads(result.stdout.strip().splitlines()[-1])
     obs_dim = buffer_obs[0][0][-1]

@@ -52,7 +52,8 @@ def test_every_script_has_the_sections_in_order_and_ends_by_calling_main():
 
 def test_a_reader_meets_the_method_and_the_experiment_before_the_plumbing():
     """Goals, with headroom: the first network class within 250 lines (about 160 today); main(), the experiment, ends
-    within 720 lines in the training scripts (600-710 today, the --preset table in ARGS included)."""
+    within 740 lines in the training scripts (610-725 today: the --preset table in ARGS, and main() shows where it
+    compiles, checkpoints and logs)."""
     for script in present():
         first_class = next(
             i
@@ -62,7 +63,7 @@ def test_a_reader_meets_the_method_and_the_experiment_before_the_plumbing():
         assert first_class <= 250, (script, first_class)
         assert "def main():" in sections(script)["MAIN"], script
     for script in TRAINERS:
-        assert start_line(script, "RUN PLUMBING") <= 720, script
+        assert start_line(script, "RUN PLUMBING") <= 740, script
 
 
 def test_shared_sections_are_byte_identical_in_every_script():

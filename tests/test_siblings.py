@@ -13,9 +13,9 @@ import flax.serialization
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, popen
+from conftest import ROOT, popen, run_script
 from test_cli import check_in_process
-from test_training import random_policy_success, render_states
+from test_training import random_policy_success
 
 SIBLINGS = ["sac_her.py", "gcbc.py"]
 TINY = ["--env-id", "point_u_maze", "--num-envs", "16", "--num-eval-envs", "16", "--total-env-steps", "24000"]
@@ -29,9 +29,7 @@ def start(script, *flags, cwd):
 
 
 def one_line_error(script, *flags):
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, script), *flags], check=False, capture_output=True, text=True, timeout=120
-    )
+    result = run_script(script, *flags, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
@@ -50,8 +48,8 @@ BAD = {
 SHARED_BAD = [
     (["--env-id", "nope"], "--env-id 'nope' is unknown"),
     (["--num-blocks", "0"], "--num-blocks must be >= 1"),
-    (["--batch-size", "100000"], "--batch-size 100000 is larger than"),
-    (["--min-replay-size", "500"], "--min-replay-size 500 exceeds --max-replay-size"),
+    (["--batch-size", "100000"], "--batch-size must be <= the 1600 transitions sampled per training step"),
+    (["--min-replay-size", "500"], "--min-replay-size must be <= --max-replay-size, got 500"),
     (["--resume", "runs/does_not_exist"], "--resume runs/does_not_exist is not a run directory"),
 ]
 
@@ -66,9 +64,10 @@ def test_bad_input_is_a_one_line_error(script, capsys, monkeypatch):
 
 
 def tiny_run(script, tmp_path):
-    """A 3-epoch run with --render and offline tracking; checks what it wrote and returns its directory."""
+    """A 3-epoch run; checks what it wrote and returns its directory (rendering and wandb are RUN PLUMBING, the
+    same in every script: tests/test_training.py runs them)."""
     (tmp_path / "a").mkdir()
-    full = start(script, *TINY, "--render", "--track", "--wandb-mode", "offline", cwd=tmp_path / "a")
+    full = start(script, *TINY, cwd=tmp_path / "a")
     err = full.communicate(timeout=600)[1]
     assert full.returncode == 0, err
     [run_a] = list((tmp_path / "a" / "runs").iterdir())
@@ -80,8 +79,6 @@ def tiny_run(script, tmp_path):
     keys += ["losses/critic_loss", "losses/alpha"] if script == "sac_her.py" else []
     for m in logged:
         assert all(np.isfinite(m[k]) for k in keys), m
-    assert len(render_states(run_a)["states"]["x"]) == 3 * 100
-    assert list((run_a / "wandb").glob("offline-run-*")), "wandb wrote an offline run"
     assert {p.name for p in run_a.glob("*.msgpack")} | {p.name for p in run_a.glob("*.npz")} == {
         "checkpoint_last.npz",
         "checkpoint_best.msgpack",
@@ -93,10 +90,10 @@ def tiny_run(script, tmp_path):
 
 
 @pytest.mark.parametrize("script", SIBLINGS)
-def test_tiny_run_renders_logs_offline_writes_checkpoints_and_is_evaluated_again(script, tmp_path, monkeypatch):
+def test_tiny_run_writes_metrics_and_checkpoints_and_is_evaluated_again(script, tmp_path, monkeypatch):
     run_a = tiny_run(script, tmp_path)
     module = importlib.import_module(script.removesuffix(".py"))
-    for checkpoint in ["best", "last"]:  # the shared --evaluate path, with each script's own networks
+    for checkpoint in ["last"]:  # the shared --evaluate path, reading this script's own runner state
         argv = [script, "--evaluate", str(run_a), "--checkpoint", checkpoint, "--num-eval-envs", "8"]
         monkeypatch.setattr(sys, "argv", argv)
         module.main()
@@ -141,14 +138,7 @@ def test_baseline_learns_point_u_maze_above_random(script, budget, target, tmp_p
     """The CRL learning test's configuration and budget (tests/test_training.py), for each baseline."""
     flags = LEARN + ["--total-env-steps", str(budget), "--num-epochs", "6", "--seed", "2"]
     flags += ["--eval-env-id", "point_u_maze"]  # every goal cell: the far ones alone are too hard at this budget
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, script), *flags],
-        check=False,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    result = run_script(script, *flags, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     [run] = list((tmp_path / "runs").iterdir())
     metrics = [json.loads(line) for line in pathlib.Path(run, "metrics.jsonl").read_text().splitlines()]

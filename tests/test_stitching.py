@@ -1,15 +1,12 @@
 """eval_stitching.py: corridor pairs, held-out goals, the value-map grid, bad input, and a tiny sweep end to end."""
 
 import json
-import os
-import subprocess
-import sys
 
 import jax
 import matplotlib.image
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import run_script
 from test_cli import check_in_process
 from test_training import render_states
 
@@ -90,13 +87,7 @@ def test_value_map_grid_maps_pixels_to_their_cells():
 
 
 def one_line_error(*flags):
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "eval_stitching.py"), *flags],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_script("eval_stitching.py", *flags, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     [line] = result.stderr.strip().splitlines()
     return line
@@ -132,14 +123,7 @@ TINY += ["--max-replay-size", "400", "--min-replay-size", "100", "--width", "32"
 
 
 def run(script, *flags, cwd):
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, script), *flags],
-        check=False,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    result = run_script(script, *flags, cwd=cwd)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -222,6 +206,7 @@ def test_the_u4_and_u5_mazes_are_corridors_too(capsys, monkeypatch):
     assert "--max-train-gap must be in [1, 9] on the u4_maze (11 corridor cells)" in line
 
 
+@pytest.mark.slow  # the sweep above draws value maps on the U-maze in the default suite
 def test_value_maps_on_any_maze(tmp_path):
     """--from-runs on crl_resnet.py runs of a maze that branches (no held-out goals): a value map per depth, from R
     to the cell farthest along the maze, and each free cell's mean value in stitching.json."""

@@ -16,13 +16,11 @@ import flax.serialization
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, popen
+from conftest import ROOT, popen, run_script
+from random_policy import random_policy_metrics  # the random floor every learning test reads against
 from test_cli import check_in_process
 
 import crl_resnet as crl
-
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-from random_policy import random_policy_metrics  # the random floor every learning test reads against
 
 SMALL = [
     "--env-id",
@@ -75,35 +73,26 @@ def final_params(run_dir):
 
 def run_to_end(*flags, cwd, timeout=900):
     """Runs crl_resnet.py to completion in cwd; returns the process result and the run's metrics lines."""
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "crl_resnet.py"), *flags],
-        check=False,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    result = run_script("crl_resnet.py", *flags, cwd=cwd, timeout=timeout)
     runs = list((cwd / "runs").iterdir()) if (cwd / "runs").exists() else []
     path = runs[0] / "metrics.jsonl" if runs else None
     metrics = [json.loads(x) for x in path.read_text().splitlines()] if path and path.exists() else []
     return result, (runs[0] if runs else None), metrics
 
 
-def test_a_two_seed_run_renders_logs_offline_and_summarises_each_seed(tmp_path):
+@pytest.fixture(scope="module")  # its tests share one test process (xdist_group): the run is made once
+def two_seed_run(tmp_path_factory):
+    """One run the tests below share: two seeds in one program, rendered, logged to wandb offline, 4 epochs."""
+    cwd = tmp_path_factory.mktemp("two_seeds")
+    flags = ["--num-seeds", "2", "--render", "--render-every", "2", "--track", "--wandb-mode", "offline"]
+    return run_to_end(*SMALL, *flags, cwd=cwd)
+
+
+@pytest.mark.xdist_group("two_seed_run")
+def test_a_two_seed_run_renders_logs_offline_and_summarises_each_seed(two_seed_run):
     """Two seeds in one program: --render and --render-every logged to wandb (offline), per-seed metrics, the
-    summary.json of Sec. 4.1; then --evaluate of the saved agent on another split, rendered."""
-    result, run_a, logged = run_to_end(
-        *SMALL,
-        "--num-seeds",
-        "2",
-        "--render",
-        "--render-every",
-        "2",
-        "--track",
-        "--wandb-mode",
-        "offline",
-        cwd=tmp_path,
-    )
+    summary.json of Sec. 4.1."""
+    result, run_a, logged = two_seed_run
     assert result.returncode == 0, result.stderr[-2000:]
     assert [m["epoch"] for m in logged] == [1, 2, 3, 4]
     assert json.loads(pathlib.Path(run_a, "args.json").read_text())["num_blocks"] == 1
@@ -363,25 +352,10 @@ def test_environment_is_traced_once_per_compiled_epoch(monkeypatch):
         )
         env = crl.GoalEnv(args.env_id)
         init, _, epoch, _ = crl.make_train(args, env)
-        ts = jax.eval_shape(init, jax.random.PRNGKey(0))
-        jax.jit(epoch).lower(ts)
+        rs = jax.eval_shape(init, jax.random.PRNGKey(0))
+        jax.jit(epoch).lower(rs)
         assert crl.schedule(args).training_steps_per_epoch > 1
         assert len(calls) == 1
-
-
-def test_a_run_checkpointed_before_the_relayout_resumes_to_its_parameters(tmp_path):
-    """tests/data/run_before_relayout: a run of commit 1919226 (the layout before ENVIRONMENTS moved to the end)
-    killed after its first epoch; resumed by this code, it ends where that commit's uninterrupted run ended."""
-    data = pathlib.Path(ROOT, "tests", "data", "run_before_relayout")
-    run_dir = tmp_path / "runs" / "before_relayout"
-    shutil.copytree(data, run_dir)
-    (run_dir / "expected_final.msgpack").unlink()
-    resumed = start("--resume", str(run_dir), cwd=tmp_path)
-    out, err = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0 and "resumed" in out, err
-    assert epochs_logged(run_dir) == [1, 2, 3]
-    expected = flax.serialization.msgpack_restore((data / "expected_final.msgpack").read_bytes())
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), final_params(run_dir), expected)
 
 
 def test_summary_is_the_mean_of_the_last_five_evaluations(tmp_path):
@@ -405,24 +379,19 @@ def test_summary_is_the_mean_of_the_last_five_evaluations(tmp_path):
     assert (summary["eval_env_id"], summary["episode_length"]) == ("point_u_maze_eval", 100)
 
 
-def test_evaluate_a_saved_agent_on_any_split_with_each_checkpoint(tmp_path, capsys, monkeypatch):
+@pytest.mark.xdist_group("two_seed_run")
+def test_evaluate_a_saved_agent_on_any_split_with_each_checkpoint(two_seed_run, tmp_path, capsys, monkeypatch):
     """--evaluate runs/NAME: final, best and last parameters of a two-seed run, on the run's own evaluation split
     and on the whole maze, rendered; only the evaluation is compiled. Bad input is one line."""
-    flags = [*SMALL, "--num-seeds", "2", "--total-env-steps", "50000", "--num-epochs", "3"]
-    result, run_dir, logged = run_to_end(*flags, cwd=tmp_path)
+    result, shared_run, logged = two_seed_run
     assert result.returncode == 0, result.stderr
-    evaluated = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "crl_resnet.py"), "--evaluate", str(run_dir), "--render"],
-        check=False,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run_dir = tmp_path / "runs" / shared_run.name  # a copy: this test writes into it and removes final.msgpack
+    shutil.copytree(shared_run, run_dir, ignore=shutil.ignore_patterns("wandb", "*.html"))
+    evaluated = run_script("crl_resnet.py", "--evaluate", str(run_dir), "--render", cwd=tmp_path, timeout=300)
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     assert "compiled" not in evaluated.stdout and "epoch 1:" not in evaluated.stdout, "nothing is trained"
     saved = json.loads((run_dir / "evaluation__point_u_maze_eval__final.json").read_text())
-    assert (saved["checkpoint"], saved["epoch"], saved["seeds"], saved["episodes_per_seed"]) == ("final", 3, [1, 2], 16)
+    assert (saved["checkpoint"], saved["epoch"], saved["seeds"], saved["episodes_per_seed"]) == ("final", 4, [1, 2], 16)
     assert len(saved["metrics"]["eval/success_per_seed"]) == 2 and 0 <= saved["metrics"]["eval/success"] <= 1
     frames = render_states(run_dir, "evaluation__point_u_maze_eval__final.html")["states"]["x"]
     assert len(frames) == 300 and {round(f["pos"][-1][0] / 4) for f in frames} == {3}, "the far goals, row 3"
@@ -430,9 +399,9 @@ def test_evaluate_a_saved_agent_on_any_split_with_each_checkpoint(tmp_path, caps
     # in this process: the other checkpoints, another split, more episodes
     monkeypatch.chdir(tmp_path)
     best = int(np.argmax([m["eval/time_near_goal"] for m in logged])) + 1
-    for checkpoint, epoch in [("best", best), ("last", 3)]:
+    for checkpoint, epoch in [("best", best), ("last", 4)]:
         argv = ["--evaluate", str(run_dir), "--checkpoint", checkpoint, "--eval-env-id", "point_u_maze"]
-        monkeypatch.setattr(sys, "argv", ["crl_resnet.py", *argv, "--num-eval-envs", "32"])
+        monkeypatch.setattr(sys, "argv", ["crl_resnet.py", *argv, "--num-eval-envs", "32", "--no-render"])
         crl.main()
         saved = json.loads((run_dir / f"evaluation__point_u_maze__{checkpoint}.json").read_text())
         assert (saved["epoch"], saved["eval_env_id"], saved["episodes_per_seed"]) == (epoch, "point_u_maze", 32)
