@@ -46,6 +46,11 @@ def run_script(script, *flags, cwd=None, env=None, timeout=900):
     return subprocess.run(command, check=False, cwd=cwd, env=environ, capture_output=True, text=True, timeout=timeout)
 
 
+def pytest_collection_modifyitems(items):
+    """Tests marked `long` start first: a long test left for last keeps one worker busy while the others idle."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 STARTED = []  # processes started by the running test
 
 

@@ -100,6 +100,7 @@ def stop_after_first_epoch(process, cwd, signals=(signal.SIGTERM,)):
     return "".join(out) + process.communicate(timeout=300)[0]
 
 
+@pytest.mark.long
 def test_sigterm_ends_the_epoch_checkpointed_and_every_kind_of_resume_ends_where_an_unstopped_run_ends(tmp_path):
     """SIGTERM mid-run: exit 0 after the epoch under way, checkpointed. Resumed, as is a run SIGKILLed between
     its checkpoint and its metrics line and a re-submitted run that never wrote a checkpoint, each ends with the

@@ -54,6 +54,7 @@ def test_bad_depth_is_a_one_line_error(capsys, monkeypatch):
     assert line == "error: --depth must be >= 1, got 0"
 
 
+@pytest.mark.long
 def test_tiny_run_writes_metrics_with_finite_losses(tmp_path):
     flags = ["--env-id", "point_u_maze", "--num-envs", "16", "--num-eval-envs", "16", "--total-env-steps", "12000"]
     flags += ["--num-epochs", "2", "--unroll-length", "50", "--batch-size", "64"]

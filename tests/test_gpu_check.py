@@ -18,6 +18,7 @@ def dry_run(out, *stages, limit="humanoid-64=1"):
     return [json.loads(line) for line in (out / "gpu_check.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.long
 def test_gpu_check_dry_run_stops_a_stage_that_overruns_its_limit_and_goes_on(tmp_path):
     """humanoid-64 gets a 1-second limit, which its compile overruns: it is stopped, the next stage runs."""
     rows = dry_run(tmp_path / "out", "devices", "humanoid-64", "ant-1024")

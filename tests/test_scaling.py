@@ -106,6 +106,7 @@ def test_seed_k_of_a_vmapped_run_equals_a_single_run_with_that_seed():
     assert not np.allclose(kernel[0], kernel[1]) and not np.allclose(kernel[1], kernel[2])
 
 
+@pytest.mark.long
 def test_two_devices_split_the_work_and_train_what_one_device_trains(tmp_path):
     """crl_resnet.py on 2 (virtual CPU) devices vs the same flags computed on one device here."""
     args = small_args()

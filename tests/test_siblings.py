@@ -89,6 +89,7 @@ def tiny_run(script, tmp_path):
     return run_a
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("script", SIBLINGS)
 def test_tiny_run_writes_metrics_and_checkpoints_and_is_evaluated_again(script, tmp_path, monkeypatch):
     run_a = tiny_run(script, tmp_path)

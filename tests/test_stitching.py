@@ -144,6 +144,7 @@ def check_outputs(run_dir, depths, seeds):
         assert image.shape[:2] == (440, 500) and image.std() > 0
 
 
+@pytest.mark.long
 def test_tiny_sweep_writes_the_json_and_figures_and_resumes(tmp_path):
     flags = ["--env-id", "point_u_maze", "--depths", "4", "--num-seeds", "2", "--render"]
     out = run("eval_stitching.py", *flags, *TINY, cwd=tmp_path)

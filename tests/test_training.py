@@ -241,6 +241,7 @@ def random_policy_success(env_id, num_envs=256, seed=0):
     return random_policy_metrics(env_id, num_envs, seed)["eval/success"]
 
 
+@pytest.mark.long
 def test_crl_learns_point_u_maze_well_above_random(tmp_path):
     """~1 CPU minute: the quick-start configuration (--preset laptop) on a reduced budget (depth 4, 5M env steps), scored on
     the far goals, against a uniformly random policy scored by the same evaluation code. Recorded on the 2-core
