@@ -23,6 +23,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import functools
+import glob
 import io
 import json
 import math
@@ -48,6 +49,7 @@ import numpy as np
 import optax
 import tqdm
 import tyro
+from jax.experimental import multihost_utils
 
 # mujoco.mjx prints "Failed to import warp" on import when the optional warp backend is absent; brax warns
 # that it is in maintenance mode. Neither concerns the spring/pipeline physics used here.
@@ -91,6 +93,16 @@ class Args:
     (best), or of the last epoch checkpointed (last; also for a run stopped or still training)"""
     num_seeds: int = 1
     """independent seeds trained in one jitted program (vmap); metrics: mean over seeds, _std, _per_seed"""
+    devices_split: Literal["data", "seeds"] = "data"
+    """how a run uses several devices: data splits each seed's environments, replay buffer and minibatches over all
+    of them (gradients all-reduced); seeds puts whole seeds on each (--num-seeds a multiple of the devices)"""
+    coordinator_address: Optional[str] = None
+    """HOST:PORT of process 0, for one run over several processes or hosts (docs/cluster.md), with --num-processes
+    and --process-id; under srun with several tasks, or with JAX_COORDINATOR_ADDRESS set, none is needed"""
+    num_processes: Optional[int] = None
+    """processes in the run (with --coordinator-address)"""
+    process_id: Optional[int] = None
+    """this process's index, 0 to --num-processes - 1 (with --coordinator-address); process 0 writes the run's files"""
     preset: Optional[Literal["laptop", "laptop-reacher"]] = None
     """named defaults, which the flags given still override (PRESETS): laptop, the CPU quick-start on point_u_maze;
     laptop-reacher, brax's reacher arm on a CPU"""
@@ -615,6 +627,7 @@ def main():
     """The experiment: num_seeds agents trained side by side for num_epochs epochs, each epoch followed by an
     evaluation; metrics, checkpoints and the final networks go to runs/NAME (docs/crl_resnet.md#what-a-run-writes)."""
     args, resume = parse_args()
+    start_processes(args)  # one program over several processes when launched so (docs/cluster.md); else nothing
     check_args(args)
     if args.evaluate:  # --evaluate runs/NAME: no training, see evaluate_saved_agent below
         return evaluate_saved_agent(args)
@@ -633,27 +646,29 @@ def main():
     print(
         f"{run_dir}: {args.env_id}, actor depth {4 * args.actor_num_blocks}, critic depth {4 * args.critic_num_blocks}"
         f" (Dense layers in the residual trunk of each twin Q), width {args.width}, {args.num_seeds} seed(s), "
-        f"{jax.device_count()} {jax.devices()[0].platform} device(s); evaluated on {args.eval_env_id} (fresh goals)\n"
+        f"{jax.device_count()} {jax.devices()[0].platform} device(s) in {jax.process_count()} process(es), split by "
+        f"{args.devices_split}; evaluated on {args.eval_env_id} (fresh goals)\n"
         f"epoch = {plan.training_steps_per_epoch} training steps x {args.num_envs} envs x {args.unroll_length} steps "
         f"= {plan.env_steps_per_epoch} env steps; {args.num_epochs} epochs + {plan.prefill_steps} prefill = "
         f"{plan.total_steps}; {args.num_sgd_batches_per_training_step} SGD steps of {args.batch_size} per training step"
     )
 
-    # BUILD one runner state per seed, spread over the devices, and COMPILE prefill, epoch and evaluation once
+    # BUILD one runner state per seed, on the devices, and COMPILE prefill, epoch and evaluation once
     init, prefill, epoch, actor = make_train(args, env)
     evaluate = make_evaluate(args, eval_env, actor)
-    seeds = jnp.arange(args.num_seeds) + args.seed
-    rs = jax.vmap(lambda s: init(jax.random.PRNGKey(s)))(seeds)
-    eval_keys = jax.vmap(jax.random.PRNGKey)(seeds)
-    mesh = use_all_devices()
-    shardings = data_parallel(rs, mesh)
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())  # the epoch's metrics
-    rs, n, options = jax.device_put(rs, shardings), args.num_seeds, env.compiler_options  # options: XLA flags
+    seeds = np.arange(args.num_seeds) + args.seed
+    init_all = jax.vmap(lambda s: init(jax.random.PRNGKey(s)))
+    mesh = use_all_devices(args.devices_split)  # every device of every process
+    shardings = device_shardings(jax.eval_shape(init_all, seeds), mesh, args.devices_split)
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())  # metrics: every process has them
+    rs, n, options = jax.jit(init_all, out_shardings=shardings)(seeds), args.num_seeds, env.compiler_options
+    eval_keys = np.asarray(jax.vmap(jax.random.PRNGKey)(seeds))
     compile_start = time.time()  # the runner state is donated: each program updates it in place
     prefill_fn = jax.jit(over_seeds(prefill, n), donate_argnums=0, out_shardings=shardings).lower(rs).compile(options)
     epoch_fn = jax.jit(over_seeds(epoch, n), donate_argnums=0, out_shardings=(shardings, replicated))
     epoch_fn = epoch_fn.lower(rs).compile(options)
-    evaluate_fn = jax.jit(over_seeds(evaluate, n)).lower(rs.actor_params, eval_keys).compile(options)
+    evaluate_fn = jax.jit(over_seeds(evaluate, n), out_shardings=replicated)
+    evaluate_fn = evaluate_fn.lower(rs.actor_params, eval_keys).compile(options)
     print(f"compiled in {time.time() - compile_start:.1f} s (prefill, one epoch, evaluation)")
 
     # PREFILL the replay buffer with the untrained policy, or continue a killed run from its last checkpoint
@@ -661,7 +676,7 @@ def main():
     rs, first_epoch, best_score = restored or (prefill_fn(rs), 0, -math.inf)
 
     # TRAIN AND EVALUATE, epoch by epoch; an epoch's files are written on a thread while the next epoch runs
-    log = RunLog(args, run_dir, plan.total_steps, int(rs.env_steps[0]), first_epoch, stop, wandb)
+    log = RunLog(args, run_dir, plan.total_steps, int(host_copy(rs.env_steps)[0]), first_epoch, stop, wandb)
     render = make_render(eval_env, actor, args.seed)  # seed 0's deterministic policy, compiled when first asked
     for epoch_index in range(first_epoch + 1, args.num_epochs + 1):
         if stop.received:  # the epochs so far are written; --resume continues after them
@@ -669,16 +684,16 @@ def main():
         epoch_start = time.time()
         rs, train_metrics = wait_until_ready(epoch_fn(rs))  # timed apart from the evaluation
         epoch_seconds = time.time() - epoch_start
-        eval_epoch_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_keys, epoch_index)
+        eval_epoch_keys = np.asarray(jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_keys, epoch_index))
         eval_metrics = evaluate_fn(rs.actor_params, eval_epoch_keys)
-        metrics = over_seeds_summary(jax.device_get({**train_metrics, **eval_metrics}))
-        metrics |= {"epoch": epoch_index, **log.progress_metrics(int(rs.env_steps[0]))}
+        metrics = over_seeds_summary(host_copy({**train_metrics, **eval_metrics}))
+        metrics |= {"epoch": epoch_index, **log.progress_metrics(int(host_copy(rs.env_steps)[0]))}
         metrics["training/epoch_sps"] = plan.env_steps_per_epoch / epoch_seconds  # training alone
         log.check(epoch_index, metrics)  # the last epoch's files are done; a non-finite loss stops the run here
         improved = metrics["eval/time_near_goal"] > best_score  # checkpoint_best: the best evaluation so far
         best_score = max(best_score, metrics["eval/time_near_goal"])
         if args.save_model:  # host copies now: the next epoch updates the state's device buffers in place
-            state, best = jax.device_get((named_leaves(rs), checkpoint_params(rs) if improved else None))
+            state, best = local_pieces(rs), host_copy(checkpoint_params(rs)) if improved else None
             meta = {"epoch": epoch_index, "best_score": best_score, "metrics_line": json.dumps(metrics)}
             log.in_background(save_checkpoint, run_dir, state, meta, best)  # checkpoint_last, checkpoint_best
         log.in_background(log.append, metrics)  # then the epoch's line of metrics.jsonl, and wandb
@@ -690,7 +705,7 @@ def main():
     log.close()  # waits for the last files; after a stop signal, with epochs left, says how to resume and exits
     write_summary(args, run_dir)
     if args.save_model:
-        write_atomic(os.path.join(run_dir, "final.msgpack"), flax.serialization.to_bytes(checkpoint_params(rs)))
+        save_params(os.path.join(run_dir, "final.msgpack"), checkpoint_params(rs))
 
 
 def evaluate_saved_agent(args):
@@ -736,6 +751,29 @@ def flag(name):
     return "--" + name.replace("_", "-")
 
 
+def start_processes(args):
+    """One program over several processes and hosts (jax.distributed, docs/cluster.md) when the launch says so:
+    --coordinator-address, JAX_COORDINATOR_ADDRESS, or srun with more than one task. The mesh spans every process's
+    devices; only process 0 prints (the others' stdout goes nowhere) and writes the run's files, and each process
+    writes its part of checkpoint_last. A plain run is one process and starts nothing."""
+    coordinator = args.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if coordinator is None and int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) < 2:
+        for name in ["num_processes", "process_id"]:
+            if getattr(args, name) is not None:
+                fail(f"{flag(name)} needs --coordinator-address HOST:PORT (process 0's), with the other of the two")
+        return
+    if coordinator and None in (args.num_processes, args.process_id):
+        fail("--coordinator-address needs --num-processes N and --process-id I (0 to N - 1)")
+    if coordinator and not 0 <= args.process_id < args.num_processes:
+        fail(f"--process-id must be in [0, {args.num_processes - 1}] (--num-processes), got {args.process_id}")
+    try:
+        jax.distributed.initialize(coordinator, args.num_processes, args.process_id)
+    except Exception as e:  # noqa: BLE001 (a launch that did not come together, in one line)
+        fail(f"the processes did not start together (jax.distributed.initialize: {str(e).strip().splitlines()[0]})")
+    if jax.process_index() > 0:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
+
+
 def check_args(args):
     """Every inconsistency in the flags is a one-line error here, before anything is compiled."""
     for name in ["env_id", "eval_env_id"]:
@@ -769,9 +807,18 @@ def check_args(args):
             f"at most {pool // args.batch_size}: the batches of --batch-size in {pool} transitions",
         ),
         *[
-            (name, getattr(args, name) % devices, f"a multiple of the {devices} devices")
+            (
+                name,
+                args.devices_split == "data" and getattr(args, name) % devices,
+                f"a multiple of the {devices} devices",
+            )
             for name in ["num_envs", "batch_size"]
         ],
+        (
+            "num_seeds",
+            args.devices_split == "seeds" and args.num_seeds % devices,
+            f"a multiple of the {devices} devices with --devices-split seeds",
+        ),
         ("total_env_steps", plan.training_steps_per_epoch < 1, f">= {plan.min_total_steps}: too small for an epoch"),
     ]
     for name, broken, must_be in rules:
@@ -780,6 +827,8 @@ def check_args(args):
 
 
 STATE_FLAGS_EXEMPT = {"track", "wandb_project_name", "wandb_entity", "wandb_mode", "render", "render_every", "resume"}
+STATE_FLAGS_EXEMPT |= {"devices_split"}  # how the devices are used: checkpoints are assembled from their parts
+LAUNCH_FLAGS = {"coordinator_address", "num_processes", "process_id"}  # this launch's own, never the saved run's
 EVALUATION_FLAGS = {"evaluate", "checkpoint", "eval_env_id", "num_eval_envs"}  # what --evaluate may also change
 
 
@@ -800,7 +849,7 @@ def parse_args():
     [(option, run)] = given.items()
     if not os.path.isfile(os.path.join(run, "args.json")):
         fail(f"{option} {run} is not a run directory (no args.json); give runs/NAME of an earlier run")
-    saved = json.loads(pathlib.Path(run, "args.json").read_text())
+    saved = {k: v for k, v in json.loads(pathlib.Path(run, "args.json").read_text()).items() if k not in LAUNCH_FLAGS}
     if option == "--resume" and not saved.get("save_model", True):
         fail(f"--resume {run}: that run was made with --no-save-model, so it has no checkpoint to continue from")
     args = tyro.cli(Args, default=Args(**{k: v for k, v in saved.items() if k in Args.__dataclass_fields__}))
@@ -817,17 +866,21 @@ def parse_args():
 def open_run_dir(args, resume):
     """runs/{env_id}__{exp_name}__{seed}__{unix time}, with args.json (every flag, derived values resolved), or
     the directory of the run that --resume continues, rid of the partial files a kill left."""
+    first = jax.process_index() == 0  # writes the run's files
     if resume:
-        for partial in pathlib.Path(resume).glob("**/*.tmp"):
+        for partial in pathlib.Path(resume).glob("**/*.tmp") if first else []:
             with contextlib.suppress(OSError):  # one that cannot be removed is overwritten by the next write
                 partial.unlink()
         return resume
-    run_dir = f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    stamp = np.int32(time.time())  # process 0's, for every process
+    stamp = stamp if jax.process_count() == 1 else multihost_utils.broadcast_one_to_all(stamp)
+    run_dir = f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(stamp)}"
     try:
         os.makedirs(run_dir, exist_ok=True)
     except OSError as e:
         fail(f"cannot create the run directory {run_dir}: {e.strerror or e}", status=1)
-    write_atomic(os.path.join(run_dir, "args.json"), json.dumps(dataclasses.asdict(args), indent=2).encode())
+    if first:
+        write_atomic(os.path.join(run_dir, "args.json"), json.dumps(dataclasses.asdict(args), indent=2).encode())
     return run_dir
 
 
@@ -849,55 +902,139 @@ def write_atomic(path, data):
 
 
 def named_leaves(tree):
-    """{path in the tree: array}, e.g. ".buffer.obs": the names checkpoint_last.npz stores the leaves under."""
+    """{path in the tree: array}, e.g. ".buffer.obs": the names checkpoint_last stores the leaves under."""
     return {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def save_checkpoint(run_dir, host_leaves, meta, best=None):
-    """checkpoint_last.npz, the runner state's leaves by name and `meta` (epoch, best score, metrics line), streamed
-    array by array (docs/crl_resnet.md#checkpoints); then checkpoint_best.msgpack, the networks, if `best` is given."""
-    arrays = host_leaves | {"meta": np.array(json.dumps(meta | {"improved": best is not None}))}
-    write_atomic(os.path.join(run_dir, "checkpoint_last.npz"), lambda f: np.savez(f, **arrays))
-    if best is not None:
+def host_copy(tree):
+    """numpy copies of (global) arrays: jax.device_get, or with several processes gathered from all of them."""
+    return jax.device_get(tree) if jax.process_count() == 1 else multihost_utils.process_allgather(tree, tiled=True)
+
+
+def local_pieces(rs):
+    """{"name@start:stop/size,...": numpy array}: the parts of the runner state held by this process's devices, each
+    once (a replicated leaf by one device), copied to the host: what this process writes to checkpoint_last."""
+    pieces = {}
+    for name, leaf in named_leaves(rs).items():
+        for shard in leaf.addressable_shards:
+            if shard.replica_id == 0:
+                region = ",".join("{}:{}/{}".format(*s.indices(n)[:2], n) for s, n in zip(shard.index, leaf.shape))
+                pieces[f"{name}@{region}"] = shard.data
+    return jax.device_get(pieces)
+
+
+def checkpoint_last_path(run_dir, epoch):
+    """checkpoint_last.npz; with n processes each writes its part to checkpoint_last.{i}of{n}.{epoch % 2}.npz, which
+    keeps the epoch before: a kill that stops some processes' writes still leaves one whole set."""
+    if jax.process_count() == 1:
+        return os.path.join(run_dir, "checkpoint_last.npz")
+    return os.path.join(run_dir, f"checkpoint_last.{jax.process_index()}of{jax.process_count()}.{epoch % 2}.npz")
+
+
+def save_checkpoint(run_dir, pieces, meta, best=None):
+    """checkpoint_last: this process's local_pieces, the leaves' shapes and `meta` (epoch, best score, metrics line),
+    streamed array by array (docs/crl_resnet.md#checkpoints); then checkpoint_best.msgpack, the networks (host_copy),
+    if `best` is given. Process 0 writes checkpoint_best."""
+    meta |= {"improved": best is not None, "leaves": {}}
+    for key, piece in pieces.items():
+        name, region = key.rsplit("@", 1)
+        meta["leaves"][name] = [piece.dtype.str, [int(r.split("/")[1]) for r in region.split(",") if r]]
+    arrays = pieces | {"meta": np.array(json.dumps(meta))}
+    write_atomic(checkpoint_last_path(run_dir, meta["epoch"]), lambda f: np.savez(f, **arrays))
+    if best is not None and jax.process_index() == 0:
         write_atomic(os.path.join(run_dir, "checkpoint_best.msgpack"), flax.serialization.to_bytes(best))
 
 
-def load_checkpoint(path, rs):
-    """(the leaves of rs, in its order, and meta) from checkpoint_last.npz, or a one-line error."""
-    names = named_leaves(rs)
-    try:
-        with np.load(path) as saved:
-            meta = json.loads(str(saved["meta"]))
-            leaves = [saved[name] for name in names]
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:  # a damaged file, or another version's state
-        fail(f"cannot read {path} as this code's checkpoint: {type(e).__name__}: {e}", status=1)
-    for name, leaf, like in zip(names, leaves, names.values()):
-        if leaf.shape != like.shape or leaf.dtype != like.dtype:
-            fail(f"{path}: {name} is {leaf.dtype}{list(leaf.shape)}, this run needs {like.dtype}{list(like.shape)}", 1)
-    return leaves, meta
+def last_checkpoint(run_dir):
+    """(meta, files) of the newest checkpoint_last that every process of its run wrote, or None; a damaged file is a
+    one-line error."""
+    sets = {}
+    for path in sorted(glob.glob(os.path.join(glob.escape(run_dir), "checkpoint_last*.npz"))):
+        try:
+            with np.load(path) as saved:
+                meta = json.loads(str(saved["meta"]))
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            fail(f"cannot read {path} as this code's checkpoint: {type(e).__name__}: {e}", status=1)
+        processes = int(re.search(r"of(\d+)\.", path).group(1)) if "of" in os.path.basename(path) else 1
+        sets.setdefault((meta["epoch"], processes), []).append((meta, path))
+    whole = [found for (_, processes), found in sets.items() if len(found) == processes]
+    if not whole:
+        return None
+    newest = max(whole, key=lambda found: found[0][0]["epoch"])
+    return newest[0][0], [path for _, path in newest]
+
+
+def read_checkpoint(meta, files, like):
+    """The runner state `like` from checkpoint_last files, each array assembled from the parts that cover it, on
+    like's shardings (host arrays when like holds shapes only); a state of other shapes is a one-line error."""
+    for name, leaf in named_leaves(like).items():
+        dtype, shape = meta["leaves"].get(name, ["missing", []])
+        if (dtype, shape) != (leaf.dtype.str, list(leaf.shape)):
+            fail(f"{files[0]}: {name} is {dtype}{shape}, this run needs {leaf.dtype.str}{list(leaf.shape)}", 1)
+    parts, cache = {}, {}  # name: [(region, file, key)]; each part read once
+    for path in files:
+        for key in np.load(path).files:
+            if key != "meta":
+                name, region = key.rsplit("@", 1)
+                region = [tuple(map(int, r.split("/")[0].split(":"))) for r in region.split(",") if r]
+                parts.setdefault(name, []).append((region, path, key))
+
+    def read(name, leaf, index):
+        index = [range(*s.indices(n)) for s, n in zip(index, leaf.shape)]
+        out = np.empty([len(r) for r in index], leaf.dtype)
+        for region, path, key in parts[name]:
+            overlap = [(max(a, r.start), min(b, r.stop)) for (a, b), r in zip(region, index)]
+            if all(lo < hi for lo, hi in overlap):
+                if key not in cache:
+                    with np.load(path) as saved:
+                        cache[key] = saved[key]
+                piece = cache[key][tuple(slice(lo - a, hi - a) for (lo, hi), (a, _) in zip(overlap, region))]
+                out[tuple(slice(lo - r.start, hi - r.start) for (lo, hi), r in zip(overlap, index))] = piece
+        return out
+
+    leaves = []
+    for name, leaf in named_leaves(like).items():
+        full = tuple(slice(None) for _ in leaf.shape)
+        if getattr(leaf, "sharding", None) is None:
+            leaves.append(read(name, leaf, full))
+        else:
+            leaves.append(jax.make_array_from_callback(leaf.shape, leaf.sharding, functools.partial(read, name, leaf)))
+    return jax.tree.unflatten(jax.tree.structure(like), leaves)
 
 
 def restore_checkpoint(run_dir, rs):
     """The last checkpoint of run_dir, put on the devices of rs; metrics.jsonl is cut back to its epoch (and given
     that epoch's line if a kill came between the two writes), so the epochs after it are run and logged again.
     Returns (rs, epoch, best score), or None before a first checkpoint. Older versions' runs do not resume."""
-    path, metrics_path = os.path.join(run_dir, "checkpoint_last.npz"), os.path.join(run_dir, "metrics.jsonl")
-    if not os.path.isfile(path):
+    found, metrics_path = last_checkpoint(run_dir), os.path.join(run_dir, "metrics.jsonl")
+    first = jax.process_index() == 0  # writes the run's files
+    if found is None:
         print(f"{run_dir} has no checkpoint yet: starting it afresh with its saved flags")
-        write_atomic(metrics_path, b"")
+        if first:
+            write_atomic(metrics_path, b"")
         return None
-    leaves, meta = load_checkpoint(path, rs)
+    meta, files = found
+    rs = read_checkpoint(meta, files, rs)
     kept = []
     for line in pathlib.Path(metrics_path).read_text().splitlines() if os.path.exists(metrics_path) else []:
         with contextlib.suppress(ValueError):  # a line torn by a kill (only the last can be)
             kept += [line] if json.loads(line)["epoch"] < meta["epoch"] else []
-    write_atomic(metrics_path, "".join(line + "\n" for line in [*kept, meta["metrics_line"]]).encode())
-    rs = jax.device_put(jax.tree.unflatten(jax.tree.structure(rs), leaves), jax.tree.map(lambda x: x.sharding, rs))
+    if first:
+        write_atomic(metrics_path, "".join(line + "\n" for line in [*kept, meta["metrics_line"]]).encode())
     if meta["improved"]:  # its checkpoint_best is written after it: a kill may have come in between
-        best = flax.serialization.to_bytes(jax.device_get(checkpoint_params(rs)))
-        write_atomic(os.path.join(run_dir, "checkpoint_best.msgpack"), best)
-    print(f"resumed {run_dir} after epoch {meta['epoch']} ({int(rs.env_steps[0])} env steps)")
+        best = flax.serialization.to_bytes(host_copy(checkpoint_params(rs)))
+        if first:
+            write_atomic(os.path.join(run_dir, "checkpoint_best.msgpack"), best)
+    print(f"resumed {run_dir} after epoch {meta['epoch']} ({int(host_copy(rs.env_steps)[0])} env steps)")
     return rs, meta["epoch"], meta["best_score"]
+
+
+def save_params(path, params):
+    """The networks' parameters as flax msgpack, gathered from every process and written by process 0: readable by
+    one process anywhere (--evaluate on a laptop of a run made on a cluster)."""
+    params = host_copy(params)
+    if jax.process_index() == 0:
+        write_atomic(path, flax.serialization.to_bytes(params))
 
 
 def wait_until_ready(tree):
@@ -924,6 +1061,8 @@ def log_line(metrics):
 def write_summary(args, run_dir):
     """summary.json: the paper's single number for a run (Sec. 4.1), the mean of eval/time_near_goal over the last
     five evaluations (all of them if fewer), per seed and over seeds, with eval/success averaged the same way."""
+    if jax.process_index() > 0:
+        return
     logged = [json.loads(line) for line in pathlib.Path(run_dir, "metrics.jsonl").read_text().splitlines()][-5:]
     per_seed = lambda key: np.mean([m.get(f"{key}_per_seed", [m[key]]) for m in logged], axis=0)
     score, success = per_seed("eval/time_near_goal"), per_seed("eval/success")
@@ -937,23 +1076,28 @@ def write_summary(args, run_dir):
 
 class StopSignals:
     """SIGTERM (a cluster's notice of preemption) and Ctrl-C: the first is noted in `received` and the epoch loop stops
-    once its epoch is written; a second ends the process at once (default handlers). --resume continues either way."""
+    once its epoch is written (with several processes, RunLog.wait makes them agree on the epoch); a second ends the
+    process at once (default handlers). --resume continues either way."""
 
     def __init__(self, resume_dir):
-        self.received, self.resume_dir = None, resume_dir  # resume_dir: what --resume continues
+        self.received, self.noted, self.resume_dir = None, 0, resume_dir  # resume_dir: what --resume continues
+        self.alone = jax.process_count() == 1  # else RunLog.wait sets `received` on every process at once
         for stop in (signal.SIGTERM, signal.SIGINT):
             signal.signal(stop, self.note)
 
     def note(self, signum, _frame):
-        self.received = signal.Signals(signum).name
+        self.noted, name = signum, signal.Signals(signum).name
+        self.received = name if self.alone else self.received
         for stop in (signal.SIGTERM, signal.SIGINT):
             signal.signal(stop, signal.SIG_DFL)
-        stopping = f"\n{self.received}: stopping once this epoch is written; {self.received} again stops at once\n"
+        stopping = f"\n{name}: stopping once this epoch is written; {name} again stops at once\n"
         os.write(sys.stdout.fileno(), stopping.encode())  # unbuffered: a print may be what was interrupted
 
 
 def start_wandb(args, run_dir, name=None):
-    """--track: a wandb run named after the run directory and resumed with it, or a one-line error."""
+    """--track: a wandb run named after the run directory and resumed with it (process 0's), or a one-line error."""
+    if jax.process_index() > 0:
+        return None
     import wandb
 
     name = name or os.path.basename(os.path.normpath(run_dir))
@@ -975,7 +1119,9 @@ class RunLog:
         self.stop, self.wandb = stop, wandb
         self.writer, self.writes, self.write_failed = concurrent.futures.ThreadPoolExecutor(1), [], False
         self.start_time, self.start_steps, self.env_steps = time.time(), env_steps, env_steps
-        self.progress = tqdm.tqdm(total=planned_steps, initial=env_steps, unit="step", unit_scale=True)
+        self.progress = tqdm.tqdm(
+            total=planned_steps, initial=env_steps, unit="step", unit_scale=True, disable=jax.process_index() > 0
+        )
 
     def progress_metrics(self, env_steps):
         elapsed = time.time() - self.start_time
@@ -1005,14 +1151,27 @@ class RunLog:
         self.writes.append(self.writer.submit(run))
 
     def wait(self):
+        """Waits for the files given so far; with several processes, each learns of any failed write and stop signal
+        of the others here, so that all stop after the same epoch."""
         concurrent.futures.wait(self.writes)
         self.writes = []
-        if self.write_failed:
+        failed = self.write_failed
+        if jax.process_count() > 1:
+            every = multihost_utils.process_allgather(np.array([self.write_failed, self.stop.noted], np.int32))
+            if every[:, 1].any() and not self.stop.received:  # (processes, [failed, signal])
+                first = int(np.argmax(every[:, 1] > 0))
+                self.stop.received = f"{signal.Signals(every[first, 1]).name} to process {first}"
+            if every[:, 0].any() and not failed:
+                tqdm.tqdm.write("error: another process could not write its files; run stopped", file=sys.stderr)
+            failed = every[:, 0].any()
+        if failed:
             self.progress.close()
             sys.exit(1)
 
     def append(self, metrics):
         """The epoch's line at the end of metrics.jsonl (a resumed run cuts the file back once), and to wandb."""
+        if jax.process_index() > 0:
+            return
         with open(os.path.join(self.run_dir, "metrics.jsonl"), "a") as f:
             f.write(json.dumps(metrics) + "\n")
         if self.wandb:
@@ -1049,18 +1208,23 @@ def over_seeds(fn, num_seeds):
     return lambda *xs: jax.tree.map(lambda y: y[None], fn(*jax.tree.map(lambda x: x[0], xs)))
 
 
-def use_all_devices():
-    """A one-axis mesh over every device JAX sees, set for the process: split_over_devices uses it."""
+def use_all_devices(devices_split):
+    """A one-axis mesh over every device of every process. With --devices-split data it is set for the program:
+    split_over_devices splits each seed's minibatches over it; with seeds, nothing within a seed is split."""
     mesh = jax.make_mesh((jax.device_count(),), ("devices",), axis_types=(jax.sharding.AxisType.Auto,))
-    jax.set_mesh(mesh)
+    if devices_split == "data":
+        jax.set_mesh(mesh)
     return mesh
 
 
-def data_parallel(rs, mesh):
-    """Shardings of a (seeds, ...) RunnerState: each device steps its share of the environments and holds theirs of
-    the replay buffer; the rest is replicated. XLA adds the gradients' all-reduce (split_over_devices in TRAINING)."""
+def device_shardings(rs, mesh, devices_split):
+    """Where a (seeds, ...) RunnerState lives. data: each device steps its share of every seed's environments and
+    holds theirs of the replay buffer, the rest is replicated; XLA adds the gradients' all-reduce (split_over_devices
+    in TRAINING). seeds: each device holds whole seeds, and the update communicates nothing."""
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     split = lambda axis: jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*[None] * axis, "devices"))
+    if devices_split == "seeds":
+        return jax.tree.map(lambda _: split(0), rs)
     env_state = jax.tree.map(lambda x: split(1) if x.ndim >= 2 else replicated, rs.env_state)  # (seeds, envs, .)
     buffer = jax.tree.map(lambda x: split(2) if x.ndim >= 3 else replicated, rs.buffer)  # (seeds, time, envs, .)
     shardings = jax.tree.map(lambda _: replicated, rs)
@@ -1068,7 +1232,8 @@ def data_parallel(rs, mesh):
 
 
 def split_over_devices(tree, axis):
-    """Splits `axis` of every array over the devices of the mesh set by use_all_devices; no-op without one."""
+    """Splits `axis` of every array over the devices of the mesh set by use_all_devices (--devices-split data); no-op
+    without one."""
     if "devices" not in jax.sharding.get_abstract_mesh().axis_names:
         return tree
     spec = jax.sharding.PartitionSpec(*[None] * axis, "devices")
@@ -1088,11 +1253,12 @@ def make_render(env, actor, seed, num_episodes=3):
     def render(actor_params, path):
         from brax.io import html as brax_html  # needs jinja2: imported by runs that render, not by every run
 
-        sim_states, goals = jax.device_get(rollout(actor_params, jax.random.PRNGKey(seed)))
+        sim_states, goals = host_copy(rollout(actor_params, jax.random.PRNGKey(seed)))
         frames = [
             env.task.render_frame(jax.tree.map(operator.itemgetter(t), sim_states), g) for t, g in enumerate(goals)
         ]
-        write_atomic(path, brax_html.render(env.task.render_system, frames).encode())
+        if jax.process_index() == 0:
+            write_atomic(path, brax_html.render(env.task.render_system, frames).encode())
         return path
 
     return render
@@ -1101,17 +1267,18 @@ def make_render(env, actor, seed, num_episodes=3):
 def load_saved_actor(run_dir, which, runner_state_shapes):
     """(actor parameters with a leading seed axis, their epoch) of a run's final.msgpack (which="final"),
     checkpoint_best ("best") or checkpoint_last ("last", read against runner_state_shapes()), or a one-line error."""
-    files = {"final": "final.msgpack", "best": "checkpoint_best.msgpack", "last": "checkpoint_last.npz"}
+    files = {"final": "final.msgpack", "best": "checkpoint_best.msgpack", "last": "checkpoint_last"}
     path, metrics_path = os.path.join(run_dir, files[which]), os.path.join(run_dir, "metrics.jsonl")
-    if not os.path.isfile(path):
-        there = " or ".join(k for k, name in files.items() if os.path.isfile(os.path.join(run_dir, name)))
+    last = last_checkpoint(run_dir)
+    has = {"final": os.path.isfile(os.path.join(run_dir, files["final"])), "last": last is not None}
+    has["best"] = os.path.isfile(os.path.join(run_dir, files["best"]))
+    if not has[which]:
+        there = " or ".join(k for k in files if has[k])
         fail(
             f"--evaluate {run_dir} has no {files[which]} (--checkpoint {which}); it has: --checkpoint {there or 'none'}"
         )
-    if which == "last":
-        shapes = runner_state_shapes()
-        leaves, meta = load_checkpoint(path, shapes)
-        return checkpoint_params(jax.tree.unflatten(jax.tree.structure(shapes), leaves))["actor"], meta["epoch"]
+    if which == "last":  # every process's part of it, assembled here
+        return checkpoint_params(read_checkpoint(*last, runner_state_shapes()))["actor"], last[0]["epoch"]
     try:
         params = flax.serialization.msgpack_restore(pathlib.Path(path).read_bytes())["actor"]
     except (ValueError, KeyError, TypeError) as e:
@@ -1400,10 +1567,10 @@ class Reacher(BraxArm):
     """
 
     state_dim = 10
-    tip = brax_base.Transform.create(pos=jnp.array([0.11, 0.0, 0.0]))  # fingertip offset on link 1 (reacher.xml)
 
     def __init__(self):
         super().__init__("reacher")
+        self.tip = brax_base.Transform.create(pos=jnp.array([0.11, 0.0, 0.0]))  # fingertip offset on link 1
 
     def init(self, key):
         k_q, k_qd, k_r, k_a = jax.random.split(key, 4)
@@ -1740,8 +1907,8 @@ class PandaArm(Task):
     """
 
     home = (1.571, 0.742, 0.0, -1.571, 0.0, 3.054, 1.449)  # the benchmark's start pose, joints 1-7
-    target_low = jnp.array([0.3491, 0.0, -3.0718, 2.3562])  # joints 1, 2, 4, 6
-    target_high = jnp.array([2.7925, 1.48353, -0.0698, 3.7525])
+    target_low = np.array([0.3491, 0.0, -3.0718, 2.3562], np.float32)  # joints 1, 2, 4, 6
+    target_high = np.array([2.7925, 1.48353, -0.0698, 3.7525], np.float32)
     frames = 25
 
     def __init__(self, goal_region, cube_region=None, walls=None):

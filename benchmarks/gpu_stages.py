@@ -109,7 +109,7 @@ def epoch_check(stage, robot, depth, **flags):
     start = time.time()
     rs = jax.block_until_ready(jax.jit(jax.vmap(lambda s: init(jax.random.PRNGKey(s))))(seeds))
     init_s = time.time() - start
-    rs = jax.device_put(rs, crl.data_parallel(rs, crl.use_all_devices()))
+    rs = jax.device_put(rs, crl.device_shardings(rs, crl.use_all_devices("data"), "data"))
     start = time.time()
     program = jax.jit(crl.over_seeds(epoch, args.num_seeds), donate_argnums=0).lower(rs).compile(env.compiler_options)
     compile_s = time.time() - start
@@ -172,7 +172,7 @@ def checkpoint_check(stage, rs):
     """What main() does at every epoch's end: a host copy of the state, then checkpoint_last.npz on local disk."""
     with tempfile.TemporaryDirectory() as run_dir:
         start = time.time()
-        host = jax.device_get(crl.named_leaves(rs))
+        host = crl.local_pieces(rs)
         copy_s = time.time() - start
         size = sum(x.nbytes for x in host.values())
         meta = {"epoch": 1, "best_score": 0.0, "improved": False, "metrics_line": json.dumps({"epoch": 1})}

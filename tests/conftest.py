@@ -1,4 +1,5 @@
 import atexit
+import fcntl
 import os
 import shutil
 import subprocess
@@ -49,6 +50,22 @@ def run_script(script, *flags, cwd=None, env=None, timeout=900):
 def pytest_collection_modifyitems(items):
     """Tests marked `long` start first: a long test left for last keeps one worker busy while the others idle."""
     items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
+def made_once(tmp_path_factory, name, make):
+    """A folder `name` filled by make(folder) once per test session, by whichever test process asks first (the
+    others wait for it): for a run that several tests read, on however many xdist workers they land."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the workers' common folder
+    folder = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / ".made").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            (folder / ".made").touch()
+    return folder
 
 
 STARTED = []  # processes started by the running test

@@ -177,7 +177,7 @@ def end_epoch(log, epoch, metrics, rs, best_score=-np.inf):
     """What main() does at the end of an epoch: check, checkpoint on the log's thread, metrics line, console."""
     log.check(epoch, metrics)
     improved = metrics["eval/time_near_goal"] > best_score
-    state, best = jax.device_get((crl.named_leaves(rs), crl.checkpoint_params(rs) if improved else None))
+    state, best = crl.local_pieces(rs), jax.device_get(crl.checkpoint_params(rs)) if improved else None
     meta = {"epoch": epoch, "best_score": max(best_score, metrics["eval/time_near_goal"])}
     log.in_background(crl.save_checkpoint, log.run_dir, state, meta | {"metrics_line": crl.json.dumps(metrics)}, best)
     log.in_background(log.append, metrics)

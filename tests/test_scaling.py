@@ -106,7 +106,7 @@ def test_seed_k_of_a_vmapped_run_equals_a_single_run_with_that_seed():
     assert not np.allclose(kernel[0], kernel[1]) and not np.allclose(kernel[1], kernel[2])
 
 
-@pytest.mark.long
+@pytest.mark.slow  # the default suite trains on 2 devices in tests/test_processes.py (2 processes, and seeds split)
 def test_two_devices_split_the_work_and_train_what_one_device_trains(tmp_path):
     """crl_resnet.py on 2 (virtual CPU) devices vs the same flags computed on one device here."""
     args = small_args()
@@ -130,7 +130,7 @@ def test_two_devices_split_the_work_and_train_what_one_device_trains(tmp_path):
 
 
 @pytest.mark.slow  # the default suite trains on 2 devices (above); this says who holds what
-def test_data_parallel_shards_environments_and_replicates_parameters():
+def test_the_data_split_shards_environments_and_replicates_parameters():
     """Who holds what on 2 (virtual) devices: half of the environments and of the replay buffer each, a full
     copy of every parameter, optimiser state and key."""
     code = """
@@ -141,7 +141,7 @@ args.actor_num_blocks = args.critic_num_blocks = 1
 init, _, _, _ = crl.make_train(args, crl.GoalEnv(args.env_id))
 rs = jax.vmap(lambda s: init(jax.random.PRNGKey(s)))(jnp.arange(3))
 mesh = jax.make_mesh((2,), ("devices",), axis_types=(jax.sharding.AxisType.Auto,))
-rs = jax.device_put(rs, crl.data_parallel(rs, mesh))
+rs = jax.device_put(rs, crl.device_shardings(rs, mesh, "data"))
 local = lambda tree: [[list(s.data.shape) for s in x.addressable_shards] for x in jax.tree.leaves(tree)]
 full = lambda tree: [[list(x.shape)] * 2 for x in jax.tree.leaves(tree)]
 rest = rs.replace(env_state=None, buffer=None)

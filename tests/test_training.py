@@ -10,13 +10,14 @@ import signal
 import subprocess
 import sys
 import time
+import types
 import zlib
 
 import flax.serialization
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, popen, run_script
+from conftest import ROOT, made_once, popen, run_script
 from random_policy import random_policy_metrics  # the random floor every learning test reads against
 from test_cli import check_in_process
 
@@ -80,12 +81,27 @@ def run_to_end(*flags, cwd, timeout=900):
     return result, (runs[0] if runs else None), metrics
 
 
-@pytest.fixture(scope="module")  # its tests share one test process (xdist_group): the run is made once
+@pytest.fixture(scope="session")
 def two_seed_run(tmp_path_factory):
-    """One run the tests below share: two seeds in one program, rendered, logged to wandb offline, 4 epochs."""
-    cwd = tmp_path_factory.mktemp("two_seeds")
+    """One run the tests below share, made once: two seeds in one program, rendered, logged to wandb offline, 4
+    epochs. (result, run directory, metrics lines)"""
     flags = ["--num-seeds", "2", "--render", "--render-every", "2", "--track", "--wandb-mode", "offline"]
-    return run_to_end(*SMALL, *flags, cwd=cwd)
+
+    def make(cwd):
+        result = run_script("crl_resnet.py", *SMALL, *flags, cwd=cwd)
+        (cwd / "result.json").write_text(
+            json.dumps({k: getattr(result, k) for k in ["returncode", "stdout", "stderr"]})
+        )
+
+    cwd = made_once(tmp_path_factory, "two_seed_run", make)
+    result = types.SimpleNamespace(**json.loads((cwd / "result.json").read_text()))
+    runs = list((cwd / "runs").iterdir()) if (cwd / "runs").exists() else [None]
+    logged = runs[0] / "metrics.jsonl" if runs[0] else None
+    return (
+        result,
+        runs[0],
+        [json.loads(x) for x in logged.read_text().splitlines()] if logged and logged.exists() else [],
+    )
 
 
 @pytest.mark.xdist_group("two_seed_run")

@@ -1,0 +1,151 @@
+"""One run over several processes (jax.distributed on 127.0.0.1): the numbers of one process over the same devices,
+process 0 alone writing the run's files, every process its part of checkpoint_last, stop signals agreed on."""
+
+import json
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import flax.serialization
+import jax
+import numpy as np
+import pytest
+from conftest import ROOT, popen, run_script
+from test_scaling import trained_params
+
+import crl_resnet as crl
+
+FLAGS = ["--env-id", "point_u_maze", "--num-envs", "16", "--num-eval-envs", "16", "--num-seeds", "2"]
+FLAGS += ["--total-env-steps", str(16 * 100 + 4 * 4 * 16 * 50), "--num-epochs", "4", "--unroll-length", "50"]
+FLAGS += ["--batch-size", "32", "--num-sgd-batches-per-training-step", "4", "--max-replay-size", "400"]
+FLAGS += ["--min-replay-size", "100", "--width", "32"]
+ONE_DEVICE_EACH = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu"}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(*flags, cwd, processes=2):
+    """crl_resnet.py as `processes` processes on this machine, one CPU device each, process 0 the coordinator."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    where = ["--coordinator-address", f"127.0.0.1:{free_port()}", "--num-processes", str(processes)]
+    env = {**{k: v for k, v in __import__("os").environ.items() if k != "PYTHONUNBUFFERED"}, **ONE_DEVICE_EACH}
+    command = [sys.executable, str(pathlib.Path(ROOT, "crl_resnet.py")), *flags, *where]
+    return [
+        popen(
+            [*command, "--process-id", str(i)],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(processes)
+    ]
+
+
+def finish(processes, timeout=300):
+    outs = [p.communicate(timeout=timeout) for p in processes]
+    for p, (out, err) in zip(processes, outs):
+        assert p.returncode == 0, err[-3000:]
+    return [out for out, _ in outs]
+
+
+def epochs_logged(run_dir):
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(line)["epoch"] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def final_params(run_dir):
+    return flax.serialization.msgpack_restore((run_dir / "final.msgpack").read_bytes())
+
+
+def assert_close(a, b, rtol=1e-3, atol=1e-4):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
+
+
+@pytest.mark.long
+def test_two_processes_train_what_one_device_trains_stop_together_and_resume_split_by_seeds(tmp_path):
+    """Two processes of one CPU device each, the data split over them. A SIGTERM to process 1 alone stops both
+    after the same epoch, each with its part of checkpoint_last written, and process 0 alone writes the run's files;
+    resumed with its seeds split over the devices instead, the run ends with the parameters of one device training
+    both seeds, and its last checkpoint is evaluated by one process."""
+    two = launch(*FLAGS, cwd=tmp_path / "two")
+    deadline = time.time() + 300
+    while not list((tmp_path / "two").glob("runs/*/metrics.jsonl")):  # process 0 has logged its first epoch
+        assert all(p.poll() is None for p in two) and time.time() < deadline, "no epoch logged"
+        time.sleep(0.005)
+    two[1].send_signal(signal.SIGTERM)
+    out, _ = finish(two)
+    [run_two] = (tmp_path / "two" / "runs").iterdir()
+    k = epochs_logged(run_two)[-1]
+    assert 1 <= k < 4 and epochs_logged(run_two) == list(range(1, k + 1)), epochs_logged(run_two)
+    assert out.splitlines()[-1].startswith(f"stopped by SIGTERM to process 1 after epoch {k}"), out
+    parts = sorted(p.name for p in run_two.glob("checkpoint_last*"))
+    assert f"checkpoint_last.0of2.{k % 2}.npz" in parts and f"checkpoint_last.1of2.{k % 2}.npz" in parts, parts
+    assert sorted(p.name for p in run_two.iterdir() if not p.name.startswith("checkpoint_last")) == [
+        "args.json",
+        "checkpoint_best.msgpack",
+        "metrics.jsonl",
+    ], "process 0 alone writes the run's files"
+
+    resumed = launch(
+        "--resume", str(run_two.relative_to(tmp_path / "two")), "--devices-split", "seeds", cwd=tmp_path / "two"
+    )
+    out, _ = finish(resumed)
+    assert f"resumed runs/{run_two.name} after epoch {k}" in out, out[-2000:]
+    assert "2 cpu device(s) in 2 process(es), split by seeds" in out, out[-2000:]
+    assert epochs_logged(run_two) == [1, 2, 3, 4]
+    args = crl.tyro.cli(crl.Args, args=FLAGS)
+    args.actor_num_blocks = args.critic_num_blocks = args.num_blocks
+    assert_close(final_params(run_two), trained_params(args, [1, 2]))
+    summary = json.loads((run_two / "summary.json").read_text())
+    assert summary["epochs"] == [1, 2, 3, 4] and len(summary["score_per_seed"]) == 2
+
+    evaluated = run_script(
+        "crl_resnet.py",
+        "--evaluate",
+        str(run_two),
+        "--checkpoint",
+        "last",
+        cwd=tmp_path,
+        env=ONE_DEVICE_EACH,
+        timeout=300,
+    )
+    assert evaluated.returncode == 0 and "last parameters (epoch 4)" in evaluated.stdout, evaluated.stderr[-3000:]
+
+
+def test_launch_flags_are_checked_before_anything_starts(tmp_path):
+    """jax.distributed must start before JAX does: importing a script and reading its flags starts nothing."""
+    code = "import sys; sys.argv = ['x']; from jax._src import xla_bridge; import crl_resnet, crl_mlp, sac_her, gcbc"
+    code += "; crl_resnet.parse_args(); print(bool(xla_bridge._backends))"
+    result = run_script("-c", code, cwd=ROOT, timeout=120)
+    assert result.stdout.strip() == "False", result.stderr[-2000:]
+    result = run_script("crl_resnet.py", "--process-id", "1", cwd=tmp_path, timeout=120)
+    assert result.returncode == 2 and result.stderr.splitlines() == [
+        "error: --process-id needs --coordinator-address HOST:PORT (process 0's), with the other of the two"
+    ]
+    where = ["--coordinator-address", "127.0.0.1:1", "--num-processes", "2", "--process-id", "2"]
+    result = run_script("crl_resnet.py", *where, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2 and result.stderr.splitlines() == [
+        "error: --process-id must be in [0, 1] (--num-processes), got 2"
+    ]
+    # an odd --num-envs cannot be split over 2 devices, nor 3 seeds: one line before compiling
+    two = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    result = run_script("crl_resnet.py", *FLAGS, "--num-envs", "15", cwd=tmp_path, env=two, timeout=120)
+    assert result.returncode == 2 and result.stderr.splitlines() == [
+        "error: --num-envs must be a multiple of the 2 devices, got 15"
+    ]
+    result = run_script(
+        "crl_resnet.py", *FLAGS, "--num-seeds", "3", "--devices-split", "seeds", cwd=tmp_path, env=two, timeout=120
+    )
+    assert result.returncode == 2 and result.stderr.splitlines() == [
+        "error: --num-seeds must be a multiple of the 2 devices with --devices-split seeds, got 3"
+    ]
