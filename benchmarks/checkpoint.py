@@ -2,17 +2,20 @@
 
     python benchmarks/checkpoint.py                          # every method, each in a fresh process
     python benchmarks/checkpoint.py --max-replay-size 8000   # a smaller buffer (flax's peak RSS is ~4x the state)
-    (orbax-checkpoint comes with brax; the scripts do not use it)
+    (orbax-checkpoint comes with flax and brax; the scripts do not use it: docs/performance.md#checkpoint-cost)
 
 Methods, each writing to --dir (default: a temporary folder on this disk) with fsync:
   flax     flax.serialization.to_bytes of the leaves, then one write (the scripts before December 2026)
-  npz      the scripts' save_checkpoint: np.savez streamed into the file, array by array
+  npz      the scripts' save_checkpoint: this process's parts of the arrays (local_pieces), np.savez streamed
+           into the file array by array; read back with read_checkpoint onto the state's devices
   raw      each array's bytes written as they are (no container)
-  orbax    orbax-checkpoint's StandardCheckpointer (asynchronous: time to return and time to finish)
+  orbax    orbax-checkpoint's StandardCheckpointer on the state's global arrays, as a run of several processes
+           would use it (each writes its shards; asynchronous: time to return and time to finish); restored
+           onto the state's shardings
   no-buffer  npz without the replay buffer: what an epoch would cost if the buffer were saved every K epochs
 Each reports the seconds to copy the state to the host (the scripts do this before writing, since the next epoch
-updates the device buffers in place), to write, to read back, and the peak RSS above the state itself while it
-copies and writes (reading back needs the state's size again, whichever the method).
+updates the device buffers in place), to write, to read back, the peak RSS above the state itself while it
+copies and writes, and the peak RSS while it reads back (above what was resident before).
 The state is filled with random numbers (zeros would flatter a compressing writer).
 """
 
@@ -65,9 +68,9 @@ def measure(method, max_replay_size, directory):
     base = rss_gib("VmRSS")
     path = os.path.join(directory, "checkpoint_last")
     start = time.time()
-    host = crl.local_pieces(rs)  # what main() copies: each array once, by its parts on the devices
-    copy_s = time.time() - start
-    size = sum(x.nbytes for x in host.values())
+    host = crl.local_pieces(rs) if method != "orbax" else None  # main()'s host copy: each device's parts, once
+    copy_s = time.time() - start  # orbax copies the devices' shards itself, asynchronously
+    size = sum(x.nbytes for x in jax.tree.leaves(rs))
     start, finish_s = time.time(), None
     if method == "flax":
         import flax.serialization
@@ -87,11 +90,15 @@ def measure(method, max_replay_size, directory):
         import orbax.checkpoint as ocp
 
         checkpointer = ocp.StandardCheckpointer()
-        checkpointer.save(os.path.join(directory, "orbax"), jax.tree.map(np.asarray, host))
+        checkpointer.save(os.path.join(directory, "orbax"), rs)  # the global arrays: each process its shards
         finish_s = time.time() - start
         checkpointer.wait_until_finished()
     write_s = time.time() - start
     write_peak = rss_gib("VmHWM") - base
+    host = None  # freed before reading back
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    base = rss_gib("VmRSS")
     start = time.time()
     if method == "flax":
         with open(path + ".msgpack", "rb") as f:
@@ -100,14 +107,15 @@ def measure(method, max_replay_size, directory):
         jax.block_until_ready(crl.read_checkpoint(*crl.last_checkpoint(directory), rs))
     elif method == "raw":
         with open(path + ".raw", "rb") as f:
-            [np.fromfile(f, a.dtype, a.size) for a in host.values()]
+            [np.fromfile(f, a.dtype, a.size) for a in jax.tree.leaves(rs)]
     elif method == "orbax":
-        checkpointer.restore(os.path.join(directory, "orbax"))
+        jax.block_until_ready(checkpointer.restore(os.path.join(directory, "orbax"), rs))  # onto rs's shardings
     read_s = time.time() - start
+    read_peak = rss_gib("VmHWM") - base
     result = {"method": method, "gb": round(size / 1e9, 2), "host_copy_s": round(copy_s, 2)}
     result |= {"write_s": round(write_s, 2), "read_s": round(read_s, 2)}
     result |= {"returns_after_s": round(finish_s, 2) if finish_s is not None else None}
-    result |= {"write_peak_rss_above_state_gib": round(write_peak, 2)}
+    result |= {"write_peak_rss_above_state_gib": round(write_peak, 2), "read_peak_rss_gib": round(read_peak, 2)}
     print(json.dumps(result), flush=True)
 
 

@@ -284,3 +284,44 @@ def test_a_kill_between_the_last_and_the_best_checkpoint_is_repaired_on_resume(t
     best = flax.serialization.msgpack_restore((run_dir / "checkpoint_best.msgpack").read_bytes())
     jax.tree.map(np.testing.assert_array_equal, best, jax.device_get(crl.checkpoint_params(rs)))
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), jax.device_get(rs))
+
+
+def test_a_kill_while_some_processes_write_resumes_from_the_newest_epoch_every_process_wrote(tmp_path):
+    """With several processes each writes its part of checkpoint_last to the slot of its epoch's parity, keeping
+    the epoch before: a kill that stopped process 1 before its part of epoch 4 leaves epoch 3 whole."""
+    written = {"0of2.0": 4, "0of2.1": 3, "1of2.1": 3, "1of2.0": 2}  # process 1 was writing epoch 4 when killed
+    for name, epoch in written.items():
+        np.savez(tmp_path / f"checkpoint_last.{name}.npz", meta=np.array(json.dumps({"epoch": epoch})))
+    meta, files = crl.last_checkpoint(str(tmp_path))
+    assert meta["epoch"] == 3 and sorted(pathlib.Path(f).name for f in files) == [
+        "checkpoint_last.0of2.1.npz",
+        "checkpoint_last.1of2.1.npz",
+    ]
+    np.savez(tmp_path / "checkpoint_last.1of2.0.npz", meta=np.array(json.dumps({"epoch": 4})))  # its part written
+    assert crl.last_checkpoint(str(tmp_path))[0]["epoch"] == 4
+    (tmp_path / "checkpoint_last.1of2.0.npz").write_bytes(b"damaged")
+    with pytest.raises(SystemExit):
+        crl.last_checkpoint(str(tmp_path))
+
+
+def part(name, shape, lo, hi):
+    """checkpoint_last's key of leaf[:, lo:hi] (all of every other axis)."""
+    dims = [(0, n) for n in shape]
+    dims[1] = (lo, hi)
+    return f"{name}@" + ",".join(f"{a}:{b}/{n}" for (a, b), n in zip(dims, shape))
+
+
+def test_parts_written_over_two_devices_are_read_back_onto_one(tmp_path):
+    """checkpoint_last holds each array in the parts its devices held; reading assembles them for any devices."""
+    _, rs, run_dir, _ = tiny_run(tmp_path)
+    halves = {}
+    for name, leaf in jax.device_get(crl.named_leaves(rs)).items():  # as two devices splitting axis 1 would hold it
+        if leaf.ndim >= 2 and leaf.shape[1] % 2 == 0:
+            h, n = leaf.shape[1] // 2, leaf.shape[1]
+            halves[part(name, leaf.shape, 0, h)], halves[part(name, leaf.shape, h, n)] = leaf[:, :h], leaf[:, h:]
+        else:
+            halves[f"{name}@" + ",".join(f"0:{n}/{n}" for n in leaf.shape)] = leaf
+    assert len(halves) > len(crl.named_leaves(rs)), "some arrays are in two parts"
+    crl.save_checkpoint(str(run_dir), halves, {"epoch": 1, "best_score": 0.0, "metrics_line": "{}"})
+    restored = crl.read_checkpoint(*crl.last_checkpoint(str(run_dir)), rs)
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), jax.device_get(rs))

@@ -76,12 +76,14 @@ def assert_one_line_error(result, flag, phrase, status=2):
 
 
 def check_in_process(module, flags, capsys, monkeypatch):
-    """What the script does with these flags up to its checks (parse_args, check_args), in this process: the
-    one-line error it prints, or None if the flags pass."""
+    """What the script does with these flags up to its checks (parse_args, start_processes' own, check_args), in
+    this process: the one-line error it prints, or None if the flags pass."""
     monkeypatch.setattr(sys, "argv", [module.__file__, *flags])
     capsys.readouterr()
     try:
         args, _ = module.parse_args()
+        if hasattr(module, "start_processes"):  # (given no launch flags, it starts nothing)
+            module.start_processes(args)
         module.check_args(args)
     except SystemExit as stop:
         err = capsys.readouterr().err

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 import pytest
 from conftest import ROOT, popen, run_script
+from test_cli import check_in_process
 from test_scaling import trained_params
 
 import crl_resnet as crl
@@ -72,11 +73,11 @@ def assert_close(a, b, rtol=1e-3, atol=1e-4):
 
 
 @pytest.mark.long
-def test_two_processes_train_what_one_device_trains_stop_together_and_resume_split_by_seeds(tmp_path):
+def test_two_processes_train_what_one_device_trains_and_stop_and_resume_together(tmp_path):
     """Two processes of one CPU device each, the data split over them. A SIGTERM to process 1 alone stops both
     after the same epoch, each with its part of checkpoint_last written, and process 0 alone writes the run's files;
-    resumed with its seeds split over the devices instead, the run ends with the parameters of one device training
-    both seeds, and its last checkpoint is evaluated by one process."""
+    resumed, the run ends with the parameters of one device training both seeds, and its last checkpoint is
+    evaluated by one process."""
     two = launch(*FLAGS, cwd=tmp_path / "two")
     deadline = time.time() + 300
     while not list((tmp_path / "two").glob("runs/*/metrics.jsonl")):  # process 0 has logged its first epoch
@@ -96,12 +97,10 @@ def test_two_processes_train_what_one_device_trains_stop_together_and_resume_spl
         "metrics.jsonl",
     ], "process 0 alone writes the run's files"
 
-    resumed = launch(
-        "--resume", str(run_two.relative_to(tmp_path / "two")), "--devices-split", "seeds", cwd=tmp_path / "two"
-    )
+    resumed = launch("--resume", str(run_two.relative_to(tmp_path / "two")), cwd=tmp_path / "two")
     out, _ = finish(resumed)
     assert f"resumed runs/{run_two.name} after epoch {k}" in out, out[-2000:]
-    assert "2 cpu device(s) in 2 process(es), split by seeds" in out, out[-2000:]
+    assert "2 cpu device(s) in 2 process(es), split by data" in out, out[-2000:]
     assert epochs_logged(run_two) == [1, 2, 3, 4]
     args = crl.tyro.cli(crl.Args, args=FLAGS)
     args.actor_num_blocks = args.critic_num_blocks = args.num_blocks
@@ -122,21 +121,17 @@ def test_two_processes_train_what_one_device_trains_stop_together_and_resume_spl
     assert evaluated.returncode == 0 and "last parameters (epoch 4)" in evaluated.stdout, evaluated.stderr[-3000:]
 
 
-def test_launch_flags_are_checked_before_anything_starts(tmp_path):
+def test_launch_flags_are_checked_before_anything_starts(tmp_path, capsys, monkeypatch):
     """jax.distributed must start before JAX does: importing a script and reading its flags starts nothing."""
     code = "import sys; sys.argv = ['x']; from jax._src import xla_bridge; import crl_resnet, crl_mlp, sac_her, gcbc"
     code += "; crl_resnet.parse_args(); print(bool(xla_bridge._backends))"
     result = run_script("-c", code, cwd=ROOT, timeout=120)
     assert result.stdout.strip() == "False", result.stderr[-2000:]
-    result = run_script("crl_resnet.py", "--process-id", "1", cwd=tmp_path, timeout=120)
-    assert result.returncode == 2 and result.stderr.splitlines() == [
-        "error: --process-id needs --coordinator-address HOST:PORT (process 0's), with the other of the two"
-    ]
+    line = check_in_process(crl, ["--process-id", "1"], capsys, monkeypatch)
+    assert line == "error: --process-id needs --coordinator-address HOST:PORT (process 0's), with the other of the two"
     where = ["--coordinator-address", "127.0.0.1:1", "--num-processes", "2", "--process-id", "2"]
-    result = run_script("crl_resnet.py", *where, cwd=tmp_path, timeout=120)
-    assert result.returncode == 2 and result.stderr.splitlines() == [
-        "error: --process-id must be in [0, 1] (--num-processes), got 2"
-    ]
+    line = check_in_process(crl, where, capsys, monkeypatch)
+    assert line == "error: --process-id must be in [0, 1] (--num-processes), got 2"
     # an odd --num-envs cannot be split over 2 devices, nor 3 seeds: one line before compiling
     two = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
     result = run_script("crl_resnet.py", *FLAGS, "--num-envs", "15", cwd=tmp_path, env=two, timeout=120)
@@ -149,3 +144,35 @@ def test_launch_flags_are_checked_before_anything_starts(tmp_path):
     assert result.returncode == 2 and result.stderr.splitlines() == [
         "error: --num-seeds must be a multiple of the 2 devices with --devices-split seeds, got 3"
     ]
+
+
+@pytest.mark.slow  # 2 processes compile again; the default suite stops and resumes them (above)
+def test_a_write_that_fails_on_one_process_stops_every_process_with_one_line(tmp_path):
+    """Process 1 cannot write its part of epoch 1's checkpoint: both processes stop at the next epoch's end, exit 1,
+    each with one line, and no whole checkpoint of epoch 1 is left to resume from."""
+    run_dir = tmp_path / "runs" / "blocked"  # a run made ahead, as a job re-submitted before its first checkpoint
+    run_dir.mkdir(parents=True)
+    args = crl.tyro.cli(crl.Args, args=FLAGS)
+    (run_dir / "args.json").write_text(json.dumps(crl.dataclasses.asdict(args)))
+    (run_dir / "checkpoint_last.1of2.1.npz.tmp").mkdir()  # where process 1 writes epoch 1's part: not a file
+    processes = launch("--resume", "runs/blocked", cwd=tmp_path)
+    errors = [p.communicate(timeout=300)[1] for p in processes]
+    assert [p.returncode for p in processes] == [1, 1], errors
+    lines = [[x for x in err.splitlines() if x.startswith("error: ")] for err in errors]
+    assert lines[0] == ["error: another process could not write its files; run stopped"], errors[0][-2000:]
+    assert len(lines[1]) == 1 and "cannot write runs/blocked/checkpoint_last.1of2.1.npz" in lines[1][0], lines[1]
+    assert crl.last_checkpoint(str(run_dir)) is None
+
+
+@pytest.mark.slow  # the default suite trains the data split on 2 processes (above)
+def test_the_seeds_split_trains_what_one_device_trains(tmp_path):
+    """One process with two CPU devices, --devices-split seeds: each seed on a device of its own, the parameters of
+    one device training both."""
+    (tmp_path / "one").mkdir()
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    one = run_script("crl_resnet.py", *FLAGS, "--devices-split", "seeds", cwd=tmp_path / "one", env=env)
+    assert one.returncode == 0 and "2 cpu device(s) in 1 process(es), split by seeds" in one.stdout, one.stderr[-3000:]
+    [run_one] = (tmp_path / "one" / "runs").iterdir()
+    args = crl.tyro.cli(crl.Args, args=FLAGS)
+    args.actor_num_blocks = args.critic_num_blocks = args.num_blocks
+    assert_close(final_params(run_one), trained_params(args, [1, 2]))

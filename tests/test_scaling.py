@@ -156,3 +156,35 @@ print(json.dumps([local(rs.buffer.obs), local(rs.env_state.obs), local(rs.env_st
     assert env_obs == [[[3, 4, obs_dim]] * 2]
     assert env_key == [[[3, 2]] * 2]  # replicated
     assert rest_replicated  # parameters, optimiser states, log_alpha, keys, step counter
+
+
+@pytest.mark.slow  # compiles the epoch twice on 2 devices
+def test_the_seeds_split_puts_whole_seeds_on_each_device_and_its_update_communicates_nothing():
+    """--devices-split seeds on 2 (virtual) devices: each holds one seed's whole state, and the compiled epoch has
+    no all-reduce (the data split's has: the gradients')."""
+    code = """
+import json, jax, numpy as np
+import crl_resnet as crl
+args = crl.Args(env_id="point_u_maze", num_envs=8, max_replay_size=200, min_replay_size=100, width=16, num_blocks=1)
+args = crl.dataclasses.replace(args, unroll_length=50, batch_size=16, num_sgd_batches_per_training_step=2)
+args = crl.dataclasses.replace(args, total_env_steps=800 + 8 * 50, num_epochs=1, num_seeds=2)
+args.actor_num_blocks = args.critic_num_blocks = 1
+init, _, epoch, _ = crl.make_train(args, crl.GoalEnv(args.env_id))
+init_all = jax.vmap(lambda s: init(jax.random.PRNGKey(s)))
+out = {}
+for split in ["seeds", "data"]:
+    mesh = crl.use_all_devices(split)
+    shardings = crl.device_shardings(jax.eval_shape(init_all, np.arange(2)), mesh, split)
+    rs = jax.jit(init_all, out_shardings=shardings)(np.arange(2))
+    hlo = jax.jit(jax.vmap(epoch), out_shardings=(shardings, None)).lower(rs).compile().as_text()
+    local = [[list(s.data.shape) for s in x.addressable_shards] for x in jax.tree.leaves(rs.buffer.obs)]
+    out[split] = {"all_reduce": hlo.count(" all-reduce("), "buffer": local}
+print(json.dumps(out))
+"""
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    result = run_script("-c", code, cwd=ROOT, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    obs_dim = out["seeds"]["buffer"][0][0][-1]
+    assert out["seeds"]["buffer"] == [[[1, 200, 8, obs_dim]] * 2], "one seed's whole buffer on each device"
+    assert out["seeds"]["all_reduce"] == 0 and out["data"]["all_reduce"] > 0, out

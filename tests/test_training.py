@@ -104,6 +104,7 @@ def two_seed_run(tmp_path_factory):
     )
 
 
+@pytest.mark.long  # makes the run the next test reads: early, so that it never waits for it
 @pytest.mark.xdist_group("two_seed_run")
 def test_a_two_seed_run_renders_logs_offline_and_summarises_each_seed(two_seed_run):
     """Two seeds in one program: --render and --render-every logged to wandb (offline), per-seed metrics, the
