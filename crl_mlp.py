@@ -658,6 +658,7 @@ def main():
     evaluate_fn = jax.jit(over_seeds(evaluate, n), out_shardings=replicated)
     evaluate_fn = evaluate_fn.lower(rs.actor_params, eval_keys).compile(options)
     print(f"compiled in {time.time() - compile_start:.1f} s (prefill, one epoch, evaluation)")
+    wait_for_every_process("compiled")  # several processes: each starts once all have compiled
 
     # PREFILL the replay buffer with the untrained policy, or continue a killed run from its last checkpoint
     restored = restore_checkpoint(run_dir, rs) if resume else None  # None: no checkpoint yet, start afresh
@@ -760,6 +761,15 @@ def start_processes(args):
         fail(f"the processes did not start together (jax.distributed.initialize: {str(e).strip().splitlines()[0]})")
     if jax.process_index() > 0:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
+
+
+def wait_for_every_process(name):
+    """A barrier through jax.distributed's coordination service, which waits as long as a process takes (compiling,
+    or loading its programs from JAX's cache): collectives on CPUs (gloo) give up on a process 30 s late."""
+    if jax.process_count() > 1:
+        from jax._src import distributed  # the coordination service's barrier: JAX has no public one
+
+        distributed.global_state.client.wait_at_barrier(name, 3_600_000)
 
 
 def check_args(args):
@@ -959,22 +969,31 @@ def read_checkpoint(meta, files, like):
             fail(f"{files[0]}: {name} is {dtype}{shape}, this run needs {leaf.dtype.str}{list(leaf.shape)}", 1)
     parts, cache = {}, {}  # name: [(region, file, key)]; each part read once
     for path in files:
-        for key in np.load(path).files:
-            if key != "meta":
-                name, region = key.rsplit("@", 1)
-                region = [tuple(map(int, r.split("/")[0].split(":"))) for r in region.split(",") if r]
-                parts.setdefault(name, []).append((region, path, key))
+        with np.load(path) as saved:
+            keys = [key for key in saved.files if key != "meta"]
+        for key in keys:
+            name, region = key.rsplit("@", 1)
+            region = [tuple(map(int, r.split("/")[0].split(":"))) for r in region.split(",") if r]
+            parts.setdefault(name, []).append((region, path, key))
 
-    def read(name, leaf, index):
+    def part(path, key):
+        if key not in cache:
+            try:
+                with np.load(path) as saved:
+                    cache[key] = saved[key]
+            except (OSError, ValueError, zipfile.BadZipFile) as e:
+                fail(f"cannot read {path} as this code's checkpoint: {type(e).__name__}: {e}", status=1)
+        return cache[key]
+
+    def read(name, leaf, index):  # the array at `index` (slices of leaf's shape) from the parts that cover it
         index = [range(*s.indices(n)) for s, n in zip(index, leaf.shape)]
         out = np.empty([len(r) for r in index], leaf.dtype)
         for region, path, key in parts[name]:
             overlap = [(max(a, r.start), min(b, r.stop)) for (a, b), r in zip(region, index)]
+            if overlap == region == [(r.start, r.stop) for r in index]:
+                return part(path, key)  # the part itself: the same devices as when it was written
             if all(lo < hi for lo, hi in overlap):
-                if key not in cache:
-                    with np.load(path) as saved:
-                        cache[key] = saved[key]
-                piece = cache[key][tuple(slice(lo - a, hi - a) for (lo, hi), (a, _) in zip(overlap, region))]
+                piece = part(path, key)[tuple(slice(lo - a, hi - a) for (lo, hi), (a, _) in zip(overlap, region))]
                 out[tuple(slice(lo - r.start, hi - r.start) for (lo, hi), r in zip(overlap, index))] = piece
         return out
 

@@ -20,7 +20,7 @@ from test_scaling import trained_params
 import crl_resnet as crl
 
 FLAGS = ["--env-id", "point_u_maze", "--num-envs", "16", "--num-eval-envs", "16", "--num-seeds", "2"]
-FLAGS += ["--total-env-steps", str(16 * 100 + 4 * 4 * 16 * 50), "--num-epochs", "4", "--unroll-length", "50"]
+FLAGS += ["--total-env-steps", str(16 * 100 + 8 * 4 * 16 * 50), "--num-epochs", "8", "--unroll-length", "50"]
 FLAGS += ["--batch-size", "32", "--num-sgd-batches-per-training-step", "4", "--max-replay-size", "400"]
 FLAGS += ["--min-replay-size", "100", "--width", "32"]
 ONE_DEVICE_EACH = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu"}
@@ -87,7 +87,7 @@ def test_two_processes_train_what_one_device_trains_and_stop_and_resume_together
     out, _ = finish(two)
     [run_two] = (tmp_path / "two" / "runs").iterdir()
     k = epochs_logged(run_two)[-1]
-    assert 1 <= k < 4 and epochs_logged(run_two) == list(range(1, k + 1)), epochs_logged(run_two)
+    assert 1 <= k < 8 and epochs_logged(run_two) == list(range(1, k + 1)), epochs_logged(run_two)
     assert out.splitlines()[-1].startswith(f"stopped by SIGTERM to process 1 after epoch {k}"), out
     parts = sorted(p.name for p in run_two.glob("checkpoint_last*"))
     assert f"checkpoint_last.0of2.{k % 2}.npz" in parts and f"checkpoint_last.1of2.{k % 2}.npz" in parts, parts
@@ -101,12 +101,12 @@ def test_two_processes_train_what_one_device_trains_and_stop_and_resume_together
     out, _ = finish(resumed)
     assert f"resumed runs/{run_two.name} after epoch {k}" in out, out[-2000:]
     assert "2 cpu device(s) in 2 process(es), split by data" in out, out[-2000:]
-    assert epochs_logged(run_two) == [1, 2, 3, 4]
+    assert epochs_logged(run_two) == list(range(1, 9))
     args = crl.tyro.cli(crl.Args, args=FLAGS)
     args.actor_num_blocks = args.critic_num_blocks = args.num_blocks
     assert_close(final_params(run_two), trained_params(args, [1, 2]))
     summary = json.loads((run_two / "summary.json").read_text())
-    assert summary["epochs"] == [1, 2, 3, 4] and len(summary["score_per_seed"]) == 2
+    assert summary["epochs"] == [4, 5, 6, 7, 8] and len(summary["score_per_seed"]) == 2
 
     evaluated = run_script(
         "crl_resnet.py",
@@ -118,7 +118,7 @@ def test_two_processes_train_what_one_device_trains_and_stop_and_resume_together
         env=ONE_DEVICE_EACH,
         timeout=300,
     )
-    assert evaluated.returncode == 0 and "last parameters (epoch 4)" in evaluated.stdout, evaluated.stderr[-3000:]
+    assert evaluated.returncode == 0 and "last parameters (epoch 8)" in evaluated.stdout, evaluated.stderr[-3000:]
 
 
 def test_launch_flags_are_checked_before_anything_starts(tmp_path, capsys, monkeypatch):
