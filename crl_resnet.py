@@ -728,8 +728,8 @@ def evaluate_saved_agent(args):
 
 
 # ==== RUN PLUMBING ====
-# Skip on a first read: flags (checks, --resume), the run directory (checkpoints, metrics.jsonl, wandb, console),
-# stop signals, seeds and devices (vmap, sharding), the renderer.
+# Skip on a first read: flags (checks, --resume), processes (jax.distributed), the run directory (checkpoints,
+# metrics.jsonl, wandb, console), stop signals, seeds and devices (vmap, sharding), the renderer.
 
 
 def fail(message, status=2):

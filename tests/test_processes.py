@@ -72,46 +72,70 @@ def assert_close(a, b, rtol=1e-3, atol=1e-4):
         np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
 
 
-@pytest.mark.long
-def test_two_processes_train_what_one_device_trains_and_stop_and_resume_together(tmp_path):
-    """Two processes of one CPU device each, the data split over them. A SIGTERM to process 1 alone stops both
-    after the same epoch, each with its part of checkpoint_last written, and process 0 alone writes the run's files;
-    resumed, the run ends with the parameters of one device training both seeds, and its last checkpoint is
-    evaluated by one process."""
-    two = launch(*FLAGS, cwd=tmp_path / "two")
+def stopped_two_process_run(cwd):
+    """The run of FLAGS on two processes, SIGTERMed at process 1 alone once process 0 has logged its first epoch:
+    (process 0's output, the run directory, the epoch both stopped after)."""
+    two = launch(*FLAGS, cwd=cwd)
     deadline = time.time() + 300
-    while not list((tmp_path / "two").glob("runs/*/metrics.jsonl")):  # process 0 has logged its first epoch
+    while not list(cwd.glob("runs/*/metrics.jsonl")):  # process 0 has logged its first epoch
         assert all(p.poll() is None for p in two) and time.time() < deadline, "no epoch logged"
         time.sleep(0.005)
     two[1].send_signal(signal.SIGTERM)
     out, _ = finish(two)
-    [run_two] = (tmp_path / "two" / "runs").iterdir()
-    k = epochs_logged(run_two)[-1]
-    assert 1 <= k < 8 and epochs_logged(run_two) == list(range(1, k + 1)), epochs_logged(run_two)
-    assert out.splitlines()[-1].startswith(f"stopped by SIGTERM to process 1 after epoch {k}"), out
-    parts = sorted(p.name for p in run_two.glob("checkpoint_last*"))
+    [run_dir] = (cwd / "runs").iterdir()
+    return out, run_dir, epochs_logged(run_dir)[-1]
+
+
+def flags_as_args():
+    args = crl.tyro.cli(crl.Args, args=FLAGS)
+    args.actor_num_blocks = args.critic_num_blocks = args.num_blocks
+    return args
+
+
+@pytest.mark.long
+def test_two_processes_train_what_one_device_trains_and_stop_together(tmp_path):
+    """Two processes of one CPU device each, the data split over them. A SIGTERM to process 1 alone stops both
+    after the same epoch k, each with its part of checkpoint_last written, and process 0 alone writes the run's
+    files; the parts, assembled here (one process, one device), hold the parameters of one device training both
+    seeds for k epochs."""
+    out, run_dir, k = stopped_two_process_run(tmp_path)
+    assert 1 <= k < 8 and epochs_logged(run_dir) == list(range(1, k + 1)), epochs_logged(run_dir)
+    assert (
+        out.splitlines()[-1]
+        == f"stopped by SIGTERM to process 1 after epoch {k}: continue with --resume runs/{run_dir.name}"
+    )
+    parts = sorted(p.name for p in run_dir.glob("checkpoint_last*"))
     assert f"checkpoint_last.0of2.{k % 2}.npz" in parts and f"checkpoint_last.1of2.{k % 2}.npz" in parts, parts
-    assert sorted(p.name for p in run_two.iterdir() if not p.name.startswith("checkpoint_last")) == [
+    assert sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("checkpoint_last")) == [
         "args.json",
         "checkpoint_best.msgpack",
         "metrics.jsonl",
     ], "process 0 alone writes the run's files"
+    args = flags_as_args()
+    init = crl.make_train(args, crl.GoalEnv(args.env_id))[0]
+    shapes = jax.eval_shape(jax.vmap(lambda s: init(jax.random.PRNGKey(s))), np.arange(2))
+    meta, files = crl.last_checkpoint(str(run_dir))
+    assert meta["epoch"] == k and len(files) == 2
+    assert_close(crl.checkpoint_params(crl.read_checkpoint(meta, files, shapes)), trained_params(args, [1, 2], k))
 
-    resumed = launch("--resume", str(run_two.relative_to(tmp_path / "two")), cwd=tmp_path / "two")
+
+@pytest.mark.slow  # two processes compile again; the default suite stops them together (above)
+def test_a_two_process_run_resumes_to_the_parameters_of_one_device_and_one_process_evaluates_it(tmp_path):
+    """The stopped two-process run resumed on two processes ends with the parameters of one device training both
+    seeds; its last checkpoint (two parts) is evaluated by one process of one device."""
+    _, run_dir, k = stopped_two_process_run(tmp_path)
+    resumed = launch("--resume", f"runs/{run_dir.name}", cwd=tmp_path)
     out, _ = finish(resumed)
-    assert f"resumed runs/{run_two.name} after epoch {k}" in out, out[-2000:]
+    assert f"resumed runs/{run_dir.name} after epoch {k}" in out, out[-2000:]
     assert "2 cpu device(s) in 2 process(es), split by data" in out, out[-2000:]
-    assert epochs_logged(run_two) == list(range(1, 9))
-    args = crl.tyro.cli(crl.Args, args=FLAGS)
-    args.actor_num_blocks = args.critic_num_blocks = args.num_blocks
-    assert_close(final_params(run_two), trained_params(args, [1, 2]))
-    summary = json.loads((run_two / "summary.json").read_text())
+    assert epochs_logged(run_dir) == list(range(1, 9))
+    assert_close(final_params(run_dir), trained_params(flags_as_args(), [1, 2]))
+    summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["epochs"] == [4, 5, 6, 7, 8] and len(summary["score_per_seed"]) == 2
-
     evaluated = run_script(
         "crl_resnet.py",
         "--evaluate",
-        str(run_two),
+        str(run_dir),
         "--checkpoint",
         "last",
         cwd=tmp_path,
@@ -173,6 +197,4 @@ def test_the_seeds_split_trains_what_one_device_trains(tmp_path):
     one = run_script("crl_resnet.py", *FLAGS, "--devices-split", "seeds", cwd=tmp_path / "one", env=env)
     assert one.returncode == 0 and "2 cpu device(s) in 1 process(es), split by seeds" in one.stdout, one.stderr[-3000:]
     [run_one] = (tmp_path / "one" / "runs").iterdir()
-    args = crl.tyro.cli(crl.Args, args=FLAGS)
-    args.actor_num_blocks = args.critic_num_blocks = args.num_blocks
-    assert_close(final_params(run_one), trained_params(args, [1, 2]))
+    assert_close(final_params(run_one), trained_params(flags_as_args(), [1, 2]))

@@ -33,14 +33,15 @@ def small_args(**changes):
     return args
 
 
-def trained_params(args, seeds):
-    """What crl_resnet.py's MAIN computes, on one device: init, prefill, every epoch (vmapped over >1 seeds)."""
+def trained_params(args, seeds, epochs=None):
+    """What crl_resnet.py's MAIN computes, on one device: init, prefill, every epoch (or the first `epochs`),
+    vmapped over >1 seeds."""
     env = crl.GoalEnv(args.env_id, args.episode_length)
     init, prefill, epoch, _ = crl.make_train(args, env)
     rs = jax.vmap(lambda s: init(jax.random.PRNGKey(s)))(jnp.asarray(seeds))
     rs = jax.jit(crl.over_seeds(prefill, len(seeds)))(rs)
     epoch_fn = jax.jit(crl.over_seeds(epoch, len(seeds)))
-    for _ in range(args.num_epochs):
+    for _ in range(args.num_epochs if epochs is None else epochs):
         rs, _ = epoch_fn(rs)
     return jax.device_get(crl.checkpoint_params(rs))
 
