@@ -1018,6 +1018,7 @@ def read_checkpoint(meta, files, like):
             leaves.append(read(name, leaf, full))
         else:
             leaves.append(jax.make_array_from_callback(leaf.shape, leaf.sharding, functools.partial(read, name, leaf)))
+        cache.clear()  # on the devices now: host memory holds one array's parts at a time
     return jax.tree.unflatten(jax.tree.structure(like), leaves)
 
 
