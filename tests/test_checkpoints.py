@@ -1,6 +1,5 @@
 """Runs survive what clusters do: SIGTERM, kills between two files, re-submission without a checkpoint, full disks."""
 
-import concurrent.futures
 import json
 import os
 import pathlib
@@ -100,21 +99,22 @@ def stop_after_first_epoch(process, cwd, signals=(signal.SIGTERM,)):
     return "".join(out) + process.communicate(timeout=300)[0]
 
 
+def logged_without_timings(run_dir):
+    timing = ("training/sps", "training/walltime", "training/epoch_sps")
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(x).items() if k not in timing} for x in lines]
+
+
 @pytest.mark.long
 def test_sigterm_ends_the_epoch_checkpointed_and_every_kind_of_resume_ends_where_an_unstopped_run_ends(tmp_path):
     """SIGTERM mid-run: exit 0 after the epoch under way, checkpointed. Resumed, as is a run SIGKILLed between
-    its checkpoint and its metrics line and a re-submitted run that never wrote a checkpoint, each ends with the
-    parameters and metrics of the run left alone, every epoch logged once. Ctrl-C (SIGINT) does the same as
-    SIGTERM; a second signal ends the process at once (the default handler)."""
+    its checkpoint and its metrics line, each ends with the parameters and metrics of the run left alone, every
+    epoch logged once."""
     full = start(*FLAGS, cwd=tmp_path / "full")
     wait_for_first_epoch(full, tmp_path / "full")  # compiled: the runs below load its programs from JAX's cache
     stopped = start(*FLAGS, cwd=tmp_path / "stopped")
     killed = start_killed_between_checkpoint_and_metrics(*FLAGS, cwd=tmp_path / "killed", epoch=2)
-    twice = start(*FLAGS, cwd=tmp_path / "twice")  # Ctrl-C, then SIGTERM: checked at the end
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        stopping = pool.submit(stop_after_first_epoch, stopped, tmp_path / "stopped")
-        stopping_twice = pool.submit(stop_after_first_epoch, twice, tmp_path / "twice", (signal.SIGINT, signal.SIGTERM))
-        out, out_twice = stopping.result(), stopping_twice.result()
+    out = stop_after_first_epoch(stopped, tmp_path / "stopped")
     assert stopped.returncode == 0 and "stopped by SIGTERM after epoch" in out.splitlines()[-1], out[-2000:]
     killed.communicate(timeout=300)
     assert killed.returncode == -signal.SIGKILL
@@ -130,33 +130,51 @@ def test_sigterm_ends_the_epoch_checkpointed_and_every_kind_of_resume_ends_where
     assert not list(run_stopped.glob("*.tmp")) and not (run_stopped / "final.msgpack").exists()
     # killed between the files: the checkpoint of epoch 2, metrics up to epoch 1
     assert checkpoint_epoch(run_killed) == 2 and epochs_logged(run_killed) == [1]
-    # a re-submitted job that was killed before its first checkpoint: args.json, an old metrics line
-    never = tmp_path / "never" / "runs" / "never"
-    never.mkdir(parents=True)
-    shutil.copy(run_full / "args.json", never / "args.json")
-    (never / "metrics.jsonl").write_text((run_stopped / "metrics.jsonl").read_text().splitlines()[0] + "\n")
 
     resumed = [start("--resume", str(the_run(tmp_path / name)), cwd=tmp_path / name) for name in ["stopped", "killed"]]
-    afresh = start("--resume", str(never), cwd=tmp_path / "never")
     for process, run_dir, epoch in zip(resumed, [run_stopped, run_killed], [k, 2]):
         out = process.communicate(timeout=300)[0]
         assert process.returncode == 0 and f"resumed {run_dir} after epoch {epoch}" in out, out[-2000:]
-    out_afresh = afresh.communicate(timeout=300)[0]
-    assert afresh.returncode == 0 and "no checkpoint yet: starting it afresh" in out_afresh, out_afresh[-2000:]
-    logged = lambda run_dir: (run_dir / "metrics.jsonl").read_text().splitlines()
-    timing = ("training/sps", "training/walltime", "training/epoch_sps")
-    untimed = lambda run_dir: [{k: v for k, v in json.loads(x).items() if k not in timing} for x in logged(run_dir)]
-    for run_dir in [run_stopped, run_killed, never]:
+    for run_dir in [run_stopped, run_killed]:
         assert epochs_logged(run_dir) == list(range(1, 9))
         jax.tree.map(np.testing.assert_array_equal, final_params(run_dir), final_params(run_full))
-        assert untimed(run_dir) == untimed(run_full), "every metric but the timings is the same"
+        assert logged_without_timings(run_dir) == logged_without_timings(run_full), "every metric but the timings"
 
-    # Ctrl-C: the same as SIGTERM; a second signal (here SIGTERM) ends the process at once, keeping what is written
+
+@pytest.mark.slow  # two more runs of the one above
+def test_a_resubmitted_run_without_a_checkpoint_starts_afresh_and_a_second_signal_stops_at_once(tmp_path):
+    """A re-submitted job killed before its first checkpoint starts afresh in its directory and ends where a run
+    left alone ends. Ctrl-C does what SIGTERM does; a second signal (here SIGTERM) ends the process at once (the
+    default handler), keeping what is written."""
+    full = start(*FLAGS, cwd=tmp_path / "full")
+    wait_for_first_epoch(full, tmp_path / "full")
+    twice = start(*FLAGS, cwd=tmp_path / "twice")
+    out_twice = stop_after_first_epoch(twice, tmp_path / "twice", (signal.SIGINT, signal.SIGTERM))
+    full.communicate(timeout=300)
+    run_full = the_run(tmp_path / "full")
+    never = tmp_path / "never" / "runs" / "never"  # args.json and an old metrics line, no checkpoint
+    never.mkdir(parents=True)
+    shutil.copy(run_full / "args.json", never / "args.json")
+    (never / "metrics.jsonl").write_text((run_full / "metrics.jsonl").read_text().splitlines()[0] + "\n")
+    afresh = start("--resume", str(never), cwd=tmp_path / "never")
+    out_afresh = afresh.communicate(timeout=300)[0]
+    assert afresh.returncode == 0 and "no checkpoint yet: starting it afresh" in out_afresh, out_afresh[-2000:]
+    assert epochs_logged(never) == list(range(1, 9))
+    jax.tree.map(np.testing.assert_array_equal, final_params(never), final_params(run_full))
+    assert logged_without_timings(never) == logged_without_timings(run_full)
+
     run_twice = the_run(tmp_path / "twice")
     assert "SIGINT: stopping once this epoch is written; SIGINT again stops at once" in out_twice, out_twice[-2000:]
     assert twice.returncode == -signal.SIGTERM, out_twice[-2000:]
     assert epochs_logged(run_twice) == list(range(1, checkpoint_epoch(run_twice) + 1))
     assert not list(run_twice.glob("*.tmp")) and not (run_twice / "final.msgpack").exists()
+
+
+def test_a_run_without_a_checkpoint_yet_starts_afresh_with_an_empty_metrics_file(tmp_path):
+    """What a re-submitted job killed before its first checkpoint finds (end to end in -m slow)."""
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    assert crl.restore_checkpoint(str(tmp_path), None) is None
+    assert (tmp_path / "metrics.jsonl").read_text() == ""
 
 
 def tiny_run(tmp_path):
