@@ -477,6 +477,10 @@ def checkpoint_params(rs):
 
 
 # ==== EVALUATION ====
+SCORE = "eval/time_near_goal"  # what checkpoint_best and summary.json rank by: the paper's score (Sec. 4.1)
+STEPS = "training/env_steps"  # what metrics.jsonl and wandb count progress in
+
+
 def deterministic_rollout(env, actor, actor_params, env_state, length, record):
     """`length` steps of the deterministic policy a = tanh(mean); returns record(env_state, next_state) of each
     step, stacked over time (what evaluation scores and what --render draws)."""
@@ -580,8 +584,8 @@ def main():
         metrics |= {"epoch": epoch_index, **log.progress_metrics(int(host_copy(rs.env_steps)[0]))}
         metrics["training/epoch_sps"] = plan.env_steps_per_epoch / epoch_seconds  # training alone
         log.check(epoch_index, metrics)  # the last epoch's files are done; a non-finite loss stops the run here
-        improved = metrics["eval/time_near_goal"] > best_score  # checkpoint_best: the best evaluation so far
-        best_score = max(best_score, metrics["eval/time_near_goal"])
+        improved = metrics[SCORE] > best_score  # checkpoint_best: the best evaluation so far
+        best_score = max(best_score, metrics[SCORE])
         if args.save_model:  # host copies now: the next epoch updates the state's device buffers in place
             state, best = local_pieces(rs), host_copy(checkpoint_params(rs)) if improved else None
             meta = {"epoch": epoch_index, "best_score": best_score, "metrics_line": json.dumps(metrics)}
@@ -931,7 +935,7 @@ def restore_checkpoint(run_dir, rs):
         best = flax.serialization.to_bytes(host_copy(checkpoint_params(rs)))
         if first:
             write_atomic(os.path.join(run_dir, "checkpoint_best.msgpack"), best)
-    print(f"resumed {run_dir} after epoch {meta['epoch']} ({int(host_copy(rs.env_steps)[0])} env steps)")
+    print(f"resumed {run_dir} after epoch {meta['epoch']} ({json.loads(meta['metrics_line'])[STEPS]} {STEPS[9:]})")
     return rs, meta["epoch"], meta["best_score"]
 
 
@@ -965,18 +969,20 @@ def log_line(metrics):
 
 
 def write_summary(args, run_dir):
-    """summary.json: the paper's single number for a run (Sec. 4.1), the mean of eval/time_near_goal over the last
-    five evaluations (all of them if fewer), per seed and over seeds, with eval/success averaged the same way."""
+    """summary.json: a run's single number, the mean of SCORE over the last five evaluations (all of them if fewer),
+    per seed and over seeds, as the paper scores runs (Sec. 4.1), with eval/success averaged the same way."""
     if jax.process_index() > 0:
         return
     logged = [json.loads(line) for line in pathlib.Path(run_dir, "metrics.jsonl").read_text().splitlines()][-5:]
     per_seed = lambda key: np.mean([m.get(f"{key}_per_seed", [m[key]]) for m in logged], axis=0)
-    score, success = per_seed("eval/time_near_goal"), per_seed("eval/success")
-    summary = {"score": float(np.mean(score)), "score_std_over_seeds": float(np.std(score))}  # steps near the goal
+    score, success = per_seed(SCORE), per_seed("eval/success")
+    summary = {"score": float(np.mean(score)), "score_std_over_seeds": float(np.std(score))}  # SCORE's
     summary |= {"score_per_seed": score.tolist(), "success": float(np.mean(success))}
     summary |= {"success_per_seed": success.tolist(), "epochs": [m["epoch"] for m in logged]}
-    summary |= {"env_steps": logged[-1]["training/env_steps"]}
-    summary |= {k: getattr(args, k) for k in ["episode_length", "env_id", "eval_env_id"]}
+    summary |= {STEPS.split("/")[1]: logged[-1][STEPS]}
+    summary |= {
+        k: getattr(args, k) for k in ["episode_length", "env_id", "eval_env_id", "dataset_path"] if hasattr(args, k)
+    }
     write_atomic(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=2).encode())
 
 
@@ -1032,7 +1038,7 @@ class RunLog:
     def progress_metrics(self, env_steps):
         elapsed = time.time() - self.start_time
         sps = (env_steps - self.start_steps) / elapsed
-        return {"training/env_steps": env_steps, "training/sps": sps, "training/walltime": elapsed}
+        return {STEPS: env_steps, "training/sps": sps, "training/walltime": elapsed}
 
     def check(self, epoch_index, metrics):
         """Waits for the last epoch's files (one host copy at a time); a non-finite loss stops the run here."""
@@ -1081,10 +1087,10 @@ class RunLog:
         with open(os.path.join(self.run_dir, "metrics.jsonl"), "a") as f:
             f.write(json.dumps(metrics) + "\n")
         if self.wandb:
-            self.wandb.log(metrics, step=metrics["training/env_steps"])
+            self.wandb.log(metrics, step=metrics[STEPS])
 
     def print(self, epoch_index, metrics):
-        self.epoch, self.env_steps = epoch_index, metrics["training/env_steps"]
+        self.epoch, self.env_steps = epoch_index, metrics[STEPS]
         self.progress.update(self.env_steps - self.progress.n)
         self.progress.write(f"{self.label} {epoch_index}: {log_line(metrics)}")
 
@@ -1190,7 +1196,7 @@ def load_saved_actor(run_dir, which, runner_state_shapes):
     except (ValueError, KeyError, TypeError) as e:
         fail(f"cannot read {path} as this code's parameters: {type(e).__name__}: {e}", status=1)
     logged = [json.loads(line) for line in pathlib.Path(metrics_path).read_text().splitlines()]
-    best = max(logged, key=lambda m: m["eval/time_near_goal"], default={"epoch": 0})["epoch"]
+    best = max(logged, key=lambda m: m[SCORE], default={"epoch": 0})["epoch"]
     return params, best if which == "best" else len(logged)
 
 

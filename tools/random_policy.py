@@ -3,6 +3,7 @@ agent's eval/time_near_goal and eval/success must be read against.
 
     python tools/random_policy.py --env-id reacher --episode-length 100
     python tools/random_policy.py --env-id point_u_maze_eval --num-eval-envs 1024 --seeds 3
+    python tools/random_policy.py --env-id pointmaze-medium-v0 --num-eval-envs 50   (OGBench: episodes per task)
 
 Prints the metrics of each seed (num_eval_envs episodes each) and their mean; --out FILE also writes them as JSON.
 """
@@ -67,15 +68,40 @@ def random_policy_metrics(env_id, num_envs=256, seed=0, episode_length=None):
     return {k: float(v) for k, v in metrics.items()}
 
 
+def ogbench_random_metrics(env_id, episodes_per_task=50, seed=0, episode_length=None):
+    """OGBench's evaluation (crl_offline.py's) of a uniformly random policy: success on each of env_id's tasks."""
+    import crl_offline
+
+    env = crl_offline.OGBenchTask(env_id, episode_length)
+    np.random.seed(seed)  # OGBench's start noise
+    by_task = []
+    for task in range(1, env.num_tasks + 1):
+        successes = []
+        for _ in range(episodes_per_task):
+            e = env.make()
+            e.action_space.seed(int(np.random.randint(2**31)))
+            e.reset(options={"task_id": task})
+            done, info = False, {"success": 0.0}
+            while not done:
+                _, _, terminated, truncated, info = e.step(e.action_space.sample())
+                done = terminated or truncated
+            successes.append(info["success"])
+        by_task.append(float(np.mean(successes)))
+    return {"eval/success": float(np.mean(by_task))} | {f"eval/task{k}_success": v for k, v in enumerate(by_task, 1)}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--env-id", required=True, help="any registered environment, e.g. point_u_maze_eval, reacher")
+    parser.add_argument(
+        "--env-id", required=True, help="any registered environment, e.g. point_u_maze_eval, reacher, or OGBench's"
+    )
     parser.add_argument("--episode-length", type=int, default=None, help="default: the environment's")
-    parser.add_argument("--num-eval-envs", type=int, default=256, help="episodes per seed")
+    parser.add_argument("--num-eval-envs", type=int, default=256, help="episodes per seed (OGBench: per task)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0 .. N-1")
     parser.add_argument("--out", default=None, help="also write the metrics to this JSON file")
     cli = parser.parse_args(argv)
-    if cli.env_id not in crl.ENVIRONMENTS:
+    ogbench = "-" in cli.env_id  # OGBench's names (pointmaze-medium-v0) have dashes, this repository's do not
+    if not ogbench and cli.env_id not in crl.ENVIRONMENTS:
         print(
             f"error: --env-id {cli.env_id} is not registered; choose one of {', '.join(crl.ENVIRONMENTS)}",
             file=sys.stderr,
@@ -87,10 +113,16 @@ def main(argv=None):
     if cli.out and not os.path.isdir(os.path.dirname(os.path.abspath(cli.out))):
         print(f"error: --out {cli.out}: its folder does not exist", file=sys.stderr)
         sys.exit(2)
-    per_seed = [random_policy_metrics(cli.env_id, cli.num_eval_envs, s, cli.episode_length) for s in range(cli.seeds)]
+    metrics = ogbench_random_metrics if ogbench else random_policy_metrics
+    per_seed = [metrics(cli.env_id, cli.num_eval_envs, s, cli.episode_length) for s in range(cli.seeds)]
     result = {k: float(np.mean([m[k] for m in per_seed])) for k in per_seed[0]}
     result |= {f"{k}_per_seed": [m[k] for m in per_seed] for k in per_seed[0]}
-    episode_length = cli.episode_length or crl.ENVIRONMENTS[cli.env_id].episode_length
+    if ogbench:
+        import crl_offline
+
+        episode_length = cli.episode_length or crl_offline.OGBenchTask(cli.env_id).episode_length
+    else:
+        episode_length = cli.episode_length or crl.ENVIRONMENTS[cli.env_id].episode_length
     result |= {"env_id": cli.env_id, "episode_length": episode_length, "episodes_per_seed": cli.num_eval_envs}
     for k in per_seed[0]:
         print(f"{k}: {result[k]:.4g}  (per seed: {', '.join(f'{v:.4g}' for v in result[f'{k}_per_seed'])})")

@@ -1,0 +1,1299 @@
+# docs: docs/crl_offline.md -- contrastive RL from a fixed OGBench dataset, with deep residual encoders
+"""Offline contrastive RL (CRL) on OGBench datasets, with residual networks up to 1024 layers deep.
+
+The paper's offline experiment (Wang et al., "1000 Layer Networks for Self-Supervised RL", Sec. 4.10): CRL with
+the residual sa_encoder, g_encoder and actor of crl_resnet.py (Fig. 2), trained from a fixed OGBench dataset
+instead of data it collects, and evaluated on OGBench's five tasks per environment. The paper found no gain from
+depth here, nor from deeper critics with a 4- or 8-layer actor (--critic-num-blocks, --actor-num-blocks), nor from
+cold-initialising the critic encoders' last layers (--cold-init, Zheng et al. 2024).
+
+The losses are OGBench's CRL (its impls/agents/crl.py), the method the paper's offline numbers compare with and the
+one OGBench's published CRL results come from: a binary NCE critic (sigmoid cross-entropy of the logits
+phi(s, a) . psi(g) / sqrt(d) against the identity) as an ensemble of two, and a DDPG+BC actor,
+-Q(s, pi(s, g), g) / mean|Q| - bc_coef * log pi(a_data | s, g) with Q the ensemble's minimum. The online losses of
+crl_resnet.py (InfoNCE with an L2 energy, an entropy-regularised actor) have no behaviour-cloning term, and an
+offline actor without one chases the critic out of the data's support. Goals follow OGBench's goal sampling:
+critic goals are future states of the same episode at a geometric offset (the relabelling of the online scripts),
+actor goals future states at a uniform offset (and random dataset states on stitch datasets).
+
+Reading map. Study: ARGS, NETWORKS, DATASET (goal sampling), LOSSES, TRAINING (make_train), EVALUATION and MAIN.
+Skip on a first read: RUN PLUMBING (as in crl_resnet.py but for the flag checks, where seeds and devices live and
+the render) and ENVIRONMENTS (OGBench's environments and dataset files).
+
+Data: python tools/make_ogbench_dataset.py --dataset pointmaze-medium-navigate-v0   (point mazes, made here), or
+      OGBench's own files (ogbench.download_datasets, ~/.ogbench/data) for every other environment.
+Run:  python crl_offline.py --dataset-path data/pointmaze-medium-navigate-v0.npz --critic-num-blocks 4
+CPU:  python crl_offline.py --preset laptop
+"""
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import functools
+import glob
+import io
+import json
+import math
+import os
+import pathlib
+import re
+import signal
+import sys
+import time
+import zipfile
+from typing import Any, Literal, Optional
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # OGBench's renders, offscreen (before anything imports mujoco)
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+import tyro
+from jax.experimental import multihost_utils
+
+
+# ==== ARGS ====
+@dataclasses.dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment; runs are written to runs/{env_id}__{exp_name}__{seed}__{unix time}"""
+    seed: int = 1
+    """seed of the experiment (seed i of --num-seeds uses seed + i)"""
+    track: bool = False
+    """log to Weights & Biases; when off, nothing is sent anywhere"""
+    wandb_project_name: str = "scaling-crl"
+    """the wandb project name"""
+    wandb_entity: Optional[str] = None
+    """the wandb entity (team or user); None uses your default entity"""
+    wandb_mode: Literal["online", "offline"] = "online"
+    """wandb mode: offline writes runs/{run_name}/wandb for a later `wandb sync` and needs no network"""
+    save_model: bool = True
+    """write checkpoints (last after every epoch, best by eval/success) and the final parameters"""
+    resume: Optional[str] = None
+    """path of a run directory (runs/NAME) to continue from its last checkpoint with the same flags"""
+    render: bool = False
+    """after training, write runs/{run_name}/render.html: one episode of each evaluation task (OGBench's MuJoCo
+    renderer, offscreen through EGL: MUJOCO_GL=egl, or osmesa where EGL is missing)"""
+    render_every: int = 0
+    """also render after every K-th epoch, to runs/{run_name}/render_epoch{N}.html (0: never); --track logs renders"""
+    evaluate: Optional[str] = None
+    """path of a run directory (runs/NAME): evaluate its saved agent instead of training, with --checkpoint and any
+    --num-eval-episodes, --render; writes runs/NAME/evaluation__{env}__{checkpoint}.json"""
+    checkpoint: Literal["final", "best", "last"] = "final"
+    """with --evaluate: the parameters at the end of training (final), of the best epoch by eval/success (best), or
+    of the last epoch checkpointed (last; also for a run stopped or still training)"""
+    num_seeds: int = 1
+    """independent seeds trained in one jitted program (vmap); metrics: mean over seeds, _std, _per_seed"""
+    devices_split: Literal["data", "seeds"] = "data"
+    """how a run uses several devices: data splits each seed's minibatches over all of them (gradients all-reduced);
+    seeds puts whole seeds on each (--num-seeds a multiple of the devices)"""
+    coordinator_address: Optional[str] = None
+    """HOST:PORT of process 0, for one run over several processes or hosts (docs/cluster.md), with --num-processes
+    and --process-id; under srun with several tasks, or with JAX_COORDINATOR_ADDRESS set, none is needed"""
+    num_processes: Optional[int] = None
+    """processes in the run (with --coordinator-address)"""
+    process_id: Optional[int] = None
+    """this process's index, 0 to --num-processes - 1 (with --coordinator-address); process 0 writes the run's files"""
+    preset: Optional[Literal["laptop"]] = None
+    """named defaults, which the flags given still override (PRESETS): laptop, a CPU run on pointmaze-medium-navigate"""
+
+    # Algorithm specific arguments
+    dataset_path: str = "data/pointmaze-medium-navigate-v0.npz"
+    """an OGBench dataset file (NAME.npz; NAME-val.npz beside it gives the validation losses): one made by
+    tools/make_ogbench_dataset.py, or OGBench's own (~/.ogbench/data after ogbench.download_datasets)"""
+    env_id: Optional[str] = None
+    """the OGBench environment evaluations run in; None: the dataset's (pointmaze-medium-navigate-v0 ->
+    pointmaze-medium-v0, OGBench's naming)"""
+    total_gradient_steps: int = 1_000_000
+    """gradient steps in all, over every epoch (OGBench: 1M)"""
+    num_epochs: int = 10
+    """epochs, each followed by an evaluation (OGBench evaluates every 100k of its 1M steps)"""
+    num_eval_episodes: int = 50
+    """evaluation episodes per task and seed (OGBench's published runs: 50 on each of the 5 tasks)"""
+    episode_length: Optional[int] = None
+    """evaluation steps per episode; None uses the environment's own (1000 in point and ant mazes)"""
+    batch_size: int = 1024
+    """transitions per minibatch, also the number of NCE negatives + 1 (OGBench's CRL: 1024)"""
+    gamma: float = 0.99
+    """discount of the future-state distribution: critic goals are geometric(1 - gamma) steps ahead"""
+    value_p_curgoal: float = 0.0
+    """probability that a critic goal is the current state (OGBench's value_p_curgoal)"""
+    value_p_randomgoal: float = 0.0
+    """probability that a critic goal is a random dataset state; the rest are future states of the same episode"""
+    actor_p_curgoal: float = 0.0
+    """probability that an actor goal is the current state"""
+    actor_p_randomgoal: Optional[float] = None
+    """probability that an actor goal is a random dataset state, the rest future states at a uniform offset; None:
+    0.5 on stitch datasets, else 0 (OGBench's settings)"""
+    actor_lr: float = 3e-4
+    """actor learning rate (Adam)"""
+    critic_lr: float = 3e-4
+    """critic learning rate (Adam)"""
+    bc_coef: Optional[float] = None
+    """weight of the behaviour cloning term of DDPG+BC (OGBench's alpha); None: 0.03 on point mazes, else 0.1"""
+    num_critics: int = 2
+    """critics in the ensemble (OGBench: 2); the actor maximises their minimum"""
+    repr_dim: int = 64
+    """dimension of the representations phi(s, a) and psi(g)"""
+    width: int = 256
+    """units per Dense layer"""
+    num_blocks: int = 1
+    """residual blocks per network; depth = 4 * num_blocks Dense layers (1 block: the paper's depth 4)"""
+    actor_num_blocks: Optional[int] = None
+    """residual blocks of the actor; None uses --num-blocks"""
+    critic_num_blocks: Optional[int] = None
+    """residual blocks of sa_encoder and g_encoder; None uses --num-blocks"""
+    cold_init: bool = False
+    """initialise the last layer of sa_encoder and g_encoder with weights in +-1e-12 and zero biases (Zheng et al.
+    2024's cold initialisation; the paper's ablation in Sec. 4.10)"""
+    remat: bool = False
+    """recompute each residual block in the backward pass: activation memory O(1) in depth, ~1.3x compute"""
+    scan_unroll: int = 1
+    """scan steps over depth unrolled into one loop iteration: 2-4 speed up narrow nets on a CPU, not wide ones"""
+    compute_dtype: Literal["float32", "bfloat16"] = "float32"
+    """dtype of the matmuls; parameters, LayerNorm, the residual stream and the losses stay float32"""
+
+
+# --preset NAME: what a laptop run needs, in one word: these flags go before those given, which override them (the
+# OGBench settings stay what no preset gives); args.json records the result, which --resume and --evaluate read.
+PRESETS = {
+    # pointmaze-medium-navigate made by tools/make_ogbench_dataset.py, sized for a CPU (docs/crl_offline.md)
+    "laptop": "--dataset-path data/pointmaze-medium-navigate-v0.npz --total-gradient-steps 10000 --num-epochs 10 "
+    "--batch-size 256 --num-eval-episodes 5 --width 64 --num-blocks 1 --scan-unroll 2",
+}
+
+
+# ==== NETWORKS ====
+# Every Dense layer: kernel init variance scaling 1/3, fan-in, uniform, and zero biases, as in the paper's code.
+dense_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+
+
+def dense_layernorm_swish(x, width, dtype):
+    """One layer (called inside a module): the matmul in `dtype`, LayerNorm and swish in float32."""
+    x = nn.Dense(width, kernel_init=dense_init, dtype=dtype)(x).astype(jnp.float32)
+    return nn.swish(nn.LayerNorm()(x))
+
+
+class ResidualBlock(nn.Module):
+    """4 x [Dense -> LayerNorm -> swish], identity added after the last activation (paper Fig. 2)."""
+
+    width: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, h, _):
+        x = h
+        for _ in range(4):
+            x = dense_layernorm_swish(x, self.width, self.dtype)
+        return h + x, None
+
+
+class ResidualTrunk(nn.Module):
+    """Dense -> LayerNorm -> swish, then num_blocks residual blocks, scanned so compile time is flat in depth."""
+
+    width: int
+    num_blocks: int
+    remat: bool = False
+    scan_unroll: int = 1
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        x = dense_layernorm_swish(x, self.width, self.dtype)
+        # backward pass: keep each Dense output, recompute LayerNorm and swish (cheaper than storing them, see
+        # docs/performance.md); --remat keeps only each block's input
+        saved = jax.checkpoint_policies.nothing_saveable if self.remat else jax.checkpoint_policies.dots_saveable
+        block = nn.remat(ResidualBlock, prevent_cse=False, policy=saved)
+        blocks = nn.scan(
+            block,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            length=self.num_blocks,
+            unroll=min(self.scan_unroll, self.num_blocks),
+        )
+        x, _ = blocks(self.width, self.dtype, name="blocks")(x, None)
+        return x
+
+
+def symmetric_uniform(scale):
+    """Weights drawn from U(-scale, scale) (flax's uniform(scale) draws from [0, scale))."""
+    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -scale, scale)
+
+
+class Encoder(nn.Module):
+    """sa_encoder phi(s, a) or g_encoder psi(g): residual trunk, then Dense(repr_dim); with cold_init that last layer's
+    weights are within +-1e-12 and its biases 0 (Zheng et al. 2024): every logit starts at ~0."""
+
+    repr_dim: int
+    width: int
+    num_blocks: int
+    remat: bool = False
+    scan_unroll: int = 1
+    dtype: Any = jnp.float32
+    cold_init: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        x = ResidualTrunk(self.width, self.num_blocks, self.remat, self.scan_unroll, self.dtype)(x)
+        last_init = symmetric_uniform(1e-12) if self.cold_init else dense_init
+        return nn.Dense(self.repr_dim, kernel_init=last_init, dtype=self.dtype)(x).astype(jnp.float32)
+
+
+class Actor(nn.Module):
+    """pi(a | s, g) = N(mean, I): residual trunk, then a Dense head for the mean (OGBench's constant std)."""
+
+    action_dim: int
+    width: int
+    num_blocks: int
+    remat: bool = False
+    scan_unroll: int = 1
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, obs):
+        x = ResidualTrunk(self.width, self.num_blocks, self.remat, self.scan_unroll, self.dtype)(obs)
+        return nn.Dense(self.action_dim, kernel_init=dense_init, dtype=self.dtype)(x).astype(jnp.float32)
+
+
+def make_networks(args, env):
+    dtype = jnp.dtype(args.compute_dtype)
+    trunk = (args.width, args.critic_num_blocks, args.remat, args.scan_unroll, dtype)
+    sa_encoder = Encoder(args.repr_dim, *trunk, cold_init=args.cold_init)
+    g_encoder = Encoder(args.repr_dim, *trunk, cold_init=args.cold_init)
+    actor = Actor(env.action_dim, args.width, args.actor_num_blocks, *trunk[2:])
+    return sa_encoder, g_encoder, actor
+
+
+# ==== DATASET ====
+# In place of the online scripts' replay buffer: a fixed dataset of episodes stored one after another (OGBench's
+# format), on the devices whole, and OGBench's goal sampling in place of the buffer's relabelling.
+
+
+@flax.struct.dataclass
+class Dataset:
+    """The transitions (s_t, a_t) of every episode, in order; episode_end[t]: the index of the last transition of
+    t's episode, so that t's future states are t + 1 .. episode_end[t]."""
+
+    obs: jax.Array  # (N, obs_dim)
+    action: jax.Array  # (N, action_dim)
+    episode_end: jax.Array  # (N,) int32
+
+
+def on_every_device(tree, sharding):
+    """numpy arrays as global arrays held whole by every device of every process (None stays None)."""
+    put = lambda x: jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+    return None if tree is None else jax.tree.map(put, tree)
+
+
+def load_ogbench_file(path):
+    """What ogbench.load_dataset(path) returns, read the same way: each episode's last row is dropped (its action
+    leads nowhere), next_observations are the rows after, terminals mark each episode's last transition."""
+    with np.load(path) as file:
+        observations, actions = file["observations"].astype(np.float32), file["actions"].astype(np.float32)
+        terminals = file["terminals"].astype(np.float32)
+    keep = terminals == 0
+    return {
+        "observations": observations[keep],
+        "actions": actions[keep],
+        "terminals": np.append(terminals[1:], 1.0)[keep].astype(np.float32),
+        "next_observations": observations[np.append(False, keep[:-1])],
+    }
+
+
+def make_dataset(loaded):
+    """A Dataset (numpy) of load_ogbench_file's dict."""
+    (terminal_locs,) = np.nonzero(loaded["terminals"] > 0)
+    episode_end = terminal_locs[np.searchsorted(terminal_locs, np.arange(len(loaded["terminals"])))]
+    return Dataset(loaded["observations"], loaded["actions"], episode_end.astype(np.int32))
+
+
+def sample_goals(key, t, data, p_cur, p_random, gamma, geometric):
+    """A goal index for each transition index t, OGBench's GCDataset.sample_goals: the current state with probability
+    p_cur, a random dataset state with p_random, else a future state of t's own episode: t + k, k ~ Geometric(1 - gamma)
+    cut at the episode's end (geometric=True; the online scripts' relabelling), or uniform over t + 1 .. end."""
+    k_geom, k_uniform, k_random, k_pick_future, k_pick_current = jax.random.split(key, 5)
+    end = data.episode_end[t]
+    if geometric:
+        future = jnp.minimum(t + jax.random.geometric(k_geom, 1 - gamma, t.shape, jnp.int32), end)
+    else:
+        u = jax.random.uniform(k_uniform, t.shape)
+        future = jnp.round(jnp.minimum(t + 1, end) * u + end * (1 - u)).astype(jnp.int32)
+    random = jax.random.randint(k_random, t.shape, 0, data.obs.shape[0])
+    p_future = 1.0 - p_cur - p_random
+    goal = jnp.where(jax.random.uniform(k_pick_future, t.shape) < p_future / (1.0 - p_cur + 1e-6), future, random)
+    return jnp.where(jax.random.uniform(k_pick_current, t.shape) < p_cur, t, goal)
+
+
+def sample_batch(key, data, args, batch_size):
+    """batch_size transitions drawn uniformly, each with a critic goal (geometric offsets) and an actor goal
+    (uniform offsets), as in OGBench's CRL."""
+    k_t, k_value, k_actor = jax.random.split(key, 3)
+    t = jax.random.randint(k_t, (batch_size,), 0, data.obs.shape[0])
+    value_goal = sample_goals(k_value, t, data, args.value_p_curgoal, args.value_p_randomgoal, args.gamma, True)
+    actor_goal = sample_goals(k_actor, t, data, args.actor_p_curgoal, args.actor_p_randomgoal, args.gamma, False)
+    return {
+        "obs": data.obs[t],
+        "action": data.action[t],
+        "value_goal": data.obs[value_goal],
+        "actor_goal": data.obs[actor_goal],
+    }
+
+
+# ==== LOSSES ====
+# OGBench's CRL (its impls/agents/crl.py) on residual encoders. Critic: binary NCE over the batch, logits
+# L_ij = phi(s_i, a_i) . psi(g_j) / sqrt(d): each (s_i, a_i) against its own goal g_i (label 1) and the other rows'
+# goals (label 0), for each critic of the ensemble. Actor: DDPG+BC, maximise Q(s, pi(s, g), g) scaled by its mean
+# size, plus bc_coef times the log-likelihood of the dataset's action under N(pi(s, g), I).
+
+
+def make_losses(args, sa_encoder, g_encoder, actor):
+    def critic_repr(critic_params, obs, action, goal):
+        """(phi, psi) of every critic of the ensemble: (num_critics, batch, repr_dim) each."""
+
+        def one(params):
+            phi = sa_encoder.apply(params["sa_encoder"], jnp.concatenate([obs, action], axis=-1))
+            return phi, g_encoder.apply(params["g_encoder"], goal)
+
+        return jax.vmap(one)(critic_params)
+
+    def critic_loss(critic_params, batch):
+        phi, psi = critic_repr(critic_params, batch["obs"], batch["action"], batch["value_goal"])
+        logits = jnp.einsum("eik,ejk->eij", phi, psi) / jnp.sqrt(phi.shape[-1])  # (critics, B, B)
+        eye = jnp.eye(logits.shape[-1])
+        loss = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, eye))
+        mean_logits = jnp.mean(logits, axis=0)
+        info = {
+            "critic/binary_accuracy": jnp.mean((mean_logits > 0) == eye),
+            "critic/categorical_accuracy": jnp.mean(jnp.argmax(mean_logits, axis=1) == jnp.arange(eye.shape[0])),
+            "critic/logits_pos": jnp.sum(mean_logits * eye) / jnp.sum(eye),
+            "critic/logits_neg": jnp.sum(mean_logits * (1 - eye)) / jnp.sum(1 - eye),
+        }
+        return loss, info
+
+    def actor_loss(actor_params, critic_params, batch):
+        obs_goal = jnp.concatenate([batch["obs"], batch["actor_goal"]], axis=-1)
+        mean = actor.apply(actor_params, obs_goal)
+        phi, psi = critic_repr(critic_params, batch["obs"], jnp.clip(mean, -1, 1), batch["actor_goal"])
+        # log Q: OGBench's critic outputs exp(phi . psi / sqrt(d)) and its actor maximises log max(Q, 1e-6)
+        log_q = jnp.maximum(jnp.sum(phi * psi, axis=-1) / jnp.sqrt(phi.shape[-1]), jnp.log(1e-6))
+        q = jnp.min(log_q, axis=0)  # the ensemble's minimum
+        q_loss = -jnp.mean(q) / jax.lax.stop_gradient(jnp.mean(jnp.abs(q)) + 1e-6)  # the same scale on any task
+        log_prob = jnp.sum(-0.5 * (batch["action"] - mean) ** 2 - 0.5 * jnp.log(2 * jnp.pi), axis=-1)
+        bc_loss = -args.bc_coef * jnp.mean(log_prob)
+        info = {"actor/q_loss": q_loss, "actor/bc_loss": bc_loss, "actor/mse": jnp.mean((mean - batch["action"]) ** 2)}
+        return q_loss + bc_loss, info
+
+    return critic_loss, actor_loss
+
+
+# ==== TRAINING ====
+# One gradient step: SAMPLE a minibatch with its goals from the dataset, UPDATE the critics and the actor, each from
+# the parameters before the step. An epoch is a scan of gradient steps (one compiled program, run num_epochs times
+# by main()), then the losses on a minibatch of the validation file, when there is one.
+
+
+@flax.struct.dataclass
+class RunnerState:
+    """Everything one seed's training carries from step to step (`rs` in the code): the networks, their optimiser
+    states, the random key, the gradient steps so far."""
+
+    actor_params: Any
+    critic_params: Any  # {"sa_encoder": ..., "g_encoder": ...}, each with a leading axis of num_critics
+    actor_opt_state: Any
+    critic_opt_state: Any
+    key: jax.Array
+    gradient_steps: jax.Array
+
+
+def make_train(args, env):
+    """Returns init(key) -> rs and epoch(rs, data, val_data) -> (rs, metrics) for one seed, and the actor module
+    (for evaluation). Each is a pure function of its inputs: main() jits them over seeds and devices."""
+    sa_encoder, g_encoder, actor = make_networks(args, env)
+    critic_loss, actor_loss = make_losses(args, sa_encoder, g_encoder, actor)
+    actor_opt, critic_opt = optax.adam(args.actor_lr), optax.adam(args.critic_lr)
+    steps_per_epoch = args.total_gradient_steps // args.num_epochs
+
+    def init(key):
+        key, k_actor, k_critics = jax.random.split(key, 3)
+        actor_params = actor.init(k_actor, jnp.zeros((1, env.obs_dim + env.goal_dim)))
+
+        def one_critic(k):
+            k_sa, k_g = jax.random.split(k)
+            return {
+                "sa_encoder": sa_encoder.init(k_sa, jnp.zeros((1, env.obs_dim + env.action_dim))),
+                "g_encoder": g_encoder.init(k_g, jnp.zeros((1, env.goal_dim))),
+            }
+
+        critic_params = jax.vmap(one_critic)(jax.random.split(k_critics, args.num_critics))
+        return RunnerState(
+            actor_params,
+            critic_params,
+            actor_opt.init(actor_params),
+            critic_opt.init(critic_params),
+            key,
+            jnp.zeros((), dtype=jnp.int32),
+        )
+
+    def sgd_step(rs, data):
+        key, batch_key = jax.random.split(rs.key)
+        batch = split_over_devices(sample_batch(batch_key, data, args, args.batch_size), axis=0)
+        (c_loss, c_info), c_grads = jax.value_and_grad(critic_loss, has_aux=True)(rs.critic_params, batch)
+        (a_loss, a_info), a_grads = jax.value_and_grad(actor_loss, has_aux=True)(
+            rs.actor_params, rs.critic_params, batch
+        )
+        c_updates, critic_opt_state = critic_opt.update(c_grads, rs.critic_opt_state)
+        a_updates, actor_opt_state = actor_opt.update(a_grads, rs.actor_opt_state)
+        rs = rs.replace(
+            critic_params=optax.apply_updates(rs.critic_params, c_updates),
+            actor_params=optax.apply_updates(rs.actor_params, a_updates),
+            critic_opt_state=critic_opt_state,
+            actor_opt_state=actor_opt_state,
+            key=key,
+            gradient_steps=rs.gradient_steps + 1,
+        )
+        metrics = {
+            "losses/critic_loss": c_loss,
+            "losses/actor_loss": a_loss,
+            # gradient health of deep nets: vanishing shows as a norm drifting to 0, explosion as a blow-up
+            "gradients/critic_norm": optax.tree.norm(c_grads),
+            "gradients/actor_norm": optax.tree.norm(a_grads),
+            **c_info,
+            **a_info,
+        }
+        return rs, metrics
+
+    def epoch(rs, data, val_data):
+        rs, metrics = jax.lax.scan(lambda r, _: sgd_step(r, data), rs, None, length=steps_per_epoch)
+        metrics = jax.tree.map(jnp.mean, metrics)
+        if val_data is not None:  # the losses on held-out episodes: overfitting shows as a gap to the training ones
+            key, val_key = jax.random.split(rs.key)
+            batch = sample_batch(val_key, val_data, args, args.batch_size)
+            val_critic, _ = critic_loss(rs.critic_params, batch)
+            val_actor, _ = actor_loss(rs.actor_params, rs.critic_params, batch)
+            metrics |= {"validation/val_critic_loss": val_critic, "validation/val_actor_loss": val_actor}
+            rs = rs.replace(key=key)
+        return rs, metrics
+
+    return init, epoch, actor
+
+
+def checkpoint_params(rs):
+    """The networks written to checkpoint_best and final: what evaluation loads."""
+    return {"actor": rs.actor_params, "critic": rs.critic_params}
+
+
+# ==== EVALUATION ====
+SCORE = "eval/success"  # what checkpoint_best and summary.json rank by: OGBench's score
+STEPS = "training/gradient_steps"  # what metrics.jsonl and wandb count progress in
+
+
+def make_evaluate(args, env, actor):
+    """OGBench's evaluation: num_eval_episodes episodes of each of the environment's tasks (5 in every OGBench
+    environment: a fixed start and goal each, with noise) per seed, the deterministic policy a = clip(mean, -1, 1),
+    success = the goal reached before episode_length steps. Returns evaluate(actor_params, seed) ->
+    {metric: (num_seeds,) values}, eval/success the mean over tasks and eval/task{k}_success each task's.
+
+    OGBench's environments are plain MuJoCo on the CPU, stepped one by one; the policy is one jitted call per step
+    for every episode of every seed at once (episodes that ended are stepped no more)."""
+    policy = jax.jit(jax.vmap(lambda params, obs_goal: jnp.clip(actor.apply(params, obs_goal), -1, 1)))
+    tasks = range(1, env.num_tasks + 1)
+    episodes = [(task, e) for task in tasks for e in range(args.num_eval_episodes)]  # per seed
+    pool = [env.make() for _ in episodes for _ in range(args.num_seeds)]  # made once, reset every evaluation
+
+    def evaluate(actor_params, seed):
+        np.random.seed(seed)  # OGBench's environments draw start noise from numpy's global generator
+        params = host_copy(actor_params)
+        obs_goal = np.zeros((args.num_seeds, len(episodes), env.obs_dim + env.goal_dim), np.float32)
+        for i, e in enumerate(pool):
+            s, k = divmod(i, len(episodes))
+            ob, info = e.reset(options={"task_id": episodes[k][0]})
+            obs_goal[s, k] = np.concatenate([ob, info["goal"]])
+        running = np.ones((args.num_seeds, len(episodes)), bool)
+        success = np.zeros((args.num_seeds, len(episodes)))
+        for _ in range(env.episode_length):
+            actions = np.asarray(policy(params, obs_goal))
+            for s, k in zip(*np.nonzero(running)):
+                ob, _, terminated, _, info = pool[s * len(episodes) + k].step(actions[s, k])
+                obs_goal[s, k, : env.obs_dim] = ob
+                success[s, k], running[s, k] = info["success"], not terminated  # OGBench ends an episode at its goal
+            if not running.any():
+                break
+        by_task = success.reshape(args.num_seeds, len(tasks), args.num_eval_episodes).mean(axis=2)
+        metrics = {"eval/success": by_task.mean(axis=1)}
+        return metrics | {f"eval/task{task}_success": by_task[:, j] for j, task in enumerate(tasks)}
+
+    return evaluate
+
+
+# ==== MAIN ====
+def main():
+    """The experiment: num_seeds agents trained side by side from one dataset for num_epochs epochs, each epoch
+    followed by an evaluation on OGBench's tasks; metrics, checkpoints and the final networks go to runs/NAME
+    (docs/crl_offline.md#what-a-run-writes)."""
+    args, resume = parse_args()
+    start_processes(args)  # one program over several processes when launched so (docs/cluster.md); else nothing
+    check_args(args)  # also reads the dataset: a bad file is a one-line error before anything compiles
+    if args.evaluate:  # --evaluate runs/NAME: no training, see evaluate_saved_agent below
+        return evaluate_saved_agent(args)
+    args.actor_num_blocks = args.actor_num_blocks or args.num_blocks
+    args.critic_num_blocks = args.critic_num_blocks or args.num_blocks
+    env = OGBenchTask(args.env_id, args.episode_length)
+    args.episode_length = env.episode_length
+    data, val_data = read_dataset(args.dataset_path), read_dataset(val_path(args.dataset_path), missing_ok=True)
+    steps_per_epoch = args.total_gradient_steps // args.num_epochs
+    total_steps = steps_per_epoch * args.num_epochs
+    run_dir = open_run_dir(args, resume)  # runs/NAME with args.json, or the run --resume continues
+    stop = StopSignals(run_dir)  # SIGTERM, Ctrl-C: the run ends after the epoch under way, its files written
+    wandb = start_wandb(args, run_dir) if args.track else None
+    print(
+        f"{run_dir}: {args.dataset_path} ({data.obs.shape[0]} transitions"
+        f"{f', {val_data.obs.shape[0]} for validation' if val_data else ', no validation file'}), evaluated on "
+        f"{args.env_id}'s {env.num_tasks} tasks x {args.num_eval_episodes} episodes\nactor depth "
+        f"{4 * args.actor_num_blocks}, critic depth {4 * args.critic_num_blocks} (Dense layers in the residual "
+        f"trunk){', cold-initialised' if args.cold_init else ''}, width {args.width}, {args.num_critics} critics, "
+        f"{args.num_seeds} seed(s), {jax.device_count()} {jax.devices()[0].platform} device(s) in "
+        f"{jax.process_count()} process(es), split by {args.devices_split}\n"
+        f"{args.num_epochs} epochs x {steps_per_epoch} gradient steps of {args.batch_size} = {total_steps}"
+    )
+
+    # BUILD one runner state per seed, on the devices, the dataset on every device, and COMPILE an epoch once
+    init, epoch, actor = make_train(args, env)
+    evaluate = make_evaluate(args, env, actor)
+    seeds = np.arange(args.num_seeds) + args.seed
+    init_all = jax.vmap(lambda s: init(jax.random.PRNGKey(s)))
+    mesh = use_all_devices(args.devices_split)  # every device of every process
+    shardings = device_shardings(jax.eval_shape(init_all, seeds), mesh, args.devices_split)
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())  # metrics: every process has them
+    rs, n = jax.jit(init_all, out_shardings=shardings)(seeds), args.num_seeds
+    data, val_data = on_every_device(data, replicated), on_every_device(val_data, replicated)
+    compile_start = time.time()  # the runner state is donated: each epoch updates it in place
+    epoch_all = lambda rs, data, val: over_seeds(lambda r: epoch(r, data, val), n)(rs)
+    epoch_fn = jax.jit(epoch_all, donate_argnums=0, out_shardings=(shardings, replicated))
+    epoch_fn = epoch_fn.lower(rs, data, val_data).compile()
+    print(f"compiled in {time.time() - compile_start:.1f} s (one epoch)")
+    wait_for_every_process("compiled")  # several processes: each starts once all have compiled
+
+    # START from the untrained networks, or continue a killed run from its last checkpoint
+    restored = restore_checkpoint(run_dir, rs) if resume else None  # None: no checkpoint yet, start afresh
+    rs, first_epoch, best_score = restored or (rs, 0, -math.inf)
+
+    # TRAIN AND EVALUATE, epoch by epoch; an epoch's files are written on a thread while the next epoch runs
+    log = RunLog(args, run_dir, total_steps, int(host_copy(rs.gradient_steps)[0]), first_epoch, stop, wandb)
+    render = make_render(env, actor, args.seed)  # seed 0's deterministic policy on each task
+    for epoch_index in range(first_epoch + 1, args.num_epochs + 1):
+        if stop.received:  # the epochs so far are written; --resume continues after them
+            break
+        epoch_start = time.time()
+        rs, train_metrics = wait_until_ready(epoch_fn(rs, data, val_data))  # timed apart from the evaluation
+        epoch_seconds = time.time() - epoch_start
+        eval_metrics = evaluate(rs.actor_params, args.seed * 1_000 + epoch_index)
+        metrics = over_seeds_summary(host_copy(train_metrics) | eval_metrics)
+        metrics |= {"epoch": epoch_index, **log.progress_metrics(int(host_copy(rs.gradient_steps)[0]))}
+        metrics["training/epoch_sps"] = steps_per_epoch / epoch_seconds  # gradient steps per second, training alone
+        log.check(epoch_index, metrics)  # the last epoch's files are done; a non-finite loss stops the run here
+        improved = metrics[SCORE] > best_score  # checkpoint_best: the best evaluation so far
+        best_score = max(best_score, metrics[SCORE])
+        if args.save_model:  # host copies now: the next epoch updates the state's device buffers in place
+            state, best = local_pieces(rs), host_copy(checkpoint_params(rs)) if improved else None
+            meta = {"epoch": epoch_index, "best_score": best_score, "metrics_line": json.dumps(metrics)}
+            log.in_background(save_checkpoint, run_dir, state, meta, best)  # checkpoint_last, checkpoint_best
+        log.in_background(log.append, metrics)  # then the epoch's line of metrics.jsonl, and wandb
+        log.print(epoch_index, metrics)
+        if args.render_every and epoch_index % args.render_every == 0:
+            log.render(render(rs.actor_params, os.path.join(run_dir, f"render_epoch{epoch_index}.html")), epoch_index)
+    if args.render and not stop.received:
+        log.render(render(rs.actor_params, os.path.join(run_dir, "render.html")), args.num_epochs, "render_final")
+    log.close()  # waits for the last files; after a stop signal, with epochs left, says how to resume and exits
+    write_summary(args, run_dir)
+    if args.save_model:
+        save_params(os.path.join(run_dir, "final.msgpack"), checkpoint_params(rs))
+
+
+def evaluate_saved_agent(args):
+    """--evaluate runs/NAME: the run's saved agent (--checkpoint final, best or last), every seed of it, for
+    num_eval_episodes episodes of each task, with other start noise than the run's own evaluations; nothing is
+    trained. Prints the metrics and writes them to runs/NAME/evaluation__{env}__{checkpoint}.json; --render draws
+    one episode of each task by seed 0 beside it."""
+    env = OGBenchTask(args.env_id, args.episode_length)
+    init, _, actor = make_train(args, env)  # the networks, to apply the saved parameters with
+    seeds = jnp.arange(args.num_seeds) + args.seed
+    shapes = lambda: jax.eval_shape(jax.vmap(lambda s: init(jax.random.PRNGKey(s))), seeds)  # to read a checkpoint_last
+    params, epoch = load_saved_actor(args.evaluate, args.checkpoint, shapes)
+    metrics = over_seeds_summary(make_evaluate(args, env, actor)(params, args.seed * 1_000 + 10_000))
+    name = f"evaluation__{args.env_id}__{args.checkpoint}"
+    print(f"{args.evaluate}, {args.checkpoint} parameters (epoch {epoch}) on {args.env_id}: {log_line(metrics)}")
+    result = {"run": args.evaluate, "checkpoint": args.checkpoint, "epoch": epoch, "env_id": args.env_id}
+    result |= {"episode_length": args.episode_length, "episodes_per_task": args.num_eval_episodes}
+    result |= {"seeds": seeds.tolist()}
+    write_atomic(
+        os.path.join(args.evaluate, name + ".json"), json.dumps(result | {"metrics": metrics}, indent=2).encode()
+    )
+    print(f"wrote {os.path.join(args.evaluate, name + '.json')}")
+    if args.render:
+        print(f"wrote {make_render(env, actor, args.seed)(params, os.path.join(args.evaluate, name + '.html'))}")
+
+
+# ==== RUN PLUMBING ====
+# Skip on a first read: flags (checks, --resume), processes (jax.distributed), the run directory (checkpoints,
+# metrics.jsonl, wandb, console), stop signals, seeds and devices (vmap, sharding), the renderer.
+
+
+def fail(message, status=2):
+    """A one-line error, no traceback: status 2 for bad input (like argparse), 1 for a run that had to stop."""
+    tqdm.tqdm.write(f"error: {message}", file=sys.stderr)  # on a line of its own, under a progress bar
+    sys.exit(status)
+
+
+def flag(name):
+    """The command-line spelling of an Args field: num_envs -> --num-envs."""
+    return "--" + name.replace("_", "-")
+
+
+def start_processes(args):
+    """One program over several processes and hosts (jax.distributed, docs/cluster.md) when the launch says so:
+    --coordinator-address, JAX_COORDINATOR_ADDRESS, or srun with more than one task. The mesh spans every process's
+    devices; only process 0 prints (the others' stdout goes nowhere) and writes the run's files, and each process
+    writes its part of checkpoint_last. A plain run is one process and starts nothing."""
+    coordinator = args.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if coordinator is None and int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) < 2:
+        for name in ["num_processes", "process_id"]:
+            if getattr(args, name) is not None:
+                fail(f"{flag(name)} needs --coordinator-address HOST:PORT (process 0's), with the other of the two")
+        return
+    if coordinator and None in (args.num_processes, args.process_id):
+        fail("--coordinator-address needs --num-processes N and --process-id I (0 to N - 1)")
+    if coordinator and not 0 <= args.process_id < args.num_processes:
+        fail(f"--process-id must be in [0, {args.num_processes - 1}] (--num-processes), got {args.process_id}")
+    try:
+        jax.distributed.initialize(coordinator, args.num_processes, args.process_id)
+    except Exception as e:  # noqa: BLE001 (a launch that did not come together, in one line)
+        fail(f"the processes did not start together (jax.distributed.initialize: {str(e).strip().splitlines()[0]})")
+    if jax.process_index() > 0:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
+
+
+def wait_for_every_process(name):
+    """A barrier through jax.distributed's coordination service, which waits as long as a process takes (compiling,
+    or loading its programs from JAX's cache): collectives on CPUs (gloo) give up on a process 30 s late."""
+    if jax.process_count() > 1:
+        from jax._src import distributed  # the coordination service's barrier: JAX has no public one
+
+        distributed.global_state.client.wait_at_barrier(name, 3_600_000)
+
+
+def check_args(args):
+    """Every inconsistency in the flags, the dataset file and the environment is a one-line error here, before
+    anything is compiled; the derived defaults (--env-id, --bc-coef, --actor-p-randomgoal) are resolved here."""
+    counts = ["num_seeds", "num_epochs", "num_eval_episodes", "batch_size", "width", "repr_dim", "num_critics"]
+    for name in [*counts, "total_gradient_steps", "num_blocks", "actor_num_blocks", "critic_num_blocks"]:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            fail(f"{flag(name)} must be >= 1, got {getattr(args, name)}")
+    name = os.path.basename(args.dataset_path)
+    args.env_id = args.env_id or env_id_of(args.dataset_path)
+    if args.actor_p_randomgoal is None:  # OGBench's: stitch datasets' short episodes need goals from other episodes
+        args.actor_p_randomgoal = 0.5 if "-stitch-" in name else 0.0
+    if args.bc_coef is None:  # OGBench's CRL settings
+        args.bc_coef = 0.03 if args.env_id.startswith("pointmaze") else 0.1
+    devices = jax.device_count()
+    rules = [  # (flag, broken, what it must be)
+        ("gamma", not 0 < args.gamma < 1, "in (0, 1)"),
+        *[(name, getattr(args, name) <= 0, "> 0") for name in ["actor_lr", "critic_lr"]],
+        ("bc_coef", args.bc_coef < 0, ">= 0"),
+        ("episode_length", args.episode_length is not None and args.episode_length < 1, ">= 1"),
+        ("total_gradient_steps", args.total_gradient_steps < args.num_epochs, ">= --num-epochs (one step an epoch)"),
+        *[
+            (f"{who}_p_{what}", not 0 <= getattr(args, f"{who}_p_{what}") <= 1, "in [0, 1]")
+            for who in ["value", "actor"]
+            for what in ["curgoal", "randomgoal"]
+        ],
+        *[
+            (
+                f"{who}_p_randomgoal",
+                getattr(args, f"{who}_p_curgoal") + getattr(args, f"{who}_p_randomgoal") > 1,
+                f"<= 1 - --{who}-p-curgoal (the rest are future states)",
+            )
+            for who in ["value", "actor"]
+        ],
+        (
+            "batch_size",
+            args.devices_split == "data" and args.batch_size % devices,
+            f"a multiple of the {devices} devices",
+        ),
+        (
+            "num_seeds",
+            args.devices_split == "seeds" and args.num_seeds % devices,
+            f"a multiple of the {devices} devices with --devices-split seeds",
+        ),
+    ]
+    for name, broken, must_be in rules:
+        if broken:
+            fail(f"{flag(name)} must be {must_be}, got {getattr(args, name)}")
+    env = OGBenchTask(args.env_id, args.episode_length)  # an unknown environment is a one-line error
+    if args.evaluate:  # the saved agent needs the environment, not the dataset
+        return
+    data = read_dataset(args.dataset_path)
+    dims = (data.obs.shape[1], data.action.shape[1])
+    if dims != (env.obs_dim, env.action_dim):
+        fail(
+            f"--dataset-path {args.dataset_path} holds observations of {dims[0]} and actions of {dims[1]} numbers, "
+            f"but --env-id {args.env_id} has {env.obs_dim} and {env.action_dim}: a dataset of another environment?"
+        )
+    if args.batch_size > data.obs.shape[0]:
+        fail(f"--batch-size must be <= the {data.obs.shape[0]} transitions of the dataset, got {args.batch_size}")
+
+
+STATE_FLAGS_EXEMPT = {"track", "wandb_project_name", "wandb_entity", "wandb_mode", "render", "render_every", "resume"}
+STATE_FLAGS_EXEMPT |= {"devices_split"}  # how the devices are used: checkpoints are assembled from their parts
+LAUNCH_FLAGS = {"coordinator_address", "num_processes", "process_id"}  # this launch's own, never the saved run's
+EVALUATION_FLAGS = {"evaluate", "checkpoint", "eval_env_id", "num_eval_envs"}  # what --evaluate may also change
+
+
+def parse_args():
+    """tyro.cli with --preset NAME's flags, or --resume / --evaluate runs/NAME's saved flags, as the defaults."""
+    given = {}
+    for name, value in zip(sys.argv, sys.argv[1:] + [None]):
+        for option in ["--resume", "--evaluate", "--preset"]:
+            if name.startswith(option + "=") or (name == option and value is not None):
+                given[option] = name.split("=", 1)[1] if "=" in name else value
+    preset = given.pop("--preset", None)
+    if preset is not None and preset not in PRESETS:
+        fail(f"--preset {preset} is not a preset: choose one of {', '.join(PRESETS)}")
+    if not given:
+        return tyro.cli(Args, args=PRESETS.get(preset, "").split() + sys.argv[1:]), None  # the last of a flag wins
+    if len(given) > 1:
+        fail("--resume and --evaluate cannot be combined: continue a run, or evaluate it")
+    [(option, run)] = given.items()
+    if not os.path.isfile(os.path.join(run, "args.json")):
+        fail(f"{option} {run} is not a run directory (no args.json); give runs/NAME of an earlier run")
+    saved = {k: v for k, v in json.loads(pathlib.Path(run, "args.json").read_text()).items() if k not in LAUNCH_FLAGS}
+    if option == "--resume" and not saved.get("save_model", True):
+        fail(f"--resume {run}: that run was made with --no-save-model, so it has no checkpoint to continue from")
+    args = tyro.cli(Args, default=Args(**{k: v for k, v in saved.items() if k in Args.__dataclass_fields__}))
+    may_differ = STATE_FLAGS_EXEMPT | (EVALUATION_FLAGS if args.evaluate else set())
+    for name, value in saved.items():
+        if name not in may_differ and getattr(args, name, value) != value:
+            fail(
+                f"{flag(name)} {getattr(args, name)} differs from the run in {run} ({value}); "
+                f"{'a resumed run keeps' if args.resume else 'an evaluated run keeps'} the flags it was trained with"
+            )
+    return args, args.resume
+
+
+def open_run_dir(args, resume):
+    """runs/{env_id}__{exp_name}__{seed}__{unix time}, with args.json (every flag, derived values resolved), or
+    the directory of the run that --resume continues, rid of the partial files a kill left."""
+    first = jax.process_index() == 0  # writes the run's files
+    if resume:
+        for partial in pathlib.Path(resume).glob("**/*.tmp") if first else []:
+            with contextlib.suppress(OSError):  # one that cannot be removed is overwritten by the next write
+                partial.unlink()
+        return resume
+    stamp = np.int32(time.time())  # process 0's, for every process
+    stamp = stamp if jax.process_count() == 1 else multihost_utils.broadcast_one_to_all(stamp)
+    run_dir = f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(stamp)}"
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+    except OSError as e:
+        fail(f"cannot create the run directory {run_dir}: {e.strerror or e}", status=1)
+    if first:
+        write_atomic(os.path.join(run_dir, "args.json"), json.dumps(dataclasses.asdict(args), indent=2).encode())
+    return run_dir
+
+
+def write_atomic(path, data):
+    """Write-then-rename: a kill leaves the old file or the new one, never half of one; a failed write (a full disk)
+    is a one-line error that leaves the old file. `data`: bytes, or a function that writes to the open file."""
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "wb") as f:
+            data(f) if callable(data) else f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        kept = "; the file there before is intact" if os.path.exists(path) else ""
+        fail(f"cannot write {path}: {e.strerror or e}{kept}", status=1)
+
+
+def named_leaves(tree):
+    """{path in the tree: array}, e.g. ".buffer.obs": the names checkpoint_last stores the leaves under."""
+    return {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def host_copy(tree):
+    """numpy copies of (global) arrays: jax.device_get, or with several processes gathered from all of them."""
+    return jax.device_get(tree) if jax.process_count() == 1 else multihost_utils.process_allgather(tree, tiled=True)
+
+
+def local_pieces(rs):
+    """{"name@start:stop/size,...": numpy array}: the parts of the runner state held by this process's devices, each
+    once (a replicated leaf by one device), copied to the host: what this process writes to checkpoint_last."""
+    pieces = {}
+    for name, leaf in named_leaves(rs).items():
+        for shard in leaf.addressable_shards:
+            if shard.replica_id == 0:
+                region = ",".join("{}:{}/{}".format(*s.indices(n)[:2], n) for s, n in zip(shard.index, leaf.shape))
+                pieces[f"{name}@{region}"] = shard.data
+    return jax.device_get(pieces)
+
+
+def checkpoint_last_path(run_dir, epoch):
+    """checkpoint_last.npz; with n processes each writes its part to checkpoint_last.{i}of{n}.{epoch % 2}.npz, which
+    keeps the epoch before: a kill that stops some processes' writes still leaves one whole set."""
+    if jax.process_count() == 1:
+        return os.path.join(run_dir, "checkpoint_last.npz")
+    return os.path.join(run_dir, f"checkpoint_last.{jax.process_index()}of{jax.process_count()}.{epoch % 2}.npz")
+
+
+def save_checkpoint(run_dir, pieces, meta, best=None):
+    """checkpoint_last: this process's local_pieces, the leaves' shapes and `meta` (epoch, best score, metrics line),
+    streamed array by array (docs/crl_resnet.md#checkpoints); then checkpoint_best.msgpack, the networks (host_copy),
+    if `best` is given. Process 0 writes checkpoint_best."""
+    meta |= {"improved": best is not None, "leaves": {}}
+    for key, piece in pieces.items():
+        name, region = key.rsplit("@", 1)
+        meta["leaves"][name] = [piece.dtype.str, [int(r.split("/")[1]) for r in region.split(",") if r]]
+    arrays = pieces | {"meta": np.array(json.dumps(meta))}
+    write_atomic(checkpoint_last_path(run_dir, meta["epoch"]), lambda f: np.savez(f, **arrays))
+    if best is not None and jax.process_index() == 0:
+        write_atomic(os.path.join(run_dir, "checkpoint_best.msgpack"), flax.serialization.to_bytes(best))
+
+
+def last_checkpoint(run_dir):
+    """(meta, files) of the newest checkpoint_last that every process of its run wrote, or None; a damaged file is a
+    one-line error."""
+    sets = {}
+    for path in sorted(glob.glob(os.path.join(glob.escape(run_dir), "checkpoint_last*.npz"))):
+        try:
+            with np.load(path) as saved:
+                meta = json.loads(str(saved["meta"]))
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            fail(f"cannot read {path} as this code's checkpoint: {type(e).__name__}: {e}", status=1)
+        processes = int(re.search(r"of(\d+)\.", path).group(1)) if "of" in os.path.basename(path) else 1
+        sets.setdefault((meta["epoch"], processes), []).append((meta, path))
+    whole = [found for (_, processes), found in sets.items() if len(found) == processes]
+    if not whole:
+        return None
+    newest = max(whole, key=lambda found: found[0][0]["epoch"])
+    return newest[0][0], [path for _, path in newest]
+
+
+def read_checkpoint(meta, files, like):
+    """The runner state `like` from checkpoint_last files, each array assembled from the parts that cover it, on
+    like's shardings (host arrays when like holds shapes only); a state of other shapes is a one-line error."""
+    for name, leaf in named_leaves(like).items():
+        dtype, shape = meta["leaves"].get(name, ["missing", []])
+        if (dtype, shape) != (leaf.dtype.str, list(leaf.shape)):
+            fail(f"{files[0]}: {name} is {dtype}{shape}, this run needs {leaf.dtype.str}{list(leaf.shape)}", 1)
+    parts, cache = {}, {}  # name: [(region, file, key)]; each part read once
+    for path in files:
+        with np.load(path) as saved:
+            keys = [key for key in saved.files if key != "meta"]
+        for key in keys:
+            name, region = key.rsplit("@", 1)
+            region = [tuple(map(int, r.split("/")[0].split(":"))) for r in region.split(",") if r]
+            parts.setdefault(name, []).append((region, path, key))
+
+    def part(path, key):
+        if key not in cache:
+            try:
+                with np.load(path) as saved:
+                    cache[key] = saved[key]
+            except (OSError, ValueError, zipfile.BadZipFile) as e:
+                fail(f"cannot read {path} as this code's checkpoint: {type(e).__name__}: {e}", status=1)
+        return cache[key]
+
+    def read(name, leaf, index):  # the array at `index` (slices of leaf's shape) from the parts that cover it
+        index = [range(*s.indices(n)) for s, n in zip(index, leaf.shape)]
+        out = np.empty([len(r) for r in index], leaf.dtype)
+        for region, path, key in parts[name]:
+            overlap = [(max(a, r.start), min(b, r.stop)) for (a, b), r in zip(region, index)]
+            if overlap == region == [(r.start, r.stop) for r in index]:
+                return part(path, key)  # the part itself: the same devices as when it was written
+            if all(lo < hi for lo, hi in overlap):
+                piece = part(path, key)[tuple(slice(lo - a, hi - a) for (lo, hi), (a, _) in zip(overlap, region))]
+                out[tuple(slice(lo - r.start, hi - r.start) for (lo, hi), r in zip(overlap, index))] = piece
+        return out
+
+    leaves = []
+    for name, leaf in named_leaves(like).items():
+        full = tuple(slice(None) for _ in leaf.shape)
+        if getattr(leaf, "sharding", None) is None:
+            leaves.append(read(name, leaf, full))
+        else:
+            leaves.append(jax.make_array_from_callback(leaf.shape, leaf.sharding, functools.partial(read, name, leaf)))
+        cache.clear()  # on the devices now: host memory holds one array's parts at a time
+    return jax.tree.unflatten(jax.tree.structure(like), leaves)
+
+
+def restore_checkpoint(run_dir, rs):
+    """The last checkpoint of run_dir, put on the devices of rs; metrics.jsonl is cut back to its epoch (and given
+    that epoch's line if a kill came between the two writes), so the epochs after it are run and logged again.
+    Returns (rs, epoch, best score), or None before a first checkpoint. Older versions' runs do not resume."""
+    found, metrics_path = last_checkpoint(run_dir), os.path.join(run_dir, "metrics.jsonl")
+    first = jax.process_index() == 0  # writes the run's files
+    if found is None:
+        print(f"{run_dir} has no checkpoint yet: starting it afresh with its saved flags")
+        if first:
+            write_atomic(metrics_path, b"")
+        return None
+    meta, files = found
+    rs = read_checkpoint(meta, files, rs)
+    kept = []
+    for line in pathlib.Path(metrics_path).read_text().splitlines() if os.path.exists(metrics_path) else []:
+        with contextlib.suppress(ValueError):  # a line torn by a kill (only the last can be)
+            kept += [line] if json.loads(line)["epoch"] < meta["epoch"] else []
+    if first:
+        write_atomic(metrics_path, "".join(line + "\n" for line in [*kept, meta["metrics_line"]]).encode())
+    if meta["improved"]:  # its checkpoint_best is written after it: a kill may have come in between
+        best = flax.serialization.to_bytes(host_copy(checkpoint_params(rs)))
+        if first:
+            write_atomic(os.path.join(run_dir, "checkpoint_best.msgpack"), best)
+    print(f"resumed {run_dir} after epoch {meta['epoch']} ({json.loads(meta['metrics_line'])[STEPS]} {STEPS[9:]})")
+    return rs, meta["epoch"], meta["best_score"]
+
+
+def save_params(path, params):
+    """The networks' parameters as flax msgpack, gathered from every process and written by process 0: readable by
+    one process anywhere (--evaluate on a laptop of a run made on a cluster)."""
+    params = host_copy(params)
+    if jax.process_index() == 0:
+        write_atomic(path, flax.serialization.to_bytes(params))
+
+
+def wait_until_ready(tree):
+    """jax.block_until_ready, but Python's signal handlers (SIGTERM, Ctrl-C) run while it waits."""
+    while not all(leaf.is_ready() for leaf in jax.tree.leaves(tree)):
+        time.sleep(0.01)
+    return tree
+
+
+def over_seeds_summary(per_seed):
+    """{key: (num_seeds, ...) values} -> each key's mean over seeds, with several seeds also key_std, key_per_seed."""
+    metrics = {k: float(np.mean(v)) for k, v in per_seed.items()}
+    if len(next(iter(per_seed.values()))) > 1:
+        metrics |= {f"{k}_std": float(np.std(v)) for k, v in per_seed.items()}
+        metrics |= {f"{k}_per_seed": v.tolist() for k, v in per_seed.items()}
+    return metrics
+
+
+def log_line(metrics):
+    shown = {k.split("/")[-1]: v for k, v in metrics.items() if isinstance(v, float) and not k.endswith("_std")}
+    return ", ".join(f"{k} {v:.3g}" for k, v in shown.items())
+
+
+def write_summary(args, run_dir):
+    """summary.json: a run's single number, the mean of SCORE over the last five evaluations (all of them if fewer),
+    per seed and over seeds, as the paper scores runs (Sec. 4.1), with eval/success averaged the same way."""
+    if jax.process_index() > 0:
+        return
+    logged = [json.loads(line) for line in pathlib.Path(run_dir, "metrics.jsonl").read_text().splitlines()][-5:]
+    per_seed = lambda key: np.mean([m.get(f"{key}_per_seed", [m[key]]) for m in logged], axis=0)
+    score, success = per_seed(SCORE), per_seed("eval/success")
+    summary = {"score": float(np.mean(score)), "score_std_over_seeds": float(np.std(score))}  # SCORE's
+    summary |= {"score_per_seed": score.tolist(), "success": float(np.mean(success))}
+    summary |= {"success_per_seed": success.tolist(), "epochs": [m["epoch"] for m in logged]}
+    summary |= {STEPS.split("/")[1]: logged[-1][STEPS]}
+    summary |= {
+        k: getattr(args, k) for k in ["episode_length", "env_id", "eval_env_id", "dataset_path"] if hasattr(args, k)
+    }
+    write_atomic(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=2).encode())
+
+
+class StopSignals:
+    """SIGTERM (a cluster's notice of preemption) and Ctrl-C: the first is noted in `received` and the epoch loop stops
+    once its epoch is written (with several processes, RunLog.wait makes them agree on the epoch); a second ends the
+    process at once (default handlers). --resume continues either way."""
+
+    def __init__(self, resume_dir):
+        self.received, self.noted, self.resume_dir = None, 0, resume_dir  # resume_dir: what --resume continues
+        self.alone = jax.process_count() == 1  # else RunLog.wait sets `received` on every process at once
+        for stop in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(stop, self.note)
+
+    def note(self, signum, _frame):
+        self.noted, name = signum, signal.Signals(signum).name
+        self.received = name if self.alone else self.received
+        for stop in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(stop, signal.SIG_DFL)
+        stopping = f"\n{name}: stopping once this epoch is written; {name} again stops at once\n"
+        os.write(sys.stdout.fileno(), stopping.encode())  # unbuffered: a print may be what was interrupted
+
+
+def start_wandb(args, run_dir, name=None):
+    """--track: a wandb run named after the run directory and resumed with it (process 0's), or a one-line error."""
+    if jax.process_index() > 0:
+        return None
+    import wandb
+
+    name = name or os.path.basename(os.path.normpath(run_dir))
+    where = {"project": args.wandb_project_name, "entity": args.wandb_entity, "mode": args.wandb_mode, "dir": run_dir}
+    try:
+        wandb.init(**where, name=name, id=name, resume="allow", config=dataclasses.asdict(args))
+    except Exception as e:  # noqa: BLE001 (wandb's own error, in one line)
+        fail(f"--track: wandb did not start ({str(e).strip().splitlines()[0]}); --wandb-mode offline needs no network")
+    return wandb
+
+
+class RunLog:
+    """The console (a progress bar, a line per epoch), metrics.jsonl, wandb, and a thread that writes an epoch's files
+    in the order given while the next epoch runs; a failed write is one line, skips the rest and stops the run."""
+
+    def __init__(self, args, run_dir, planned_steps, env_steps, epoch, stop, wandb=None, label="epoch"):
+        """epoch: the last epoch done (0 for a new run); stop: the run's StopSignals; wandb: start_wandb's."""
+        self.args, self.run_dir, self.epoch, self.label = args, run_dir, epoch, label
+        self.stop, self.wandb = stop, wandb
+        self.writer, self.writes, self.write_failed = concurrent.futures.ThreadPoolExecutor(1), [], False
+        self.start_time, self.start_steps, self.env_steps = time.time(), env_steps, env_steps
+        self.progress = tqdm.tqdm(
+            total=planned_steps, initial=env_steps, unit="step", unit_scale=True, disable=jax.process_index() > 0
+        )
+
+    def progress_metrics(self, env_steps):
+        elapsed = time.time() - self.start_time
+        sps = (env_steps - self.start_steps) / elapsed
+        return {STEPS: env_steps, "training/sps": sps, "training/walltime": elapsed}
+
+    def check(self, epoch_index, metrics):
+        """Waits for the last epoch's files (one host copy at a time); a non-finite loss stops the run here."""
+        self.wait()
+        bad = [k for k, v in metrics.items() if k.startswith("losses/") and not np.all(np.isfinite(v))]
+        if bad:
+            self.progress.close()
+            kept = f"the last good checkpoint (epoch {self.epoch}) is kept in {self.run_dir}/checkpoint_last.npz"
+            kept = kept if self.args.save_model and self.epoch else "no checkpoint had been written yet"
+            fail(f"{bad[0]} is not finite in epoch {epoch_index}; run stopped, {kept}", status=1)
+
+    def in_background(self, write, *args):
+        def run():  # after a failed write, the later ones are skipped: files are only ever written in order
+            try:
+                if not self.write_failed:
+                    write(*args)
+            except BaseException as e:  # noqa: BLE001 (fail()'s SystemExit is printed; others in one line here)
+                if not isinstance(e, SystemExit):
+                    tqdm.tqdm.write(f"error: writing {self.label} {self.epoch}'s files failed: {e!r}", file=sys.stderr)
+                self.write_failed = True
+
+        self.writes.append(self.writer.submit(run))
+
+    def wait(self):
+        """Waits for the files given so far; with several processes, each learns of any failed write and stop signal
+        of the others here, so that all stop after the same epoch."""
+        concurrent.futures.wait(self.writes)
+        self.writes = []
+        failed = self.write_failed
+        if jax.process_count() > 1:
+            every = multihost_utils.process_allgather(np.array([self.write_failed, self.stop.noted], np.int32))
+            if every[:, 1].any() and not self.stop.received:  # (processes, [failed, signal])
+                first = int(np.argmax(every[:, 1] > 0))
+                self.stop.received = f"{signal.Signals(every[first, 1]).name} to process {first}"
+            if every[:, 0].any() and not failed:
+                tqdm.tqdm.write("error: another process could not write its files; run stopped", file=sys.stderr)
+            failed = every[:, 0].any()
+        if failed:
+            self.progress.close()
+            sys.exit(1)
+
+    def append(self, metrics):
+        """The epoch's line at the end of metrics.jsonl (a resumed run cuts the file back once), and to wandb."""
+        if jax.process_index() > 0:
+            return
+        with open(os.path.join(self.run_dir, "metrics.jsonl"), "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        if self.wandb:
+            self.wandb.log(metrics, step=metrics[STEPS])
+
+    def print(self, epoch_index, metrics):
+        self.epoch, self.env_steps = epoch_index, metrics[STEPS]
+        self.progress.update(self.env_steps - self.progress.n)
+        self.progress.write(f"{self.label} {epoch_index}: {log_line(metrics)}")
+
+    def render(self, path, epoch_index, key="render"):
+        """A render main() wrote, logged to wandb (--track) under `key` at its epoch's step: a slider over steps."""
+        self.wait()  # its epoch's metrics first: wandb drops steps that go back
+        if self.wandb:
+            self.wandb.log({key: self.wandb.Html(pathlib.Path(path).read_text())}, step=self.env_steps)
+        self.progress.write(f"{self.label} {epoch_index}: wrote {path}")
+
+    def close(self):
+        """Waits for the last files; after a stop signal, with epochs left, says how to resume and exits."""
+        self.wait()
+        self.progress.close()
+        if self.wandb:
+            self.wandb.finish()
+        if self.stop.received and self.epoch < self.args.num_epochs:
+            stopped = f"stopped by {self.stop.received} after {self.label} {self.epoch}"
+            print(f"{stopped}: continue with --resume {self.stop.resume_dir}")
+            sys.exit(0)
+
+
+def over_seeds(fn, num_seeds):
+    """fn over the leading seed axis: vmap for several seeds, for one the axis dropped (faster: docs/performance.md)."""
+    if num_seeds > 1:
+        return jax.vmap(fn)
+    return lambda *xs: jax.tree.map(lambda y: y[None], fn(*jax.tree.map(lambda x: x[0], xs)))
+
+
+def use_all_devices(devices_split):
+    """A one-axis mesh over every device of every process. With --devices-split data it is set for the program:
+    split_over_devices splits each seed's minibatches over it; with seeds, nothing within a seed is split."""
+    mesh = jax.make_mesh((jax.device_count(),), ("devices",), axis_types=(jax.sharding.AxisType.Auto,))
+    if devices_split == "data":
+        jax.set_mesh(mesh)
+    return mesh
+
+
+def device_shardings(rs, mesh, devices_split):
+    """Where a (seeds, ...) RunnerState lives. data: on every device, each of which takes its share of every
+    minibatch (split_over_devices in TRAINING); XLA adds the gradients' all-reduce. seeds: each device holds whole
+    seeds, and the update communicates nothing. The dataset is on every device either way (on_every_device)."""
+    if devices_split == "seeds":
+        return jax.tree.map(lambda _: jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("devices")), rs)
+    return jax.tree.map(lambda _: jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()), rs)
+
+
+def split_over_devices(tree, axis):
+    """Splits `axis` of every array over the devices of the mesh set by use_all_devices (--devices-split data); no-op
+    without one."""
+    if "devices" not in jax.sharding.get_abstract_mesh().axis_names:
+        return tree
+    spec = jax.sharding.PartitionSpec(*[None] * axis, "devices")
+    return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, spec), tree)
+
+
+def make_render(env, actor, seed, every=5):
+    """render(actor_params, path) -> path: an HTML page of animated GIFs, one episode of each task by seed 0's
+    deterministic policy (actor_params has a leading seed axis), every `every`-th frame, through OGBench's MuJoCo
+    renderer offscreen (MUJOCO_GL=egl by default; osmesa where EGL is missing), or a one-line error."""
+    policy = jax.jit(lambda params, obs_goal: jnp.clip(actor.apply(params, obs_goal), -1, 1))
+
+    def render(actor_params, path):
+        import base64
+
+        from PIL import Image  # pillow, which matplotlib installs
+
+        params, pages = jax.tree.map(lambda x: x[0], host_copy(actor_params)), []
+        np.random.seed(seed)
+        for task in range(1, env.num_tasks + 1):
+            try:
+                e = env.make(render_mode="rgb_array", width=160, height=160)
+                ob, info = e.reset(options={"task_id": task})
+                frames, done, t = [e.render()], False, 0
+                while not done:
+                    ob, _, terminated, truncated, _ = e.step(
+                        np.asarray(policy(params, np.concatenate([ob, info["goal"]])))
+                    )
+                    done, t = terminated or truncated, t + 1
+                    frames += [e.render()] if t % every == 0 or done else []
+                e.close()
+            except Exception as error:  # noqa: BLE001 (no OpenGL here: one line)
+                fail(f"--render: OGBench's renderer did not start ({error!r}); try MUJOCO_GL=osmesa, or run without it")
+            gif = io.BytesIO()
+            images = [Image.fromarray(f) for f in frames]
+            images[0].save(gif, format="GIF", save_all=True, append_images=images[1:], duration=40, loop=0)
+            src = "data:image/gif;base64," + base64.b64encode(gif.getvalue()).decode()
+            pages.append(f'<figure><img src="{src}"><figcaption>task {task}, {t} steps</figcaption></figure>')
+        if jax.process_index() == 0:
+            write_atomic(path, ("<html><body style='display:flex'>" + "".join(pages) + "</body></html>").encode())
+        return path
+
+    return render
+
+
+def load_saved_actor(run_dir, which, runner_state_shapes):
+    """(actor parameters with a leading seed axis, their epoch) of a run's final.msgpack (which="final"),
+    checkpoint_best ("best") or checkpoint_last ("last", read against runner_state_shapes()), or a one-line error."""
+    files = {"final": "final.msgpack", "best": "checkpoint_best.msgpack", "last": "checkpoint_last"}
+    path, metrics_path = os.path.join(run_dir, files[which]), os.path.join(run_dir, "metrics.jsonl")
+    last = last_checkpoint(run_dir)
+    has = {"final": os.path.isfile(os.path.join(run_dir, files["final"])), "last": last is not None}
+    has["best"] = os.path.isfile(os.path.join(run_dir, files["best"]))
+    if not has[which]:
+        there = " or ".join(k for k in files if has[k])
+        fail(
+            f"--evaluate {run_dir} has no {files[which]} (--checkpoint {which}); it has: --checkpoint {there or 'none'}"
+        )
+    if which == "last":  # every process's part of it, assembled here
+        return checkpoint_params(read_checkpoint(*last, runner_state_shapes()))["actor"], last[0]["epoch"]
+    try:
+        params = flax.serialization.msgpack_restore(pathlib.Path(path).read_bytes())["actor"]
+    except (ValueError, KeyError, TypeError) as e:
+        fail(f"cannot read {path} as this code's parameters: {type(e).__name__}: {e}", status=1)
+    logged = [json.loads(line) for line in pathlib.Path(metrics_path).read_text().splitlines()]
+    best = max(logged, key=lambda m: m[SCORE], default={"epoch": 0})["epoch"]
+    return params, best if which == "best" else len(logged)
+
+
+# ==== ENVIRONMENTS ====
+# OGBench's goal-conditioned environments (the `ogbench` package: plain MuJoCo, stepped on the CPU) and its dataset
+# files. In place of the online scripts' brax environments: nothing here runs on the accelerator.
+
+
+def import_ogbench():
+    """gymnasium, with every OGBench environment registered (importing ogbench does it)."""
+    import gymnasium
+    import ogbench  # noqa: F401
+
+    return gymnasium
+
+
+def env_id_of(dataset_path):
+    """OGBench's naming: the dataset pointmaze-medium-navigate-v0.npz was collected in pointmaze-medium-v0."""
+    parts = os.path.basename(dataset_path).removesuffix(".npz").split("-")
+    return "-".join(parts[:-2] + parts[-1:]) if len(parts) >= 3 else "-".join(parts)
+
+
+def val_path(dataset_path):
+    """OGBench's validation file beside a dataset: NAME-val.npz."""
+    return dataset_path.removesuffix(".npz") + "-val.npz"
+
+
+class OGBenchTask:
+    """An OGBench environment's sizes, tasks and episode length, and make() for a fresh copy of it."""
+
+    def __init__(self, env_id, episode_length=None):
+        gymnasium = import_ogbench()
+        if env_id not in gymnasium.envs.registry:
+            known = ", ".join([k for k in gymnasium.envs.registry if k.startswith(("pointmaze", "antmaze"))][:8])
+            fail(f"--env-id {env_id!r} is not an OGBench environment (its dataset's name sets it); e.g. {known}")
+        probe = gymnasium.make(env_id)
+        _, info = probe.reset(options={"task_id": 1})
+        self.env_id, self.goal_dim = env_id, info["goal"].shape[0]
+        self.obs_dim, self.action_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
+        self.num_tasks = probe.unwrapped.num_tasks
+        self.episode_length = episode_length or probe.spec.max_episode_steps
+        probe.close()
+
+    def make(self, **kwargs):
+        return import_ogbench().make(self.env_id, max_episode_steps=self.episode_length, **kwargs)
+
+
+def read_dataset(path, missing_ok=False):
+    """A Dataset of an OGBench file, or a one-line error saying what was expected (None for a missing file when
+    missing_ok: the validation file is optional)."""
+    how = "make one with tools/make_ogbench_dataset.py, or get OGBench's with ogbench.download_datasets([NAME])"
+    if not os.path.isfile(path):
+        if missing_ok:
+            return None
+        fail(f"--dataset-path {path}: no such file; {how}")
+    try:
+        loaded = load_ogbench_file(path)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        fail(f"--dataset-path: cannot read {path} as an OGBench dataset ({type(e).__name__}: {e}); {how}")
+    obs, action, terminals = loaded["observations"], loaded["actions"], loaded["terminals"]
+    if obs.ndim != 2 or action.ndim != 2 or not len(obs) == len(action) == len(terminals) or len(obs) == 0:
+        shapes = f"observations {obs.shape}, actions {action.shape}, terminals {terminals.shape}"
+        fail(
+            f"--dataset-path {path}: expected observations (N, obs), actions (N, act) and terminals (N,), got {shapes}"
+        )
+    return make_dataset(loaded)
+
+
+if __name__ == "__main__":
+    main()
