@@ -312,6 +312,20 @@ def test_stitch_datasets_get_random_actor_goals_and_ant_mazes_a_larger_bc_weight
     assert crl_offline.env_id_of("/x/antmaze-large-navigate-v0.npz") == "antmaze-large-v0"
 
 
+def test_the_laptop_preset_is_its_flags_and_flags_given_override_it(monkeypatch):
+    import dataclasses
+    import sys
+
+    def parsed(flags):
+        monkeypatch.setattr(sys, "argv", ["crl_offline.py", *flags])
+        return crl_offline.parse_args()[0]
+
+    preset = parsed(["--preset", "laptop"])
+    assert preset == dataclasses.replace(parsed(crl_offline.PRESETS["laptop"].split()), preset="laptop")
+    assert (preset.width, preset.batch_size, preset.total_gradient_steps) == (64, 256, 10_000)
+    assert parsed(["--preset", "laptop", "--width", "32"]).width == 32
+
+
 @pytest.mark.slow
 def test_crl_offline_beats_a_random_policy_on_a_generated_navigate_dataset(tmp_path):
     """The laptop preset on pointmaze-medium-navigate at OGBench's size, made here (2 minutes), 2 seeds: the

@@ -147,3 +147,32 @@ def test_two_grouping_flags_read_apart_by_colour_and_line_style(tmp_path):
     )
     one_flag = plot_runs.group_runs(plot_runs.find_runs([str(tmp_path)]), ["depth"])
     assert {line.get_linestyle() for line in plot_runs.plot_curves(one_flag, "test").axes[0].lines} == {"-"}
+
+
+def test_crl_offline_runs_are_scored_by_success_against_gradient_steps(tmp_path):
+    for name, cold, rates in [("a", False, [[0.0, 0.2]] * 2 + [[0.4, 0.6]] * 5), ("b", True, [[0.1, 0.1]] * 7)]:
+        path = tmp_path / name
+        path.mkdir()
+        flags = {"env_id": "pointmaze-medium-v0", "episode_length": 1000, "dataset_path": "d.npz", "critic_lr": 3e-4}
+        (path / "args.json").write_text(json.dumps(flags | {"num_blocks": 1, "cold_init": cold, "num_seeds": 2}))
+        lines = [
+            {
+                "epoch": e,
+                "training/gradient_steps": 100 * e,
+                "eval/success": float(np.mean(r)),
+                "eval/success_per_seed": r,
+            }
+            for e, r in enumerate(rates, 1)
+        ]
+        (path / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    out = tmp_path / "out"
+    plot_runs.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)])
+    table = json.loads((out / "scores.json").read_text())
+    assert list(table) == ["cold_init False", "cold_init True"]
+    np.testing.assert_allclose(table["cold_init False"]["score_per_seed"], [0.4, 0.6])
+    assert table["cold_init True"]["score"] == table["cold_init True"]["success"] == 0.1
+    assert table["cold_init False"]["gradient_steps"] == 700
+    assert "| cold_init False | 2 | 0.50 ± 0.10 | 0.50 ± 0.10 | 0.0007M |" in (out / "scores.md").read_text()
+    make_run(tmp_path / "online", {"num_blocks": 1}, [10] * 5)  # online runs after it: scored as before
+    plot_runs.main([str(tmp_path / "online"), "--out", str(out)])
+    assert json.loads((out / "scores.json").read_text())["all runs"]["env_steps"] == 5000

@@ -147,7 +147,8 @@ def test_a_two_process_run_resumes_to_the_parameters_of_one_device_and_one_proce
 
 def test_launch_flags_are_checked_before_anything_starts(tmp_path, capsys, monkeypatch):
     """jax.distributed must start before JAX does: importing a script and reading its flags starts nothing."""
-    code = "import sys; sys.argv = ['x']; from jax._src import xla_bridge; import crl_resnet, crl_mlp, sac_her, gcbc"
+    code = "import sys; sys.argv = ['x']; from jax._src import xla_bridge"
+    code += "; import crl_resnet, crl_mlp, sac_her, gcbc, crl_offline"
     code += "; crl_resnet.parse_args(); print(bool(xla_bridge._backends))"
     result = run_script("-c", code, cwd=ROOT, timeout=120)
     assert result.stdout.strip() == "False", result.stderr[-2000:]

@@ -148,7 +148,8 @@ def test_crl_offline_shares_the_networks_and_the_run_plumbing_with_crl_resnet():
     resnet, offline = sections("crl_resnet.py"), sections(OFFLINE)
     assert 0 < len(changed_lines(resnet["NETWORKS"], offline["NETWORKS"])) <= 26
     cut = ("check_args", "device_shardings", "make_render")
-    assert without(offline["RUN PLUMBING"], *cut) == without(resnet["RUN PLUMBING"], *cut)
+    signature = lambda text: re.sub(r"def make_render\(.*\): \.\.\.", "def make_render(...): ...", text)
+    assert signature(without(offline["RUN PLUMBING"], *cut)) == signature(without(resnet["RUN PLUMBING"], *cut))
 
 
 def diff_sizes(script, reference="crl_resnet.py"):

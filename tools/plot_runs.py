@@ -7,6 +7,7 @@
     python tools/plot_runs.py runs/* --metrics gradients/critic_norm --out figures/  # more panels: any logged metric
     python tools/plot_runs.py runs/* --random random.json --out figures/    # the floor of tools/random_policy.py --out
     python tools/plot_runs.py runs/* --max-env-steps 4e6 --out figures/    # runs of different lengths at one budget
+    python tools/plot_runs.py runs/offline_depth/* --group-by depth actor_num_blocks cold_init --out figures/
 
 Each RUN_DIR is a run of any of the scripts (its args.json and metrics.jsonl), or a directory holding runs, such as
 an eval_stitching.py sweep (runs/NAME/depth{D}/). Runs are grouped by the values of the --group-by flags: any flag of
@@ -20,6 +21,9 @@ seeds. Writes to --out:
   scores.json  per group: the paper's score (Sec. 4.1), each seed's mean eval/time_near_goal over its last five
   scores.md    evaluations, then their mean and standard deviation over seeds; eval/success the same way, and
                each --metrics metric (a panel of curves.png, log scale for norms) in scores.json
+
+crl_offline.py's runs (OGBench) are scored as OGBench scores them, by eval/success, against gradient steps; add
+each task's success as panels with --metrics eval/task1_success ... eval/task5_success.
 
 The confidence band is a percentile bootstrap over seeds (2,000 resamples, numpy): with the 2-10 seeds of an RL
 experiment this is what rliable's interval estimates do for one task, without its dependencies.
@@ -37,7 +41,9 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import numpy as np
 
-METRICS = [("eval/time_near_goal", "time near goal (steps)"), ("eval/success", "success rate")]
+ONLINE = ([("eval/time_near_goal", "time near goal (steps)"), ("eval/success", "success rate")], "training/env_steps")
+OFFLINE = ([("eval/success", "success rate")], "training/gradient_steps")  # crl_offline.py's runs (OGBench)
+METRICS, STEPS = ONLINE  # the score first, then the other panels; the x axis. main() sets them for its runs
 # flags that name or bookkeep a run: never a group by default
 BOOKKEEPING = {"seed", "exp_name", "track", "wandb_project_name", "wandb_entity", "wandb_mode", "save_model", "resume"}
 BOOKKEEPING |= {"render", "render_every", "evaluate", "checkpoint", "num_seeds", "from_runs", "depths"}
@@ -51,6 +57,8 @@ def fail(message):
 
 def script_of(flags):
     """The script that wrote an args.json, told by the flags only it has."""
+    if "dataset_path" in flags:
+        return "crl_offline.py"
     if "max_train_gap" in flags:
         return "eval_stitching.py"
     if "relabel_ratio" in flags:
@@ -92,8 +100,8 @@ def load_run(run, metrics, max_env_steps=None):
         if missing:
             fail(f"--metrics {missing[0]} is not logged by {run}; metrics.jsonl has e.g. {', '.join(sorted(m)[:4])}")
         values = {key: np.atleast_1d(m.get(f"{key}_per_seed", m[key])).astype(float) for key in metrics}
-        if max_env_steps is None or m["training/env_steps"] <= max_env_steps:
-            evaluations.append((m["training/env_steps"], values))
+        if max_env_steps is None or m[STEPS] <= max_env_steps:
+            evaluations.append((m[STEPS], values))
     if not evaluations:
         within = f" within --max-env-steps {max_env_steps:g}" if max_env_steps else ""
         fail(f"{run} has logged no evaluation yet{within}")
@@ -173,11 +181,17 @@ def plot_curves(groups, title, extra=(), random=None):
             ax.plot(group["steps"], values.mean(1), color=color, ls=style, label=label_seeds)
             if seeds > 1:
                 ax.fill_between(group["steps"], *bootstrap_band(values, rng), color=color, alpha=0.2, lw=0)
-            ax.set(xlabel="env steps", ylabel=name, yscale="log" if key.endswith("norm") else "linear")
+            ax.set(
+                xlabel=STEPS.split("/")[1].replace("_", " "),
+                ylabel=name,
+                yscale="log" if key.endswith("norm") else "linear",
+            )
     for ax, (key, _) in zip(axes, panels):
         if random and key in random:
             ax.axhline(random[key], color="grey", ls="--", label="random policy")
-    axes[1].set_ylim(-0.02, 1.02)
+    for ax, (key, _) in zip(axes, panels):
+        if key.endswith("success"):
+            ax.set_ylim(-0.02, 1.02)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{title}: mean over seeds, 95% bootstrap confidence band")
     fig.tight_layout()
@@ -191,7 +205,7 @@ def scores(groups, extra=()):
     for label, group in groups.items():
         keys = [key for key, _ in METRICS] + list(extra)
         last = {key: np.concatenate([c[key][-5:] for _, c in group["curves"]], axis=1).mean(0) for key in keys}
-        score, success = last["eval/time_near_goal"], last["eval/success"]
+        score, success = last[METRICS[0][0]], last["eval/success"]
         table[label] = {
             "flags": group["flags"],
             "seeds": len(score),
@@ -201,7 +215,7 @@ def scores(groups, extra=()):
             "success": float(success.mean()),
             "success_std_over_seeds": float(success.std()),
             "success_per_seed": success.tolist(),
-            "env_steps": float(np.mean([s[-1] for s, _ in group["curves"]])),
+            STEPS.split("/")[1]: float(np.mean([s[-1] for s, _ in group["curves"]])),
             "runs": group["runs"],
         }
         for key in extra:
@@ -210,14 +224,15 @@ def scores(groups, extra=()):
 
 
 def scores_markdown(table):
+    digits = 2 if METRICS[0][0] == "eval/success" else 1  # a rate, or steps near the goal
     lines = [
-        "| group | seeds | score: time near goal, last 5 evaluations | success | env steps |",
+        f"| group | seeds | score: {METRICS[0][1]}, last 5 evaluations | success | {STEPS[9:].replace('_', ' ')} |",
         "|---|---|---|---|---|",
     ]
     for label, row in table.items():
         lines.append(
-            f"| {label} | {row['seeds']} | {row['score']:.1f} ± {row['score_std_over_seeds']:.1f} | "
-            f"{row['success']:.2f} ± {row['success_std_over_seeds']:.2f} | {row['env_steps'] / 1e6:.3g}M |"
+            f"| {label} | {row['seeds']} | {row['score']:.{digits}f} ± {row['score_std_over_seeds']:.{digits}f} | "
+            f"{row['success']:.2f} ± {row['success_std_over_seeds']:.2f} | {row[STEPS[9:]] / 1e6:.3g}M |"
         )
     return (
         "\n".join(lines)
@@ -236,6 +251,12 @@ def main(argv=None):
     parser.add_argument("--random", default=None, metavar="JSON", help="a random policy's metrics, drawn dashed")
     parser.add_argument("--max-env-steps", type=float, default=None, metavar="N", help="score at N env steps per seed")
     cli = parser.parse_args(argv)
+    runs = find_runs(cli.runs)
+    offline = ["dataset_path" in json.loads((run / "args.json").read_text()) for run in runs]
+    if any(offline) and not all(offline):
+        fail("crl_offline.py's runs (success against gradient steps) cannot be grouped with online ones")
+    global METRICS, STEPS
+    METRICS, STEPS = OFFLINE if all(offline) else ONLINE  # OGBench's score: success, against gradient steps
     if cli.max_env_steps is not None and cli.max_env_steps <= 0:
         fail(f"--max-env-steps {cli.max_env_steps:g} must be a positive number of env steps per seed, e.g. 4e6")
     random = None
@@ -245,9 +266,10 @@ def main(argv=None):
         except (OSError, ValueError) as e:
             fail(f"--random {cli.random} is not a readable JSON file of tools/random_policy.py --out ({e})")
         if not isinstance(random, dict) or not all(isinstance(random.get(k), (int, float)) for k, _ in METRICS):
-            fail(f"--random {cli.random} holds no eval/time_near_goal and eval/success: write it with random_policy.py")
+            fail(
+                f"--random {cli.random} holds no {' and '.join(k for k, _ in METRICS)}: write it with random_policy.py"
+            )
     cli.metrics = [key for key in dict.fromkeys(cli.metrics) if key not in dict(METRICS)]  # each panel once
-    runs = find_runs(cli.runs)
     if random:  # a floor is only a floor where it was measured: the runs' evaluation environment and episode length
         for run in runs:
             flags = json.loads((run / "args.json").read_text())
