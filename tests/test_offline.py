@@ -339,3 +339,19 @@ def test_crl_offline_beats_a_random_policy_on_a_generated_navigate_dataset(tmp_p
 
     random_success = ogbench_random_metrics("pointmaze-medium-v0", episodes_per_task=10)["eval/success"]
     assert summary["success"] > random_success + 0.15, (summary, random_success)
+
+
+@pytest.mark.slow
+def test_two_devices_under_either_split_train_what_one_device_trains(small_dataset, tmp_path):
+    flags = ["--dataset-path", str(small_dataset), "--num-seeds", "2", "--no-save-model", *TINY]
+    losses = {}
+    for name, devices, split in [("one", 1, "data"), ("data", 2, "data"), ("seeds", 2, "seeds")]:
+        env = {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+        more = ["--devices-split", split, "--exp-name", name]
+        out = run_script("crl_offline.py", *flags, *more, cwd=tmp_path, env=env, timeout=600)
+        assert out.returncode == 0 and f"{devices} cpu device(s)" in out.stdout, out.stderr[-3000:]
+        [run_dir] = (tmp_path / "runs").glob(f"*__{name}__*")
+        lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        losses[name] = [m["losses/critic_loss_per_seed"] + m["losses/actor_loss_per_seed"] for m in lines]
+    np.testing.assert_allclose(losses["data"], losses["one"], rtol=1e-4)
+    np.testing.assert_allclose(losses["seeds"], losses["one"], rtol=1e-4)
