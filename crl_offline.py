@@ -1284,7 +1284,7 @@ def read_dataset(path, missing_ok=False):
         fail(f"--dataset-path {path}: no such file; {how}")
     try:
         loaded = load_ogbench_file(path)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+    except (OSError, ValueError, KeyError, IndexError, EOFError, zipfile.BadZipFile) as e:
         fail(f"--dataset-path: cannot read {path} as an OGBench dataset ({type(e).__name__}: {e}); {how}")
     obs, action, terminals = loaded["observations"], loaded["actions"], loaded["terminals"]
     if obs.ndim != 2 or action.ndim != 2 or not len(obs) == len(action) == len(terminals) or len(obs) == 0:

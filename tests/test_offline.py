@@ -256,6 +256,10 @@ BAD_FILES = {
         {"observations": np.zeros(8), "actions": np.zeros((8, 2)), "terminals": np.eye(8, dtype=bool)[-1]},
         "expected observations (N, obs)",
     ),
+    "rows that disagree": (
+        {"observations": np.zeros((8, 2)), "actions": np.zeros((8, 2)), "terminals": np.eye(6, dtype=bool)[-1]},
+        "cannot read",
+    ),
     "another environment": (
         {"observations": np.zeros((8, 29)), "actions": np.zeros((8, 8)), "terminals": np.eye(8, dtype=bool)[-1]},
         "a dataset of another environment?",
