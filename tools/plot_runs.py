@@ -168,8 +168,9 @@ def plot_curves(groups, title, extra=(), random=None):
     line at a random policy's value where `random` (tools/random_policy.py's JSON) has the metric."""
     rng = np.random.default_rng(0)
     panels = METRICS + [(key, key) for key in extra]
-    rows = (len(panels) + 1) // 2  # two panels a row
-    fig, axes = plt.subplots(rows, 2, figsize=(11, 4 * rows), squeeze=False)
+    columns = min(len(panels), 2)  # two panels a row
+    rows = (len(panels) + 1) // 2
+    fig, axes = plt.subplots(rows, columns, figsize=(5.5 * columns + 1 * (columns == 1), 4 * rows), squeeze=False)
     for ax in axes.flat[len(panels) :]:
         ax.remove()
     axes = axes.flat[: len(panels)]
