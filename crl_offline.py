@@ -128,13 +128,14 @@ class Args:
     """probability that an actor goal is the current state"""
     actor_p_randomgoal: Optional[float] = None
     """probability that an actor goal is a random dataset state, the rest future states at a uniform offset; None:
-    0.5 on stitch datasets, else 0 (OGBench's settings)"""
+    0.5 on stitch datasets, else 0 (OGBench's CRL settings for point and ant mazes; see docs/crl_offline.md)"""
     actor_lr: float = 3e-4
     """actor learning rate (Adam)"""
     critic_lr: float = 3e-4
     """critic learning rate (Adam)"""
     bc_coef: Optional[float] = None
-    """weight of the behaviour cloning term of DDPG+BC (OGBench's alpha); None: 0.03 on point mazes, else 0.1"""
+    """weight of the behaviour cloning term of DDPG+BC (OGBench's alpha); None: 0.03 on point mazes, else 0.1
+    (OGBench's CRL settings for point and ant mazes; its other tasks use other values: docs/crl_offline.md)"""
     num_critics: int = 2
     """critics in the ensemble (OGBench: 2); the actor maximises their minimum"""
     repr_dim: int = 64
@@ -505,12 +506,11 @@ def make_evaluate(args, env, actor):
     pool = [env.make() for _ in episodes for _ in range(args.num_seeds)]  # made once, reset every evaluation
 
     def evaluate(actor_params, seed):
-        np.random.seed(seed)  # OGBench's environments draw start noise from numpy's global generator
         params = host_copy(actor_params)
         obs_goal = np.zeros((args.num_seeds, len(episodes), env.obs_dim + env.goal_dim), np.float32)
         for i, e in enumerate(pool):
             s, k = divmod(i, len(episodes))
-            ob, info = e.reset(options={"task_id": episodes[k][0]})
+            ob, info = env.reset(e, seed * len(pool) + i, options={"task_id": episodes[k][0]})
             obs_goal[s, k] = np.concatenate([ob, info["goal"]])
         running = np.ones((args.num_seeds, len(episodes)), bool)
         success = np.zeros((args.num_seeds, len(episodes)))
@@ -524,7 +524,9 @@ def make_evaluate(args, env, actor):
                 break
         by_task = success.reshape(args.num_seeds, len(tasks), args.num_eval_episodes).mean(axis=2)
         metrics = {"eval/success": by_task.mean(axis=1)}
-        return metrics | {f"eval/task{task}_success": by_task[:, j] for j, task in enumerate(tasks)}
+        metrics |= {f"eval/task{task}_success": by_task[:, j] for j, task in enumerate(tasks)}
+        # every process ran the same episodes; process 0's numbers make sure they agree on the best epoch
+        return metrics if jax.process_count() == 1 else multihost_utils.broadcast_one_to_all(metrics)
 
     return evaluate
 
@@ -733,6 +735,16 @@ def check_args(args):
         if broken:
             fail(f"{flag(name)} must be {must_be}, got {getattr(args, name)}")
     env = OGBenchTask(args.env_id, args.episode_length)  # an unknown environment is a one-line error
+    if env.goal_dim != env.obs_dim:
+        fail(
+            f"--env-id {args.env_id}: its goals have {env.goal_dim} numbers, its observations {env.obs_dim}; "
+            "crl_offline.py's goals are dataset observations (OGBench's oraclerep environments are not supported)"
+        )
+    if args.render or args.render_every:  # no OpenGL here: one line now, not after training
+        e = env.make(render_mode="rgb_array", width=16, height=16)
+        env.reset(e, 0, options={"task_id": 1})
+        renderer_frame(e)
+        e.close()
     if args.evaluate:  # the saved agent needs the environment, not the dataset
         return
     data = read_dataset(args.dataset_path)
@@ -749,7 +761,7 @@ def check_args(args):
 STATE_FLAGS_EXEMPT = {"track", "wandb_project_name", "wandb_entity", "wandb_mode", "render", "render_every", "resume"}
 STATE_FLAGS_EXEMPT |= {"devices_split"}  # how the devices are used: checkpoints are assembled from their parts
 LAUNCH_FLAGS = {"coordinator_address", "num_processes", "process_id"}  # this launch's own, never the saved run's
-EVALUATION_FLAGS = {"evaluate", "checkpoint", "eval_env_id", "num_eval_envs"}  # what --evaluate may also change
+EVALUATION_FLAGS = {"evaluate", "checkpoint", "eval_env_id", "num_eval_envs", "num_eval_episodes"}  # --evaluate's own
 
 
 def parse_args():
@@ -1179,21 +1191,15 @@ def make_render(env, actor, seed, every=5):
         from PIL import Image  # pillow, which matplotlib installs
 
         params, pages = jax.tree.map(lambda x: x[0], host_copy(actor_params)), []
-        np.random.seed(seed)
         for task in range(1, env.num_tasks + 1):
-            try:
-                e = env.make(render_mode="rgb_array", width=160, height=160)
-                ob, info = e.reset(options={"task_id": task})
-                frames, done, t = [e.render()], False, 0
-                while not done:
-                    ob, _, terminated, truncated, _ = e.step(
-                        np.asarray(policy(params, np.concatenate([ob, info["goal"]])))
-                    )
-                    done, t = terminated or truncated, t + 1
-                    frames += [e.render()] if t % every == 0 or done else []
-                e.close()
-            except Exception as error:  # noqa: BLE001 (no OpenGL here: one line)
-                fail(f"--render: OGBench's renderer did not start ({error!r}); try MUJOCO_GL=osmesa, or run without it")
+            e = env.make(render_mode="rgb_array", width=160, height=160)
+            ob, info = env.reset(e, seed + task, options={"task_id": task})
+            frames, done, t = [renderer_frame(e)], False, 0
+            while not done:
+                ob, _, terminated, truncated, _ = e.step(np.asarray(policy(params, np.concatenate([ob, info["goal"]]))))
+                done, t = terminated or truncated, t + 1
+                frames += [e.render()] if t % every == 0 or done else []
+            e.close()
             gif = io.BytesIO()
             images = [Image.fromarray(f) for f in frames]
             images[0].save(gif, format="GIF", save_all=True, append_images=images[1:], duration=40, loop=0)
@@ -1225,7 +1231,10 @@ def load_saved_actor(run_dir, which, runner_state_shapes):
         params = flax.serialization.msgpack_restore(pathlib.Path(path).read_bytes())["actor"]
     except (ValueError, KeyError, TypeError) as e:
         fail(f"cannot read {path} as this code's parameters: {type(e).__name__}: {e}", status=1)
-    logged = [json.loads(line) for line in pathlib.Path(metrics_path).read_text().splitlines()]
+    logged = []
+    for line in pathlib.Path(metrics_path).read_text().splitlines():
+        with contextlib.suppress(ValueError):  # a line torn by a kill (only the last can be)
+            logged.append(json.loads(line))
     best = max(logged, key=lambda m: m[SCORE], default={"epoch": 0})["epoch"]
     return params, best if which == "best" else len(logged)
 
@@ -1272,6 +1281,22 @@ class OGBenchTask:
 
     def make(self, **kwargs):
         return import_ogbench().make(self.env_id, max_episode_steps=self.episode_length, **kwargs)
+
+    @staticmethod
+    def reset(e, seed, options):
+        """e.reset, its random start the same on every machine and process for a seed: OGBench's maze draws its start
+        noise from numpy's global generator, its settling steps from the action space's."""
+        np.random.seed(seed % 2**32)
+        e.action_space.seed(seed % 2**32)
+        return e.reset(seed=seed % 2**32, options=options)
+
+
+def renderer_frame(e):
+    """e.render(), or a one-line error where MuJoCo finds no OpenGL to render offscreen with."""
+    try:
+        return e.render()
+    except Exception as error:  # noqa: BLE001 (no OpenGL here: one line)
+        fail(f"--render: OGBench's renderer did not start ({error!r}); try MUJOCO_GL=osmesa, or run without it")
 
 
 def read_dataset(path, missing_ok=False):

@@ -843,7 +843,7 @@ def check_args(args):
 STATE_FLAGS_EXEMPT = {"track", "wandb_project_name", "wandb_entity", "wandb_mode", "render", "render_every", "resume"}
 STATE_FLAGS_EXEMPT |= {"devices_split"}  # how the devices are used: checkpoints are assembled from their parts
 LAUNCH_FLAGS = {"coordinator_address", "num_processes", "process_id"}  # this launch's own, never the saved run's
-EVALUATION_FLAGS = {"evaluate", "checkpoint", "eval_env_id", "num_eval_envs"}  # what --evaluate may also change
+EVALUATION_FLAGS = {"evaluate", "checkpoint", "eval_env_id", "num_eval_envs", "num_eval_episodes"}  # --evaluate's own
 
 
 def parse_args():
@@ -1309,7 +1309,10 @@ def load_saved_actor(run_dir, which, runner_state_shapes):
         params = flax.serialization.msgpack_restore(pathlib.Path(path).read_bytes())["actor"]
     except (ValueError, KeyError, TypeError) as e:
         fail(f"cannot read {path} as this code's parameters: {type(e).__name__}: {e}", status=1)
-    logged = [json.loads(line) for line in pathlib.Path(metrics_path).read_text().splitlines()]
+    logged = []
+    for line in pathlib.Path(metrics_path).read_text().splitlines():
+        with contextlib.suppress(ValueError):  # a line torn by a kill (only the last can be)
+            logged.append(json.loads(line))
     best = max(logged, key=lambda m: m[SCORE], default={"epoch": 0})["epoch"]
     return params, best if which == "best" else len(logged)
 

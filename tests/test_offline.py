@@ -359,3 +359,21 @@ def test_two_devices_under_either_split_train_what_one_device_trains(small_datas
         losses[name] = [m["losses/critic_loss_per_seed"] + m["losses/actor_loss_per_seed"] for m in lines]
     np.testing.assert_allclose(losses["data"], losses["one"], rtol=1e-4)
     np.testing.assert_allclose(losses["seeds"], losses["one"], rtol=1e-4)
+
+
+def test_an_evaluation_is_the_same_for_a_seed_on_any_process_and_a_tiny_dataset_keeps_a_validation_episode(tmp_path):
+    """Every episode's random start is seeded (OGBench draws it from unseeded generators): processes that evaluate
+    the same seed score the same episodes, which their agreement on checkpoint_best needs."""
+    env = crl_offline.OGBenchTask("pointmaze-medium-v0", 40)
+    args = types.SimpleNamespace(num_seeds=1, num_eval_episodes=2)
+    _, _, actor = crl_offline.make_networks(tiny_args(), env)
+    params = jax.tree.map(lambda x: x[None], actor.init(jax.random.PRNGKey(0), jnp.zeros((1, 4))))
+    start = lambda seed: crl_offline.OGBenchTask.reset(env.make(), seed, options={"task_id": 3})[0]
+    np.testing.assert_array_equal(start(7), start(7))  # two fresh environments, as on two processes
+    assert not np.array_equal(start(7), start(8))
+    evaluate = crl_offline.make_evaluate(args, env, actor)
+    first, second = evaluate(params, 7), evaluate(params, 7)
+    assert first.keys() == second.keys() and all(np.array_equal(first[k], second[k]) for k in first)
+    make_ogbench_dataset.main(["--num-episodes", "3", "--episode-steps", "20", "--out", str(tmp_path)])
+    with np.load(tmp_path / "pointmaze-medium-navigate-v0-val.npz") as val:
+        assert val["observations"].shape == (20, 2)

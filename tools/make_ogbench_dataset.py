@@ -7,7 +7,7 @@ clipped to [-1, 1].
   navigate: start anywhere, goal a random junction or dead end ("vertex") cell, a new one each time it is reached;
   stitch:   start anywhere, goal a cell 4 cells away, kept for the whole (short) episode.
 Episodes are stored one after another, each `--episode-steps` rows long with terminals 1 on its last row;
-NAME.npz holds --num-episodes episodes and NAME-val.npz a tenth as many more, with the keys observations, actions,
+NAME.npz holds --num-episodes episodes and NAME-val.npz a tenth as many more (at least one), with the keys observations, actions,
 terminals, qpos, qvel. They load with ogbench.load_dataset unchanged.
 
     python tools/make_ogbench_dataset.py --dataset pointmaze-medium-navigate-v0            # official size
@@ -98,7 +98,7 @@ def make(args):
     maze = env.unwrapped
     free, vertex = maze_cells(maze.maze_map)
     data = {k: [] for k in ["observations", "actions", "terminals", "qpos", "qvel"]}
-    total = args.num_episodes + args.num_episodes // 10  # the last tenth goes to NAME-val.npz
+    total = args.num_episodes + max(1, args.num_episodes // 10)  # the last tenth (at least one) to NAME-val.npz
     start = time.time()
     for episode in range(total):
         init = free[np.random.randint(len(free))]
@@ -107,7 +107,8 @@ def make(args):
         else:
             near = cells_at_distance(maze.maze_map, init, 4)
             goal = near[np.random.randint(len(near))] if near else init
-        ob, _ = env.reset(options={"task_info": {"init_ij": init, "goal_ij": goal}})
+        seed = args.seed if episode == 0 else None  # the environment's own generator, seeded once
+        ob, _ = env.reset(seed=seed, options={"task_info": {"init_ij": init, "goal_ij": goal}})
         done = False
         while not done:
             subgoal, _ = maze.get_oracle_subgoal(maze.get_xy(), maze.cur_goal_xy)
