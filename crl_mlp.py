@@ -102,9 +102,9 @@ class Args:
     """processes in the run (with --coordinator-address)"""
     process_id: Optional[int] = None
     """this process's index, 0 to --num-processes - 1 (with --coordinator-address); process 0 writes the run's files"""
-    preset: Optional[Literal["laptop", "laptop-reacher"]] = None
+    preset: Optional[Literal["laptop", "laptop-reacher", "laptop-ant"]] = None
     """named defaults, which the flags given still override (PRESETS): laptop, the CPU quick-start on point_u_maze;
-    laptop-reacher, brax's reacher arm on a CPU"""
+    laptop-reacher, brax's reacher arm on a CPU; laptop-ant, the ant walking to goals 10 away on a CPU"""
 
     # Algorithm specific arguments
     env_id: str = "ant_big_maze"
@@ -178,6 +178,10 @@ PRESETS = {
     "laptop-reacher": "--env-id reacher --episode-length 100 --num-envs 128 --num-eval-envs 128 "
     "--total-env-steps 4000000 --num-epochs 20 --unroll-length 50 --batch-size 256 "
     "--num-sgd-batches-per-training-step 50 --max-replay-size 2000 --min-replay-size 100 --width 64 --depth 4",
+    # the ant on the open floor, walking to goals 10 away at the paper's update ratio (docs/laptop_scale.md)
+    "laptop-ant": "--env-id ant --episode-length 500 --num-envs 128 --num-eval-envs 64 --total-env-steps 12800000 "
+    "--num-epochs 16 --unroll-length 50 --batch-size 256 --num-sgd-batches-per-training-step 160 "
+    "--max-replay-size 4000 --min-replay-size 500 --width 64 --depth 4",
 }
 
 

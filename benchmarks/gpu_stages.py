@@ -175,7 +175,12 @@ def checkpoint_check(stage, rs):
         host = crl.local_pieces(rs)
         copy_s = time.time() - start
         size = sum(x.nbytes for x in host.values())
-        meta = {"epoch": 1, "best_score": 0.0, "improved": False, "metrics_line": json.dumps({"epoch": 1})}
+        meta = {
+            "epoch": 1,
+            "best_score": 0.0,
+            "improved": False,
+            "metrics_line": json.dumps({"epoch": 1, crl.STEPS: 0}),
+        }
         start = time.time()
         crl.save_checkpoint(run_dir, host, meta)
         write_s = time.time() - start

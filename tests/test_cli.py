@@ -161,4 +161,4 @@ def test_a_preset_is_its_flags_and_the_flags_given_with_it_override_them(script,
     given = parsed(module, ["--seed", "3", "--preset", "laptop", "--width", "32"], monkeypatch)
     assert (given.env_id, given.seed, given.width, given.num_envs) == ("point_u_maze", 3, 32, 256)
     line = check_in_process(module, ["--preset", "desktop"], capsys, monkeypatch)
-    assert line == "error: --preset desktop is not a preset: choose one of laptop, laptop-reacher"
+    assert line == "error: --preset desktop is not a preset: choose one of laptop, laptop-reacher, laptop-ant"
