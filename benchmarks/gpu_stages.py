@@ -104,11 +104,14 @@ def epoch_check(stage, robot, depth, **flags):
     label = f"{4 * blocks[0]}" if blocks[0] == blocks[1] else f"{4 * blocks[0]}/{4 * blocks[1]}"
     check = f"epoch {args.env_id} depth {label}" + "".join(f" --{k.replace('_', '-')} {v}" for k, v in flags.items())
     env = crl.GoalEnv(args.env_id, args.episode_length, fixed_goals=True)  # the paper's protocol
-    init, _, epoch, _ = crl.make_train(args, env)
+    init, prefill, epoch, _ = crl.make_train(args, env)
     seeds = jnp.arange(args.num_seeds) + args.seed
     start = time.time()
     rs = jax.block_until_ready(jax.jit(jax.vmap(lambda s: init(jax.random.PRNGKey(s))))(seeds))
     init_s = time.time() - start
+    start = time.time()  # as main() does: an unfilled buffer would give the SGD steps rows of zeros
+    rs = jax.block_until_ready(jax.jit(crl.over_seeds(prefill, args.num_seeds))(rs))
+    prefill_s = time.time() - start
     rs = jax.device_put(rs, crl.device_shardings(rs, crl.use_all_devices("data"), "data"))
     start = time.time()
     program = jax.jit(crl.over_seeds(epoch, args.num_seeds), donate_argnums=0).lower(rs).compile(env.compiler_options)
@@ -126,6 +129,7 @@ def epoch_check(stage, robot, depth, **flags):
         check,
         compile_s=round(compile_s, 1),
         init_s=round(init_s, 1),
+        prefill_s=round(prefill_s, 1),  # compile and run, min_replay_size steps of every environment
         first_epoch_s=round(times[0], 2),
         epoch_s=round(times[-1], 3),
         timed_epoch=len(times),
