@@ -332,7 +332,7 @@ def test_crl_learns_reacher_well_above_random(tmp_path):
     assert trained["eval/success"] - floor["eval/success"] >= 0.3
 
 
-@pytest.mark.slow  # about 20 minutes on 2 cores
+@pytest.mark.slow  # about 15 minutes on 2 cores
 def test_crl_ant_walks_towards_its_goals(tmp_path):
     """The ant on the open floor (goals 10 away): --preset laptop-ant cut to one seed and 9.6M env steps (12 of its
     16 epochs). A random policy ends 10.4 from its goal; in the preset's 2-seed run (docs/laptop_scale.md) seed 1's
