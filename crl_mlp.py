@@ -178,7 +178,7 @@ PRESETS = {
     "laptop-reacher": "--env-id reacher --episode-length 100 --num-envs 128 --num-eval-envs 128 "
     "--total-env-steps 4000000 --num-epochs 20 --unroll-length 50 --batch-size 256 "
     "--num-sgd-batches-per-training-step 50 --max-replay-size 2000 --min-replay-size 100 --width 64 --depth 4",
-    # the ant on the open floor, walking to goals 10 away at the paper's update ratio (docs/laptop_scale.md)
+    # crl_resnet.py's sizes for the ant on the open floor, where CRL walks to goals 10 away (docs/laptop_scale.md)
     "laptop-ant": "--env-id ant --episode-length 500 --num-envs 128 --num-eval-envs 64 --total-env-steps 12800000 "
     "--num-epochs 16 --unroll-length 50 --batch-size 256 --num-sgd-batches-per-training-step 160 "
     "--max-replay-size 4000 --min-replay-size 500 --width 64 --depth 4",
