@@ -1029,10 +1029,7 @@ def restore_checkpoint(run_dir, rs):
         return None
     meta, files = found
     rs = read_checkpoint(meta, files, rs)
-    kept = []
-    for line in pathlib.Path(metrics_path).read_text().splitlines() if os.path.exists(metrics_path) else []:
-        with contextlib.suppress(ValueError):  # a line torn by a kill (only the last can be)
-            kept += [line] if json.loads(line)["epoch"] < meta["epoch"] else []
+    kept = [json.dumps(m) for m in logged_metrics(run_dir) if m["epoch"] < meta["epoch"]]  # as append() wrote them
     if first:
         write_atomic(metrics_path, "".join(line + "\n" for line in [*kept, meta["metrics_line"]]).encode())
     if meta["improved"]:  # its checkpoint_best is written after it: a kill may have come in between
@@ -1072,12 +1069,22 @@ def log_line(metrics):
     return ", ".join(f"{k} {v:.3g}" for k, v in shown.items())
 
 
+def logged_metrics(run_dir):
+    """run_dir's metrics.jsonl as a list of dicts ([] without the file), less a line torn by a kill (only the last
+    can be)."""
+    path, logged = pathlib.Path(run_dir, "metrics.jsonl"), []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        with contextlib.suppress(ValueError):
+            logged.append(json.loads(line))
+    return logged
+
+
 def write_summary(args, run_dir):
     """summary.json: a run's single number, the mean of SCORE over the last five evaluations (all of them if fewer),
     per seed and over seeds, as the paper scores runs (Sec. 4.1), with eval/success averaged the same way."""
     if jax.process_index() > 0:
         return
-    logged = [json.loads(line) for line in pathlib.Path(run_dir, "metrics.jsonl").read_text().splitlines()][-5:]
+    logged = logged_metrics(run_dir)[-5:]
     per_seed = lambda key: np.mean([m.get(f"{key}_per_seed", [m[key]]) for m in logged], axis=0)
     score, success = per_seed(SCORE), per_seed("eval/success")
     summary = {"score": float(np.mean(score)), "score_std_over_seeds": float(np.std(score))}  # SCORE's
@@ -1284,7 +1291,7 @@ def load_saved_actor(run_dir, which, runner_state_shapes):
     """(actor parameters with a leading seed axis, their epoch) of a run's final.msgpack (which="final"),
     checkpoint_best ("best") or checkpoint_last ("last", read against runner_state_shapes()), or a one-line error."""
     files = {"final": "final.msgpack", "best": "checkpoint_best.msgpack", "last": "checkpoint_last"}
-    path, metrics_path = os.path.join(run_dir, files[which]), os.path.join(run_dir, "metrics.jsonl")
+    path = os.path.join(run_dir, files[which])
     last = last_checkpoint(run_dir)
     has = {"final": os.path.isfile(os.path.join(run_dir, files["final"])), "last": last is not None}
     has["best"] = os.path.isfile(os.path.join(run_dir, files["best"]))
@@ -1299,10 +1306,7 @@ def load_saved_actor(run_dir, which, runner_state_shapes):
         params = flax.serialization.msgpack_restore(pathlib.Path(path).read_bytes())["actor"]
     except (ValueError, KeyError, TypeError) as e:
         fail(f"cannot read {path} as this code's parameters: {type(e).__name__}: {e}", status=1)
-    logged = []
-    for line in pathlib.Path(metrics_path).read_text().splitlines():
-        with contextlib.suppress(ValueError):  # a line torn by a kill (only the last can be)
-            logged.append(json.loads(line))
+    logged = logged_metrics(run_dir)
     best = max(logged, key=lambda m: m[SCORE], default={"epoch": 0})["epoch"]
     return params, best if which == "best" else len(logged)
 
