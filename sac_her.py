@@ -342,34 +342,52 @@ def future_indices(traj_id, key, gamma):
     return t + jnp.where(horizon > 0, jnp.clip(offset, 1, horizon), 0)
 
 
-def sample_transitions(buffer, key, window, gamma, state_dim, goal_indices):
-    """One window per environment, every step relabelled: flat (num_envs * window, .) transitions.
-
-    CRL and GCBC read state, action and goal; commanded_goal, next_state and has_next are for sac_her.py."""
-    k_start, k_future = jax.random.split(key)
+def sample_windows(buffer, key, window):
+    """One window of `window` consecutive steps per environment, from anywhere in the filled part of the buffer:
+    obs, action and traj_id shaped (num_envs, window, .)."""
     capacity, num_envs = buffer.traj_id.shape
     oldest = (buffer.insert_pos - buffer.size) % capacity
-    start = jax.random.randint(k_start, (num_envs,), 0, buffer.size - window + 1)
+    start = jax.random.randint(key, (num_envs,), 0, buffer.size - window + 1)
     rows = (oldest + start[:, None] + jnp.arange(window)) % capacity  # (E, W)
     envs = jnp.arange(num_envs)[:, None]
-    obs, action, traj_id = buffer.obs[rows, envs], buffer.action[rows, envs], buffer.traj_id[rows, envs]
-    future = future_indices(traj_id, k_future, gamma)  # (E, W)
+    return buffer.obs[rows, envs], buffer.action[rows, envs], buffer.traj_id[rows, envs]
+
+
+def relabel_with_future_states(obs, action, traj_id, key, gamma, state_dim, goal_indices):
+    """Every step of (E, W) windows with its goal relabelled as a future state of its own trajectory: flat
+    (E * W, .) transitions {state, action, goal}."""
+    future = future_indices(traj_id, key, gamma)  # (E, W)
     future_state = jnp.take_along_axis(obs, future[..., None], axis=1)[..., :state_dim]
-    successor = jnp.minimum(jnp.arange(window) + 1, window - 1)  # (W,) index of s_{t+1} in the window
-    transitions = {
-        "state": obs[..., :state_dim],
-        "action": action,
-        "goal": future_state[..., goal_indices],  # the relabelled goal
-        "commanded_goal": obs[..., state_dim:],  # what the episode asked for (SAC+HER keeps it for some rows)
-        # s_{t+1} for the TD methods; after a reset (or at the window's end) the stored successor is another
-        # trajectory's first state, so such steps have no usable next state
-        "next_state": obs[:, successor, :state_dim],
-        "has_next": (traj_id[:, successor] == traj_id) & (jnp.arange(window) + 1 < window),
-    }
-    return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), transitions)
+    transitions = {"state": obs[..., :state_dim], "action": action, "goal": future_state[..., goal_indices]}
+    return flatten_windows(transitions)
+
+
+def flatten_windows(tree):
+    return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), tree)
+
+
+def sample_transitions(buffer, key, window, gamma, state_dim, goal_indices):
+    """One window per environment, every step relabelled: the (num_envs * window, .) positive pairs."""
+    k_start, k_future = jax.random.split(key)
+    obs, action, traj_id = sample_windows(buffer, k_start, window)
+    return relabel_with_future_states(obs, action, traj_id, k_future, gamma, state_dim, goal_indices)
 
 
 # ==== LOSSES ====
+def next_states(obs, traj_id, state_dim):
+    """What SAC+HER reads beyond CRL's (state, action, goal), flat like them: the goal the episode commanded and
+    s_{t+1}. After a reset (or at the window's end) the stored successor is another trajectory's first state, so
+    such steps have no usable next state (has_next False)."""
+    window = traj_id.shape[1]
+    successor = jnp.minimum(jnp.arange(window) + 1, window - 1)  # (W,) index of s_{t+1} in the window
+    extra = {
+        "commanded_goal": obs[..., state_dim:],
+        "next_state": obs[:, successor, :state_dim],
+        "has_next": (traj_id[:, successor] == traj_id) & (jnp.arange(window) + 1 < window),
+    }
+    return flatten_windows(extra)
+
+
 def her_relabel(transitions, key, relabel_ratio, goal_indices, success_radius):
     """HER "future": a relabel_ratio of rows take their future-state goal, the rest keep the commanded goal.
 
@@ -565,9 +583,12 @@ def make_train(args, env):
         rs = collect(rs, args.unroll_length, lambda obs, key: policy(rs.actor_params, obs, key))
         # RELABEL one window per environment: every step's goal is a future state of its own trajectory
         key, sample_key, her_key, perm_key = jax.random.split(rs.key, 4)
-        transitions = sample_transitions(
-            rs.buffer, sample_key, env.episode_length, args.gamma, env.state_dim, env.goal_indices
+        k_start, k_future = jax.random.split(sample_key)
+        obs, action, traj_id = sample_windows(rs.buffer, k_start, env.episode_length)
+        transitions = relabel_with_future_states(
+            obs, action, traj_id, k_future, args.gamma, env.state_dim, env.goal_indices
         )
+        transitions |= next_states(obs, traj_id, env.state_dim)  # what the TD target and HER need beyond CRL's
         transitions = her_relabel(transitions, her_key, args.relabel_ratio, env.goal_indices, env.success_radius)
         # minibatches without replacement from the relabelled pool: (num_sgd_batches, batch_size, .)
         num_used = args.num_sgd_batches_per_training_step * args.batch_size

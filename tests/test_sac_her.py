@@ -91,7 +91,10 @@ def test_her_relabels_a_fraction_with_future_states_of_the_same_trajectory_and_r
     batches = []
     for seed in range(10):
         k_sample, k_her = jax.random.split(jax.random.PRNGKey(seed))
-        transitions = sac.sample_transitions(buffer, k_sample, 30, 0.9, 2, jnp.array([0, 1]))
+        k_start, k_future = jax.random.split(k_sample)  # as training_step samples them
+        obs, action, traj_id = sac.sample_windows(buffer, k_start, 30)
+        transitions = sac.relabel_with_future_states(obs, action, traj_id, k_future, 0.9, 2, jnp.array([0, 1]))
+        transitions |= sac.next_states(obs, traj_id, 2)
         batches.append(jax.device_get(sac.her_relabel(transitions, k_her, 0.8, jnp.array([0, 1]), 0.5)))
     b = {k: np.concatenate([x[k] for x in batches]) for k in batches[0]}
     commanded = np.all(b["goal"] == -1, axis=1)
