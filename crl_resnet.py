@@ -19,13 +19,13 @@ Run:  python crl_resnet.py --num-blocks 64          (paper scale, one GPU)
 CPU:  python crl_resnet.py --preset laptop                (learns point_u_maze in minutes)
 """
 
-import concurrent.futures
+import atexit
 import contextlib
 import dataclasses
 import functools
-import glob
 import io
 import json
+import logging
 import math
 import operator
 import os
@@ -33,11 +33,11 @@ import pathlib
 import re
 import signal
 import sys
+import threading
 import time
 import types
 import warnings
 import xml.etree.ElementTree as ET
-import zipfile
 from collections.abc import Callable
 from typing import Any, Literal, Optional
 
@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import tqdm
 import tyro
 from jax.experimental import multihost_utils
@@ -70,72 +71,41 @@ class Args:
     seed: int = 1
     """seed of the experiment (seed i of --num-seeds uses seed + i)"""
     track: bool = False
-    """log to Weights & Biases; when off, nothing is sent anywhere"""
-    wandb_project_name: str = "scaling-crl"
-    """the wandb project name"""
-    wandb_entity: Optional[str] = None
-    """the wandb entity (team or user); None uses your default entity"""
-    wandb_mode: Literal["online", "offline"] = "online"
-    """wandb mode: offline writes runs/{run_name}/wandb for a later `wandb sync` and needs no network"""
-    save_model: bool = True
-    """write checkpoints (last after every epoch, best by eval/time_near_goal) and the final parameters"""
-    resume: Optional[str] = None
-    """path of a run directory (runs/NAME) to continue from its last checkpoint with the same flags"""
-    render: bool = False
-    """after training, write runs/{run_name}/render.html (brax viewer) of three evaluation episodes"""
-    render_every: int = 0
-    """also render after every K-th epoch, to runs/{run_name}/render_epoch{N}.html (0: never); --track logs renders"""
-    evaluate: Optional[str] = None
-    """path of a run directory (runs/NAME): evaluate its saved agent instead of training, with --checkpoint and any
-    --eval-env-id, --num-eval-envs, --render; writes runs/NAME/evaluation__{eval env}__{checkpoint}.json"""
-    checkpoint: Literal["final", "best", "last"] = "final"
-    """with --evaluate: the parameters at the end of training (final), of the best epoch by eval/time_near_goal
-    (best), or of the last epoch checkpointed (last; also for a run stopped or still training)"""
-    num_seeds: int = 1
-    """independent seeds trained in one jitted program (vmap); metrics: mean over seeds, _std, _per_seed"""
-    devices_split: Literal["data", "seeds"] = "data"
-    """how a run uses several devices: data splits each seed's environments, replay buffer and minibatches over all
-    of them (gradients all-reduced); seeds puts whole seeds on each (--num-seeds a multiple of the devices)"""
-    coordinator_address: Optional[str] = None
-    """HOST:PORT of process 0, for one run over several processes or hosts (docs/cluster.md), with --num-processes
-    and --process-id; under srun with several tasks, or with JAX_COORDINATOR_ADDRESS set, none is needed"""
-    num_processes: Optional[int] = None
-    """processes in the run (with --coordinator-address)"""
-    process_id: Optional[int] = None
-    """this process's index, 0 to --num-processes - 1 (with --coordinator-address); process 0 writes the run's files"""
-    preset: Optional[Literal["laptop", "laptop-reacher", "laptop-ant"]] = None
-    """named defaults, which the flags given still override (PRESETS): laptop, the CPU quick-start on point_u_maze;
-    laptop-reacher, brax's reacher arm on a CPU; laptop-ant, the ant walking to goals 10 away on a CPU"""
+    """log to Weights & Biases (see --wandb-mode); when off, nothing is sent anywhere"""
 
-    # Algorithm specific arguments
+    # Algorithm specific arguments: the environment, the networks, the schedule and the losses (Table 2's values)
     env_id: str = "ant_big_maze"
     """the environment id (see ENVIRONMENTS below or docs/environments.md)"""
-    eval_env_id: Optional[str] = None
-    """the environment evaluations run in; None: the far-goal split {env_id}_eval where the registry has one (how
-    the paper scores mazes), else env_id"""
     train_goals: Literal["env", "fixed", "resampled"] = "env"
-    """goals at automatic resets in training: fixed (each environment keeps its first start and goal, as in the
-    paper's code), resampled (fresh ones), or env: fixed for the paper's environments, resampled for point mazes"""
+    """goals after a reset in training: fixed (the paper's code), resampled, or env (fixed; point mazes resample)"""
+    episode_length: Optional[int] = None
+    """steps per episode; None uses the environment's own (1000 for the paper's environments)"""
+    num_blocks: int = 1
+    """residual blocks per network; depth = 4 * num_blocks Dense layers (64 blocks = 256 layers)"""
+    actor_num_blocks: Optional[int] = None
+    """residual blocks of the actor; None uses --num-blocks"""
+    critic_num_blocks: Optional[int] = None
+    """residual blocks of sa_encoder and g_encoder; None uses --num-blocks"""
+    width: int = 256
+    """units per Dense layer"""
+    repr_dim: int = 64
+    """dimension of the representations phi(s, a) and psi(g)"""
+    batch_size: int = 512
+    """transitions per SGD minibatch (also the number of InfoNCE negatives + 1)"""
     total_env_steps: int = 100_000_000
     """total environment steps, prefill included (paper: 100M-400M)"""
     num_envs: int = 512
     """parallel training environments"""
-    num_eval_envs: int = 128
-    """parallel evaluation environments (one episode each per evaluation)"""
-    episode_length: Optional[int] = None
-    """steps per episode; None uses the environment's own (1000 for the paper's environments)"""
     num_epochs: int = 100
-    """number of epochs; each epoch is one compiled program followed by an evaluation (the paper's code: 100)"""
+    """epochs, each one compiled program followed by an evaluation (the paper's code: 100)"""
     unroll_length: int = 62
     """environment steps collected per environment in one training step"""
-    batch_size: int = 512
-    """transitions per SGD minibatch (also the number of InfoNCE negatives + 1)"""
     num_sgd_batches_per_training_step: int = 800
     """SGD minibatches per training step; with the defaults UTD = 800 / (512 * 62) = 1:40 (paper)"""
     max_replay_size: int = 10_000
     """replay capacity in time steps; each step holds num_envs transitions"""
     min_replay_size: int = 1_000
-    """time steps collected by the untrained policy before training (must be >= episode_length)"""
+    """time steps collected by the untrained policy before training (at least --episode-length)"""
     gamma: float = 0.99
     """discount of the future-state (goal) distribution"""
     actor_lr: float = 3e-4
@@ -146,24 +116,52 @@ class Args:
     """entropy temperature learning rate (Adam)"""
     logsumexp_penalty: float = 0.1
     """weight of the penalty mean((logsumexp_j L_ij)^2) on the InfoNCE logits"""
-    repr_dim: int = 64
-    """dimension of the representations phi(s, a) and psi(g)"""
-    width: int = 256
-    """units per Dense layer"""
-    num_blocks: int = 1
-    """residual blocks per network; depth = 4 * num_blocks Dense layers (64 blocks = 256 layers)"""
-    actor_num_blocks: Optional[int] = None
-    """residual blocks of the actor; None uses --num-blocks"""
-    critic_num_blocks: Optional[int] = None
-    """residual blocks of sa_encoder and g_encoder; None uses --num-blocks"""
     target_entropy_scale: float = 0.5
     """target entropy = -scale * action_dim"""
+    num_seeds: int = 1
+    """independent seeds trained in one jitted program (vmap); metrics: mean over seeds, _std, _per_seed"""
     remat: bool = False
     """recompute each residual block in the backward pass: activation memory O(1) in depth, ~1.3x compute"""
     scan_unroll: int = 1
     """scan steps over depth unrolled into one loop iteration: 2-4 speed up narrow nets on a CPU, not wide ones"""
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
     """dtype of the matmuls; parameters, LayerNorm, the residual stream and the losses stay float32"""
+    preset: Optional[Literal["laptop", "laptop-reacher", "laptop-ant"]] = None
+    """named defaults that the flags given override (PRESETS: laptop, laptop-reacher, laptop-ant, for a CPU)"""
+
+    # Evaluation
+    eval_env_id: Optional[str] = None
+    """where evaluations run; None: the far-goal split {env_id}_eval where there is one (the paper's), else env_id"""
+    num_eval_envs: int = 128
+    """parallel evaluation environments (one episode each per evaluation)"""
+    render: bool = False
+    """after training, write runs/{run_name}/render.html (brax viewer) of three evaluation episodes"""
+    render_every: int = 0
+    """also render after every K-th epoch, to runs/{run_name}/render_epoch{N}.html (0: never); --track logs renders"""
+    evaluate: Optional[str] = None
+    """a run directory (runs/NAME) whose saved agent to evaluate instead of training (docs/crl_resnet.md)"""
+    checkpoint: Literal["final", "best", "last"] = "final"
+    """with --evaluate: the networks at the end of training, of the best evaluation, or of the last checkpoint"""
+
+    # Run plumbing: tracking, checkpoints, resuming, processes and devices
+    wandb_project_name: str = "scaling-crl"
+    """the wandb project name"""
+    wandb_entity: Optional[str] = None
+    """the wandb entity (team or user); None uses your default entity"""
+    wandb_mode: Literal["online", "offline"] = "online"
+    """wandb mode: offline writes runs/{run_name}/wandb for a later `wandb sync` and needs no network"""
+    save_model: bool = True
+    """write checkpoints (the last two epochs, the best evaluation) and the final networks"""
+    resume: Optional[str] = None
+    """a run directory (runs/NAME) to continue from its last checkpoint, with its flags"""
+    devices_split: Literal["data", "seeds"] = "data"
+    """several devices: data splits each seed's envs, buffer and minibatches over all; seeds puts whole seeds on each"""
+    coordinator_address: Optional[str] = None
+    """HOST:PORT of process 0, for one run over several processes or hosts (docs/cluster.md); srun needs none"""
+    num_processes: Optional[int] = None
+    """processes in the run (with --coordinator-address)"""
+    process_id: Optional[int] = None
+    """this process's index, 0 to --num-processes - 1 (with --coordinator-address); process 0 writes the files"""
 
 
 # --preset NAME: what a laptop run needs, in one word: these flags go before those given, which override them (the
@@ -182,6 +180,85 @@ PRESETS = {
     "--num-epochs 16 --unroll-length 50 --batch-size 256 --num-sgd-batches-per-training-step 160 "
     "--max-replay-size 4000 --min-replay-size 500 --width 64 --num-blocks 1",
 }
+
+
+def fail(message, status=2):
+    """A one-line error, no traceback: status 2 for bad input (like argparse), 1 for a run that had to stop."""
+    tqdm.tqdm.write(f"error: {message}", file=sys.stderr)  # on a line of its own, under a progress bar
+    sys.exit(status)
+
+
+def flag(name):
+    return "--" + name.replace("_", "-")  # num_envs -> --num-envs
+
+
+# --evaluate runs/NAME keeps the run's flags but these: what to evaluate, where, with how many episodes
+EVALUATION_FLAGS = {"evaluate", "checkpoint", "eval_env_id", "num_eval_envs"}
+
+
+def check_args(args):
+    """Every inconsistency in the flags is a one-line error here, before anything is compiled."""
+    for name in ["env_id", "eval_env_id"]:
+        if getattr(args, name) not in [None, *ENVIRONMENTS]:
+            fail(f"{flag(name)} {getattr(args, name)!r} is unknown; choose one of: {', '.join(ENVIRONMENTS)}")
+    spec, eval_spec = ENVIRONMENTS[args.env_id], ENVIRONMENTS[args.eval_env_id or args.env_id]
+    if (eval_spec.state_dim, eval_spec.goal_indices) != (spec.state_dim, spec.goal_indices):
+        fail(f"--eval-env-id {args.eval_env_id} does not fit --env-id {args.env_id}: other states or goals")
+    counts = ["num_seeds", "num_envs", "num_eval_envs", "num_epochs", "unroll_length", "batch_size", "width"]
+    counts += ["num_sgd_batches_per_training_step", "max_replay_size", "min_replay_size", "repr_dim"]
+    for name in [*counts, "num_blocks", "actor_num_blocks", "critic_num_blocks"]:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            fail(f"{flag(name)} must be >= 1, got {getattr(args, name)}")
+    episode = args.episode_length or ENVIRONMENTS[args.env_id].episode_length
+    pool = args.num_envs * episode  # relabelled transitions sampled per training step (--num-envs x episode)
+    plan, devices = schedule(args), jax.device_count()
+    rules = [  # (flag, broken, what it must be)
+        ("episode_length", episode < 2, ">= 2"),
+        ("gamma", not 0 < args.gamma < 1, "in (0, 1)"),
+        *[(name, getattr(args, name) <= 0, "> 0") for name in ["actor_lr", "critic_lr", "alpha_lr"]],
+        *[(name, getattr(args, name) < 0, ">= 0") for name in ["logsumexp_penalty", "target_entropy_scale"]],
+        ("min_replay_size", args.min_replay_size > args.max_replay_size, "<= --max-replay-size"),
+        ("min_replay_size", args.min_replay_size < episode, f">= the episode's {episode} steps (--episode-length)"),
+        ("unroll_length", args.unroll_length > args.max_replay_size, "<= --max-replay-size"),
+        ("batch_size", args.batch_size > pool, f"<= the {pool} transitions sampled per training step"),
+        (
+            "num_sgd_batches_per_training_step",
+            args.num_sgd_batches_per_training_step > pool // args.batch_size,
+            f"at most {pool // args.batch_size}: the batches of --batch-size in {pool} transitions",
+        ),
+        *[
+            (
+                name,
+                args.devices_split == "data" and getattr(args, name) % devices,
+                f"a multiple of the {devices} devices",
+            )
+            for name in ["num_envs", "batch_size"]
+        ],
+        (
+            "num_seeds",
+            args.devices_split == "seeds" and args.num_seeds % devices,
+            f"a multiple of the {devices} devices with --devices-split seeds",
+        ),
+        ("total_env_steps", plan.training_steps_per_epoch < 1, f">= {plan.min_total_steps}: too small for an epoch"),
+    ]
+    for name, broken, must_be in rules:
+        if broken:
+            fail(f"{flag(name)} must be {must_be}, got {getattr(args, name)}")
+
+
+def resolve_args(args):
+    """The flags with what their None and "env" stand for, fixed once: args.json records them, and --resume and
+    --evaluate read them back."""
+    spec = ENVIRONMENTS[args.env_id]
+    train_goals = ("fixed" if spec.fixed_goals else "resampled") if args.train_goals == "env" else args.train_goals
+    return dataclasses.replace(
+        args,
+        actor_num_blocks=args.actor_num_blocks or args.num_blocks,
+        critic_num_blocks=args.critic_num_blocks or args.num_blocks,
+        train_goals=train_goals,
+        episode_length=args.episode_length or spec.episode_length,
+        eval_env_id=args.eval_env_id or default_eval_env_id(args.env_id),
+    )
 
 
 # ==== NETWORKS ====
@@ -584,653 +661,7 @@ def checkpoint_params(rs):
     return {"actor": rs.actor_params, "critic": rs.critic_params}
 
 
-# ==== EVALUATION ====
-SCORE = "eval/time_near_goal"  # what checkpoint_best and summary.json rank by: the paper's score (Sec. 4.1)
-STEPS = "training/env_steps"  # what metrics.jsonl and wandb count progress in
-
-
-def deterministic_rollout(env, actor, actor_params, env_state, length, record):
-    """`length` steps of the deterministic policy a = tanh(mean); returns record(env_state, next_state) of each
-    step, stacked over time (what evaluation scores and what --render draws)."""
-
-    def step(env_state, _):
-        mean, _ = actor.apply(actor_params, env_state.obs)
-        next_state = env.step(env_state, jnp.tanh(mean))
-        return next_state, record(env_state, next_state)
-
-    return jax.lax.scan(step, env_state, None, length=length)[1]
-
-
-def make_evaluate(args, env, actor):
-    """One episode of the deterministic policy in each of num_eval_envs environments, fresh starts and goals.
-
-    time_near_goal, the steps spent within the success radius of the goal, is the paper's score (Sec. 4.1);
-    success is whether the goal was reached at all; dist_to_goal is the distance at the episode's end."""
-
-    def evaluate(actor_params, key):
-        record = lambda _, next_state: (next_state.dist_to_goal, next_state.done)
-        env_state = env.reset(key, args.num_eval_envs)
-        dist, done = deterministic_rollout(env, actor, actor_params, env_state, env.episode_length, record)
-        alive = (jnp.cumsum(done, axis=0) - done) == 0  # (T, n) steps up to and including the episode's end
-        near = (dist < env.success_radius) & alive
-        final_dist = jnp.sum(dist * (done & alive), axis=0)
-        time_near_goal = jnp.mean(jnp.sum(near, axis=0))
-        return {
-            "eval/time_near_goal": time_near_goal,
-            "eval/time_near_goal_fraction": time_near_goal / env.episode_length,
-            "eval/success": jnp.mean(jnp.any(near, axis=0)),
-            "eval/dist_to_goal": jnp.mean(final_dist),
-        }
-
-    return evaluate
-
-
-# ==== MAIN ====
-def main():
-    """The experiment: num_seeds agents trained side by side for num_epochs epochs, each epoch followed by an
-    evaluation; metrics, checkpoints and the final networks go to runs/NAME (docs/crl_resnet.md#what-a-run-writes)."""
-    args, resume = parse_args()
-    start_processes(args)  # one program over several processes when launched so (docs/cluster.md); else nothing
-    check_args(args)
-    if args.evaluate:  # --evaluate runs/NAME: no training, see evaluate_saved_agent below
-        return evaluate_saved_agent(args)
-    args.actor_num_blocks = args.actor_num_blocks or args.num_blocks
-    args.critic_num_blocks = args.critic_num_blocks or args.num_blocks
-    if args.train_goals == "env":  # the paper's protocol on its environments, fresh goals on our point mazes
-        args.train_goals = "fixed" if ENVIRONMENTS[args.env_id].fixed_goals else "resampled"
-    env = GoalEnv(args.env_id, args.episode_length, fixed_goals=args.train_goals == "fixed")
-    args.episode_length = env.episode_length
-    args.eval_env_id = args.eval_env_id or default_eval_env_id(args.env_id)
-    eval_env = GoalEnv(args.eval_env_id, args.episode_length)
-    plan = schedule(args)
-    run_dir = open_run_dir(args, resume)  # runs/NAME with args.json, or the run --resume continues
-    stop = StopSignals(run_dir)  # SIGTERM, Ctrl-C: the run ends after the epoch under way, its files written
-    wandb = start_wandb(args, run_dir) if args.track else None
-    print(
-        f"{run_dir}: {args.env_id}, actor depth {4 * args.actor_num_blocks}, critic depth {4 * args.critic_num_blocks}"
-        f" (Dense layers in the residual trunk), width {args.width}, {args.num_seeds} seed(s), "
-        f"{jax.device_count()} {jax.devices()[0].platform} device(s) in {jax.process_count()} process(es), split by "
-        f"{args.devices_split}; evaluated on {args.eval_env_id} (fresh goals)\n"
-        f"epoch = {plan.training_steps_per_epoch} training steps x {args.num_envs} envs x {args.unroll_length} steps "
-        f"= {plan.env_steps_per_epoch} env steps; {args.num_epochs} epochs + {plan.prefill_steps} prefill = "
-        f"{plan.total_steps}; {args.num_sgd_batches_per_training_step} SGD steps of {args.batch_size} per training step"
-    )
-
-    # BUILD one runner state per seed, on the devices, and COMPILE prefill, epoch and evaluation once
-    init, prefill, epoch, actor = make_train(args, env)
-    evaluate = make_evaluate(args, eval_env, actor)
-    seeds = np.arange(args.num_seeds) + args.seed
-    init_all = jax.vmap(lambda s: init(jax.random.PRNGKey(s)))
-    mesh = use_all_devices(args.devices_split)  # every device of every process
-    shardings = device_shardings(jax.eval_shape(init_all, seeds), mesh, args.devices_split)
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())  # metrics: every process has them
-    rs, n, options = jax.jit(init_all, out_shardings=shardings)(seeds), args.num_seeds, env.compiler_options
-    eval_keys = np.asarray(jax.vmap(jax.random.PRNGKey)(seeds))
-    compile_start = time.time()  # the runner state is donated: each program updates it in place
-    prefill_fn = jax.jit(over_seeds(prefill, n), donate_argnums=0, out_shardings=shardings).lower(rs).compile(options)
-    epoch_fn = jax.jit(over_seeds(epoch, n), donate_argnums=0, out_shardings=(shardings, replicated))
-    epoch_fn = epoch_fn.lower(rs).compile(options)
-    evaluate_fn = jax.jit(over_seeds(evaluate, n), out_shardings=replicated)
-    evaluate_fn = evaluate_fn.lower(rs.actor_params, eval_keys).compile(options)
-    print(f"compiled in {time.time() - compile_start:.1f} s (prefill, one epoch, evaluation)")
-    wait_for_every_process("compiled")  # several processes: each starts once all have compiled
-
-    # PREFILL the replay buffer with the untrained policy, or continue a killed run from its last checkpoint
-    restored = restore_checkpoint(run_dir, rs) if resume else None  # None: no checkpoint yet, start afresh
-    rs, first_epoch, best_score = restored or (prefill_fn(rs), 0, -math.inf)
-
-    # TRAIN AND EVALUATE, epoch by epoch; an epoch's files are written on a thread while the next epoch runs
-    log = RunLog(args, run_dir, plan.total_steps, int(host_copy(rs.env_steps)[0]), first_epoch, stop, wandb)
-    render = make_render(eval_env, actor, args.seed)  # seed 0's deterministic policy, compiled when first asked
-    for epoch_index in range(first_epoch + 1, args.num_epochs + 1):
-        if stop.received:  # the epochs so far are written; --resume continues after them
-            break
-        epoch_start = time.time()
-        rs, train_metrics = wait_until_ready(epoch_fn(rs))  # timed apart from the evaluation
-        epoch_seconds = time.time() - epoch_start
-        eval_epoch_keys = np.asarray(jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_keys, epoch_index))
-        eval_metrics = evaluate_fn(rs.actor_params, eval_epoch_keys)
-        metrics = over_seeds_summary(host_copy({**train_metrics, **eval_metrics}))
-        metrics |= {"epoch": epoch_index, **log.progress_metrics(int(host_copy(rs.env_steps)[0]))}
-        metrics["training/epoch_sps"] = plan.env_steps_per_epoch / epoch_seconds  # training alone
-        log.check(epoch_index, metrics)  # the last epoch's files are done; a non-finite loss stops the run here
-        improved = metrics[SCORE] > best_score  # checkpoint_best: the best evaluation so far
-        best_score = max(best_score, metrics[SCORE])
-        if args.save_model:  # host copies now: the next epoch updates the state's device buffers in place
-            state, best = local_pieces(rs), host_copy(checkpoint_params(rs)) if improved else None
-            meta = {"epoch": epoch_index, "best_score": best_score, "metrics_line": json.dumps(metrics)}
-            log.in_background(save_checkpoint, run_dir, state, meta, best)  # checkpoint_last, checkpoint_best
-        log.in_background(log.append, metrics)  # then the epoch's line of metrics.jsonl, and wandb
-        log.print(epoch_index, metrics)
-        if args.render_every and epoch_index % args.render_every == 0:
-            log.render(render(rs.actor_params, os.path.join(run_dir, f"render_epoch{epoch_index}.html")), epoch_index)
-    if args.render and not stop.received:
-        log.render(render(rs.actor_params, os.path.join(run_dir, "render.html")), args.num_epochs, "render_final")
-    log.close()  # waits for the last files; after a stop signal, with epochs left, says how to resume and exits
-    write_summary(args, run_dir)
-    if args.save_model:
-        save_params(os.path.join(run_dir, "final.msgpack"), checkpoint_params(rs))
-
-
-def evaluate_saved_agent(args):
-    """--evaluate runs/NAME: the run's saved agent (--checkpoint final, best or last), every seed of it, for
-    num_eval_envs episodes on --eval-env-id (by default what the run was evaluated on), with fresh keys; nothing is
-    trained and only the evaluation is compiled. Prints the metrics and writes them, with what they were measured
-    on, to runs/NAME/evaluation__{eval env}__{checkpoint}.json; --render draws three episodes of seed 0 beside it."""
-    env = GoalEnv(args.eval_env_id, args.episode_length)
-    init, _, _, actor = make_train(args, env)  # the networks, to apply the saved parameters with
-    seeds = jnp.arange(args.num_seeds) + args.seed
-    shapes = lambda: jax.eval_shape(jax.vmap(lambda s: init(jax.random.PRNGKey(s))), seeds)  # to read a checkpoint_last
-    params, epoch = load_saved_actor(args.evaluate, args.checkpoint, shapes)
-    keys = jax.vmap(jax.random.PRNGKey)(seeds + 10_000)  # not the keys of the run's own evaluations
-    evaluate = jax.jit(over_seeds(make_evaluate(args, env, actor), args.num_seeds))
-    metrics = over_seeds_summary(
-        jax.device_get(evaluate.lower(params, keys).compile(env.compiler_options)(params, keys))
-    )
-    name = f"evaluation__{args.eval_env_id}__{args.checkpoint}"
-    print(f"{args.evaluate}, {args.checkpoint} parameters (epoch {epoch}) on {args.eval_env_id}: {log_line(metrics)}")
-    result = {"run": args.evaluate, "checkpoint": args.checkpoint, "epoch": epoch, "eval_env_id": args.eval_env_id}
-    result |= {"episode_length": args.episode_length, "episodes_per_seed": args.num_eval_envs, "seeds": seeds.tolist()}
-    write_atomic(
-        os.path.join(args.evaluate, name + ".json"), json.dumps(result | {"metrics": metrics}, indent=2).encode()
-    )
-    print(f"wrote {os.path.join(args.evaluate, name + '.json')}")
-    if args.render:
-        print(f"wrote {make_render(env, actor, args.seed)(params, os.path.join(args.evaluate, name + '.html'))}")
-
-
-# ==== RUN PLUMBING ====
-# Skip on a first read: flags (checks, --resume), processes (jax.distributed), the run directory (checkpoints,
-# metrics.jsonl, wandb, console), stop signals, seeds and devices (vmap, sharding), the renderer.
-
-
-def fail(message, status=2):
-    """A one-line error, no traceback: status 2 for bad input (like argparse), 1 for a run that had to stop."""
-    tqdm.tqdm.write(f"error: {message}", file=sys.stderr)  # on a line of its own, under a progress bar
-    sys.exit(status)
-
-
-def flag(name):
-    """The command-line spelling of an Args field: num_envs -> --num-envs."""
-    return "--" + name.replace("_", "-")
-
-
-def start_processes(args):
-    """One program over several processes and hosts (jax.distributed, docs/cluster.md) when the launch says so:
-    --coordinator-address, JAX_COORDINATOR_ADDRESS, or srun with more than one task. The mesh spans every process's
-    devices; only process 0 prints (the others' stdout goes nowhere) and writes the run's files, and each process
-    writes its part of checkpoint_last. A plain run is one process and starts nothing."""
-    coordinator = args.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
-    if coordinator is None and int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) < 2:
-        for name in ["num_processes", "process_id"]:
-            if getattr(args, name) is not None:
-                fail(f"{flag(name)} needs --coordinator-address HOST:PORT (process 0's), with the other of the two")
-        return
-    if coordinator and None in (args.num_processes, args.process_id):
-        fail("--coordinator-address needs --num-processes N and --process-id I (0 to N - 1)")
-    if coordinator and not 0 <= args.process_id < args.num_processes:
-        fail(f"--process-id must be in [0, {args.num_processes - 1}] (--num-processes), got {args.process_id}")
-    try:
-        jax.distributed.initialize(coordinator, args.num_processes, args.process_id)
-    except Exception as e:  # noqa: BLE001 (a launch that did not come together, in one line)
-        fail(f"the processes did not start together (jax.distributed.initialize: {str(e).strip().splitlines()[0]})")
-    if jax.process_index() > 0:
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
-
-
-def wait_for_every_process(name):
-    """A barrier through jax.distributed's coordination service, which waits as long as a process takes (compiling,
-    or loading its programs from JAX's cache): collectives on CPUs (gloo) give up on a process 30 s late."""
-    if jax.process_count() > 1:
-        from jax._src import distributed  # the coordination service's barrier: JAX has no public one
-
-        distributed.global_state.client.wait_at_barrier(name, 3_600_000)
-
-
-def check_args(args):
-    """Every inconsistency in the flags is a one-line error here, before anything is compiled."""
-    for name in ["env_id", "eval_env_id"]:
-        if getattr(args, name) not in [None, *ENVIRONMENTS]:
-            fail(f"{flag(name)} {getattr(args, name)!r} is unknown; choose one of: {', '.join(ENVIRONMENTS)}")
-    spec, eval_spec = ENVIRONMENTS[args.env_id], ENVIRONMENTS[args.eval_env_id or args.env_id]
-    if (eval_spec.state_dim, eval_spec.goal_indices) != (spec.state_dim, spec.goal_indices):
-        fail(f"--eval-env-id {args.eval_env_id} does not fit --env-id {args.env_id}: other states or goals")
-    counts = ["num_seeds", "num_envs", "num_eval_envs", "num_epochs", "unroll_length", "batch_size", "width"]
-    counts += ["num_sgd_batches_per_training_step", "max_replay_size", "min_replay_size", "repr_dim"]
-    for name in [*counts, "num_blocks", "actor_num_blocks", "critic_num_blocks"]:
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            fail(f"{flag(name)} must be >= 1, got {getattr(args, name)}")
-    episode = args.episode_length or ENVIRONMENTS[args.env_id].episode_length
-    pool = args.num_envs * episode  # relabelled transitions sampled per training step (--num-envs x episode)
-    plan, devices = schedule(args), jax.device_count()
-    rules = [  # (flag, broken, what it must be)
-        ("episode_length", episode < 2, ">= 2"),
-        ("gamma", not 0 < args.gamma < 1, "in (0, 1)"),
-        *[(name, getattr(args, name) <= 0, "> 0") for name in ["actor_lr", "critic_lr", "alpha_lr"]],
-        *[(name, getattr(args, name) < 0, ">= 0") for name in ["logsumexp_penalty", "target_entropy_scale"]],
-        ("min_replay_size", args.min_replay_size > args.max_replay_size, "<= --max-replay-size"),
-        ("min_replay_size", args.min_replay_size < episode, f">= the episode's {episode} steps (--episode-length)"),
-        ("unroll_length", args.unroll_length > args.max_replay_size, "<= --max-replay-size"),
-        ("batch_size", args.batch_size > pool, f"<= the {pool} transitions sampled per training step"),
-        (
-            "num_sgd_batches_per_training_step",
-            args.num_sgd_batches_per_training_step > pool // args.batch_size,
-            f"at most {pool // args.batch_size}: the batches of --batch-size in {pool} transitions",
-        ),
-        *[
-            (
-                name,
-                args.devices_split == "data" and getattr(args, name) % devices,
-                f"a multiple of the {devices} devices",
-            )
-            for name in ["num_envs", "batch_size"]
-        ],
-        (
-            "num_seeds",
-            args.devices_split == "seeds" and args.num_seeds % devices,
-            f"a multiple of the {devices} devices with --devices-split seeds",
-        ),
-        ("total_env_steps", plan.training_steps_per_epoch < 1, f">= {plan.min_total_steps}: too small for an epoch"),
-    ]
-    for name, broken, must_be in rules:
-        if broken:
-            fail(f"{flag(name)} must be {must_be}, got {getattr(args, name)}")
-
-
-STATE_FLAGS_EXEMPT = {"track", "wandb_project_name", "wandb_entity", "wandb_mode", "render", "render_every", "resume"}
-STATE_FLAGS_EXEMPT |= {"devices_split"}  # how the devices are used: checkpoints are assembled from their parts
-LAUNCH_FLAGS = {"coordinator_address", "num_processes", "process_id"}  # this launch's own, never the saved run's
-EVALUATION_FLAGS = {"evaluate", "checkpoint", "eval_env_id", "num_eval_envs", "num_eval_episodes"}  # --evaluate's own
-
-
-def parse_args():
-    """tyro.cli with --preset NAME's flags, or --resume / --evaluate runs/NAME's saved flags, as the defaults."""
-    given = {}
-    for name, value in zip(sys.argv, sys.argv[1:] + [None]):
-        for option in ["--resume", "--evaluate", "--preset"]:
-            if name.startswith(option + "=") or (name == option and value is not None):
-                given[option] = name.split("=", 1)[1] if "=" in name else value
-    preset = given.pop("--preset", None)
-    if preset is not None and preset not in PRESETS:
-        fail(f"--preset {preset} is not a preset: choose one of {', '.join(PRESETS)}")
-    if not given:
-        return tyro.cli(Args, args=PRESETS.get(preset, "").split() + sys.argv[1:]), None  # the last of a flag wins
-    if len(given) > 1:
-        fail("--resume and --evaluate cannot be combined: continue a run, or evaluate it")
-    [(option, run)] = given.items()
-    if not os.path.isfile(os.path.join(run, "args.json")):
-        fail(f"{option} {run} is not a run directory (no args.json); give runs/NAME of an earlier run")
-    saved = {k: v for k, v in json.loads(pathlib.Path(run, "args.json").read_text()).items() if k not in LAUNCH_FLAGS}
-    if option == "--resume" and not saved.get("save_model", True):
-        fail(f"--resume {run}: that run was made with --no-save-model, so it has no checkpoint to continue from")
-    args = tyro.cli(Args, default=Args(**{k: v for k, v in saved.items() if k in Args.__dataclass_fields__}))
-    may_differ = STATE_FLAGS_EXEMPT | (EVALUATION_FLAGS if args.evaluate else set())
-    for name, value in saved.items():
-        if name not in may_differ and getattr(args, name, value) != value:
-            fail(
-                f"{flag(name)} {getattr(args, name)} differs from the run in {run} ({value}); "
-                f"{'a resumed run keeps' if args.resume else 'an evaluated run keeps'} the flags it was trained with"
-            )
-    return args, args.resume
-
-
-def open_run_dir(args, resume):
-    """runs/{env_id}__{exp_name}__{seed}__{unix time}, with args.json (every flag, derived values resolved), or
-    the directory of the run that --resume continues, rid of the partial files a kill left."""
-    first = jax.process_index() == 0  # writes the run's files
-    if resume:
-        for partial in pathlib.Path(resume).glob("**/*.tmp") if first else []:
-            with contextlib.suppress(OSError):  # one that cannot be removed is overwritten by the next write
-                partial.unlink()
-        return resume
-    stamp = np.int32(time.time())  # process 0's, for every process
-    stamp = stamp if jax.process_count() == 1 else multihost_utils.broadcast_one_to_all(stamp)
-    run_dir = f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(stamp)}"
-    try:
-        os.makedirs(run_dir, exist_ok=True)
-    except OSError as e:
-        fail(f"cannot create the run directory {run_dir}: {e.strerror or e}", status=1)
-    if first:
-        write_atomic(os.path.join(run_dir, "args.json"), json.dumps(dataclasses.asdict(args), indent=2).encode())
-    return run_dir
-
-
-def write_atomic(path, data):
-    """Write-then-rename: a kill leaves the old file or the new one, never half of one; a failed write (a full disk)
-    is a one-line error that leaves the old file. `data`: bytes, or a function that writes to the open file."""
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "wb") as f:
-            data(f) if callable(data) else f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        kept = "; the file there before is intact" if os.path.exists(path) else ""
-        fail(f"cannot write {path}: {e.strerror or e}{kept}", status=1)
-
-
-def named_leaves(tree):
-    """{path in the tree: array}, e.g. ".buffer.obs": the names checkpoint_last stores the leaves under."""
-    return {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def host_copy(tree):
-    """numpy copies of (global) arrays: jax.device_get, or with several processes gathered from all of them."""
-    return jax.device_get(tree) if jax.process_count() == 1 else multihost_utils.process_allgather(tree, tiled=True)
-
-
-def local_pieces(rs):
-    """{"name@start:stop/size,...": numpy array}: the parts of the runner state held by this process's devices, each
-    once (a replicated leaf by one device), copied to the host: what this process writes to checkpoint_last."""
-    pieces = {}
-    for name, leaf in named_leaves(rs).items():
-        for shard in leaf.addressable_shards:
-            if shard.replica_id == 0:
-                region = ",".join("{}:{}/{}".format(*s.indices(n)[:2], n) for s, n in zip(shard.index, leaf.shape))
-                pieces[f"{name}@{region}"] = shard.data
-    return jax.device_get(pieces)
-
-
-def checkpoint_last_path(run_dir, epoch):
-    """checkpoint_last.npz; with n processes each writes its part to checkpoint_last.{i}of{n}.{epoch % 2}.npz, which
-    keeps the epoch before: a kill that stops some processes' writes still leaves one whole set."""
-    if jax.process_count() == 1:
-        return os.path.join(run_dir, "checkpoint_last.npz")
-    return os.path.join(run_dir, f"checkpoint_last.{jax.process_index()}of{jax.process_count()}.{epoch % 2}.npz")
-
-
-def save_checkpoint(run_dir, pieces, meta, best=None):
-    """checkpoint_last: this process's local_pieces, the leaves' shapes and `meta` (epoch, best score, metrics line),
-    streamed array by array (docs/crl_resnet.md#checkpoints); then checkpoint_best.msgpack, the networks (host_copy),
-    if `best` is given. Process 0 writes checkpoint_best."""
-    meta |= {"improved": best is not None, "leaves": {}}
-    for key, piece in pieces.items():
-        name, region = key.rsplit("@", 1)
-        meta["leaves"][name] = [piece.dtype.str, [int(r.split("/")[1]) for r in region.split(",") if r]]
-    arrays = pieces | {"meta": np.array(json.dumps(meta))}
-    write_atomic(checkpoint_last_path(run_dir, meta["epoch"]), lambda f: np.savez(f, **arrays))
-    if best is not None and jax.process_index() == 0:
-        write_atomic(os.path.join(run_dir, "checkpoint_best.msgpack"), flax.serialization.to_bytes(best))
-
-
-def last_checkpoint(run_dir):
-    """(meta, files) of the newest checkpoint_last that every process of its run wrote, or None; a damaged file is a
-    one-line error."""
-    sets = {}
-    for path in sorted(glob.glob(os.path.join(glob.escape(run_dir), "checkpoint_last*.npz"))):
-        try:
-            with np.load(path) as saved:
-                meta = json.loads(str(saved["meta"]))
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
-            fail(f"cannot read {path} as this code's checkpoint: {type(e).__name__}: {e}", status=1)
-        processes = int(re.search(r"of(\d+)\.", path).group(1)) if "of" in os.path.basename(path) else 1
-        sets.setdefault((meta["epoch"], processes), []).append((meta, path))
-    whole = [found for (_, processes), found in sets.items() if len(found) == processes]
-    if not whole:
-        return None
-    newest = max(whole, key=lambda found: found[0][0]["epoch"])
-    return newest[0][0], [path for _, path in newest]
-
-
-def read_checkpoint(meta, files, like):
-    """The runner state `like` from checkpoint_last files, each array assembled from the parts that cover it, on
-    like's shardings (host arrays when like holds shapes only); a state of other shapes is a one-line error."""
-    for name, leaf in named_leaves(like).items():
-        dtype, shape = meta["leaves"].get(name, ["missing", []])
-        if (dtype, shape) != (leaf.dtype.str, list(leaf.shape)):
-            fail(f"{files[0]}: {name} is {dtype}{shape}, this run needs {leaf.dtype.str}{list(leaf.shape)}", 1)
-    parts, cache = {}, {}  # name: [(region, file, key)]; each part read once
-    for path in files:
-        with np.load(path) as saved:
-            keys = [key for key in saved.files if key != "meta"]
-        for key in keys:
-            name, region = key.rsplit("@", 1)
-            region = [tuple(map(int, r.split("/")[0].split(":"))) for r in region.split(",") if r]
-            parts.setdefault(name, []).append((region, path, key))
-
-    def part(path, key):
-        if key not in cache:
-            try:
-                with np.load(path) as saved:
-                    cache[key] = saved[key]
-            except (OSError, ValueError, zipfile.BadZipFile) as e:
-                fail(f"cannot read {path} as this code's checkpoint: {type(e).__name__}: {e}", status=1)
-        return cache[key]
-
-    def read(name, leaf, index):  # the array at `index` (slices of leaf's shape) from the parts that cover it
-        index = [range(*s.indices(n)) for s, n in zip(index, leaf.shape)]
-        out = np.empty([len(r) for r in index], leaf.dtype)
-        for region, path, key in parts[name]:
-            overlap = [(max(a, r.start), min(b, r.stop)) for (a, b), r in zip(region, index)]
-            if overlap == region == [(r.start, r.stop) for r in index]:
-                return part(path, key)  # the part itself: the same devices as when it was written
-            if all(lo < hi for lo, hi in overlap):
-                piece = part(path, key)[tuple(slice(lo - a, hi - a) for (lo, hi), (a, _) in zip(overlap, region))]
-                out[tuple(slice(lo - r.start, hi - r.start) for (lo, hi), r in zip(overlap, index))] = piece
-        return out
-
-    leaves = []
-    for name, leaf in named_leaves(like).items():
-        full = tuple(slice(None) for _ in leaf.shape)
-        if getattr(leaf, "sharding", None) is None:
-            leaves.append(read(name, leaf, full))
-        else:
-            leaves.append(jax.make_array_from_callback(leaf.shape, leaf.sharding, functools.partial(read, name, leaf)))
-        cache.clear()  # on the devices now: host memory holds one array's parts at a time
-    return jax.tree.unflatten(jax.tree.structure(like), leaves)
-
-
-def restore_checkpoint(run_dir, rs):
-    """The last checkpoint of run_dir, put on the devices of rs; metrics.jsonl is cut back to its epoch (and given
-    that epoch's line if a kill came between the two writes), so the epochs after it are run and logged again.
-    Returns (rs, epoch, best score), or None before a first checkpoint. Older versions' runs do not resume."""
-    found, metrics_path = last_checkpoint(run_dir), os.path.join(run_dir, "metrics.jsonl")
-    first = jax.process_index() == 0  # writes the run's files
-    if found is None:
-        print(f"{run_dir} has no checkpoint yet: starting it afresh with its saved flags")
-        if first:
-            write_atomic(metrics_path, b"")
-        return None
-    meta, files = found
-    rs = read_checkpoint(meta, files, rs)
-    kept = [json.dumps(m) for m in logged_metrics(run_dir) if m["epoch"] < meta["epoch"]]  # as append() wrote them
-    if first:
-        write_atomic(metrics_path, "".join(line + "\n" for line in [*kept, meta["metrics_line"]]).encode())
-    if meta["improved"]:  # its checkpoint_best is written after it: a kill may have come in between
-        best = flax.serialization.to_bytes(host_copy(checkpoint_params(rs)))
-        if first:
-            write_atomic(os.path.join(run_dir, "checkpoint_best.msgpack"), best)
-    print(f"resumed {run_dir} after epoch {meta['epoch']} ({json.loads(meta['metrics_line'])[STEPS]} {STEPS[9:]})")
-    return rs, meta["epoch"], meta["best_score"]
-
-
-def save_params(path, params):
-    """The networks' parameters as flax msgpack, gathered from every process and written by process 0: readable by
-    one process anywhere (--evaluate on a laptop of a run made on a cluster)."""
-    params = host_copy(params)
-    if jax.process_index() == 0:
-        write_atomic(path, flax.serialization.to_bytes(params))
-
-
-def wait_until_ready(tree):
-    """jax.block_until_ready, but Python's signal handlers (SIGTERM, Ctrl-C) run while it waits."""
-    while not all(leaf.is_ready() for leaf in jax.tree.leaves(tree)):
-        time.sleep(0.01)
-    return tree
-
-
-def over_seeds_summary(per_seed):
-    """{key: (num_seeds, ...) values} -> each key's mean over seeds, with several seeds also key_std, key_per_seed."""
-    metrics = {k: float(np.mean(v)) for k, v in per_seed.items()}
-    if len(next(iter(per_seed.values()))) > 1:
-        metrics |= {f"{k}_std": float(np.std(v)) for k, v in per_seed.items()}
-        metrics |= {f"{k}_per_seed": v.tolist() for k, v in per_seed.items()}
-    return metrics
-
-
-def log_line(metrics):
-    shown = {k.split("/")[-1]: v for k, v in metrics.items() if isinstance(v, float) and not k.endswith("_std")}
-    return ", ".join(f"{k} {v:.3g}" for k, v in shown.items())
-
-
-def logged_metrics(run_dir):
-    """run_dir's metrics.jsonl as a list of dicts ([] without the file), less a line torn by a kill (only the last
-    can be)."""
-    path, logged = pathlib.Path(run_dir, "metrics.jsonl"), []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        with contextlib.suppress(ValueError):
-            logged.append(json.loads(line))
-    return logged
-
-
-def write_summary(args, run_dir):
-    """summary.json: a run's single number, the mean of SCORE over the last five evaluations (all of them if fewer),
-    per seed and over seeds, as the paper scores runs (Sec. 4.1), with eval/success averaged the same way."""
-    if jax.process_index() > 0:
-        return
-    logged = logged_metrics(run_dir)[-5:]
-    per_seed = lambda key: np.mean([m.get(f"{key}_per_seed", [m[key]]) for m in logged], axis=0)
-    score, success = per_seed(SCORE), per_seed("eval/success")
-    summary = {"score": float(np.mean(score)), "score_std_over_seeds": float(np.std(score))}  # SCORE's
-    summary |= {"score_per_seed": score.tolist(), "success": float(np.mean(success))}
-    summary |= {"success_per_seed": success.tolist(), "epochs": [m["epoch"] for m in logged]}
-    summary |= {STEPS.split("/")[1]: logged[-1][STEPS]}
-    summary |= {
-        k: getattr(args, k) for k in ["episode_length", "env_id", "eval_env_id", "dataset_path"] if hasattr(args, k)
-    }
-    write_atomic(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=2).encode())
-
-
-class StopSignals:
-    """SIGTERM (a cluster's notice of preemption) and Ctrl-C: the first is noted in `received` and the epoch loop stops
-    once its epoch is written (with several processes, RunLog.wait makes them agree on the epoch); a second ends the
-    process at once (default handlers). --resume continues either way."""
-
-    def __init__(self, resume_dir):
-        self.received, self.noted, self.resume_dir = None, 0, resume_dir  # resume_dir: what --resume continues
-        self.alone = jax.process_count() == 1  # else RunLog.wait sets `received` on every process at once
-        for stop in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(stop, self.note)
-
-    def note(self, signum, _frame):
-        self.noted, name = signum, signal.Signals(signum).name
-        self.received = name if self.alone else self.received
-        for stop in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(stop, signal.SIG_DFL)
-        stopping = f"\n{name}: stopping once this epoch is written; {name} again stops at once\n"
-        os.write(sys.stdout.fileno(), stopping.encode())  # unbuffered: a print may be what was interrupted
-
-
-def start_wandb(args, run_dir, name=None):
-    """--track: a wandb run named after the run directory and resumed with it (process 0's), or a one-line error."""
-    if jax.process_index() > 0:
-        return None
-    import wandb
-
-    name = name or os.path.basename(os.path.normpath(run_dir))
-    where = {"project": args.wandb_project_name, "entity": args.wandb_entity, "mode": args.wandb_mode, "dir": run_dir}
-    try:
-        wandb.init(**where, name=name, id=name, resume="allow", config=dataclasses.asdict(args))
-    except Exception as e:  # noqa: BLE001 (wandb's own error, in one line)
-        fail(f"--track: wandb did not start ({str(e).strip().splitlines()[0]}); --wandb-mode offline needs no network")
-    return wandb
-
-
-class RunLog:
-    """The console (a progress bar, a line per epoch), metrics.jsonl, wandb, and a thread that writes an epoch's files
-    in the order given while the next epoch runs; a failed write is one line, skips the rest and stops the run."""
-
-    def __init__(self, args, run_dir, planned_steps, env_steps, epoch, stop, wandb=None, label="epoch"):
-        """epoch: the last epoch done (0 for a new run); stop: the run's StopSignals; wandb: start_wandb's."""
-        self.args, self.run_dir, self.epoch, self.label = args, run_dir, epoch, label
-        self.stop, self.wandb = stop, wandb
-        self.writer, self.writes, self.write_failed = concurrent.futures.ThreadPoolExecutor(1), [], False
-        self.start_time, self.start_steps, self.env_steps = time.time(), env_steps, env_steps
-        self.progress = tqdm.tqdm(
-            total=planned_steps, initial=env_steps, unit="step", unit_scale=True, disable=jax.process_index() > 0
-        )
-
-    def progress_metrics(self, env_steps):
-        elapsed = time.time() - self.start_time
-        sps = (env_steps - self.start_steps) / elapsed
-        return {STEPS: env_steps, "training/sps": sps, "training/walltime": elapsed}
-
-    def check(self, epoch_index, metrics):
-        """Waits for the last epoch's files (one host copy at a time); a non-finite loss stops the run here."""
-        self.wait()
-        bad = [k for k, v in metrics.items() if k.startswith("losses/") and not np.all(np.isfinite(v))]
-        if bad:
-            self.progress.close()
-            kept = f"the last good checkpoint (epoch {self.epoch}) is kept in {self.run_dir}/checkpoint_last.npz"
-            kept = kept if self.args.save_model and self.epoch else "no checkpoint had been written yet"
-            fail(f"{bad[0]} is not finite in epoch {epoch_index}; run stopped, {kept}", status=1)
-
-    def in_background(self, write, *args):
-        def run():  # after a failed write, the later ones are skipped: files are only ever written in order
-            try:
-                if not self.write_failed:
-                    write(*args)
-            except BaseException as e:  # noqa: BLE001 (fail()'s SystemExit is printed; others in one line here)
-                if not isinstance(e, SystemExit):
-                    tqdm.tqdm.write(f"error: writing {self.label} {self.epoch}'s files failed: {e!r}", file=sys.stderr)
-                self.write_failed = True
-
-        self.writes.append(self.writer.submit(run))
-
-    def wait(self):
-        """Waits for the files given so far; with several processes, each learns of any failed write and stop signal
-        of the others here, so that all stop after the same epoch."""
-        concurrent.futures.wait(self.writes)
-        self.writes = []
-        failed = self.write_failed
-        if jax.process_count() > 1:
-            every = multihost_utils.process_allgather(np.array([self.write_failed, self.stop.noted], np.int32))
-            if every[:, 1].any() and not self.stop.received:  # (processes, [failed, signal])
-                first = int(np.argmax(every[:, 1] > 0))
-                self.stop.received = f"{signal.Signals(every[first, 1]).name} to process {first}"
-            if every[:, 0].any() and not failed:
-                tqdm.tqdm.write("error: another process could not write its files; run stopped", file=sys.stderr)
-            failed = every[:, 0].any()
-        if failed:
-            self.progress.close()
-            sys.exit(1)
-
-    def append(self, metrics):
-        """The epoch's line at the end of metrics.jsonl (a resumed run cuts the file back once), and to wandb."""
-        if jax.process_index() > 0:
-            return
-        with open(os.path.join(self.run_dir, "metrics.jsonl"), "a") as f:
-            f.write(json.dumps(metrics) + "\n")
-        if self.wandb:
-            self.wandb.log(metrics, step=metrics[STEPS])
-
-    def print(self, epoch_index, metrics):
-        self.epoch, self.env_steps = epoch_index, metrics[STEPS]
-        self.progress.update(self.env_steps - self.progress.n)
-        self.progress.write(f"{self.label} {epoch_index}: {log_line(metrics)}")
-
-    def render(self, path, epoch_index, key="render"):
-        """A render main() wrote, logged to wandb (--track) under `key` at its epoch's step: a slider over steps."""
-        self.wait()  # its epoch's metrics first: wandb drops steps that go back
-        if self.wandb:
-            self.wandb.log({key: self.wandb.Html(pathlib.Path(path).read_text())}, step=self.env_steps)
-        self.progress.write(f"{self.label} {epoch_index}: wrote {path}")
-
-    def close(self):
-        """Waits for the last files; after a stop signal, with epochs left, says how to resume and exits."""
-        self.wait()
-        self.progress.close()
-        if self.wandb:
-            self.wandb.finish()
-        if self.stop.received and self.epoch < self.args.num_epochs:
-            stopped = f"stopped by {self.stop.received} after {self.label} {self.epoch}"
-            print(f"{stopped}: continue with --resume {self.stop.resume_dir}")
-            sys.exit(0)
-
-
+# Seeds and devices: main() runs these functions vmapped over seeds, on a mesh of every device (docs/cluster.md)
 def over_seeds(fn, num_seeds):
     """fn over the leading seed axis: vmap for several seeds, for one the axis dropped (faster: docs/performance.md)."""
     if num_seeds > 1:
@@ -1270,6 +701,98 @@ def split_over_devices(tree, axis):
     return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, spec), tree)
 
 
+def host_copy(tree):
+    """numpy copies of (global) arrays: jax.device_get, or with several processes gathered from all of them."""
+    return jax.device_get(tree) if jax.process_count() == 1 else multihost_utils.process_allgather(tree, tiled=True)
+
+
+def wait_until_ready(tree):
+    """jax.block_until_ready, but Python's signal handlers (SIGTERM, Ctrl-C) run while it waits."""
+    while not all(leaf.is_ready() for leaf in jax.tree.leaves(tree)):
+        time.sleep(0.01)
+    return tree
+
+
+# ==== EVALUATION ====
+SCORE = "eval/time_near_goal"  # what checkpoint_best and summary.json rank by: the paper's score (Sec. 4.1)
+STEPS = "training/env_steps"  # what metrics.jsonl and wandb count progress in
+SUMMARY_FLAGS = ["env_id", "eval_env_id", "episode_length"]  # what summary.json says the score was measured on
+
+
+def deterministic_rollout(env, actor, actor_params, env_state, length, record):
+    """`length` steps of the deterministic policy a = tanh(mean); returns record(env_state, next_state) of each
+    step, stacked over time (what evaluation scores and what --render draws)."""
+
+    def step(env_state, _):
+        mean, _ = actor.apply(actor_params, env_state.obs)
+        next_state = env.step(env_state, jnp.tanh(mean))
+        return next_state, record(env_state, next_state)
+
+    return jax.lax.scan(step, env_state, None, length=length)[1]
+
+
+def make_evaluate(args, env, actor):
+    """One episode of the deterministic policy in each of num_eval_envs environments, fresh starts and goals.
+
+    time_near_goal, the steps spent within the success radius of the goal, is the paper's score (Sec. 4.1);
+    success is whether the goal was reached at all; dist_to_goal is the distance at the episode's end."""
+
+    def evaluate(actor_params, key):
+        record = lambda _, next_state: (next_state.dist_to_goal, next_state.done)
+        env_state = env.reset(key, args.num_eval_envs)
+        dist, done = deterministic_rollout(env, actor, actor_params, env_state, env.episode_length, record)
+        alive = (jnp.cumsum(done, axis=0) - done) == 0  # (T, n) steps up to and including the episode's end
+        near = (dist < env.success_radius) & alive
+        final_dist = jnp.sum(dist * (done & alive), axis=0)
+        time_near_goal = jnp.mean(jnp.sum(near, axis=0))
+        return {
+            "eval/time_near_goal": time_near_goal,
+            "eval/time_near_goal_fraction": time_near_goal / env.episode_length,
+            "eval/success": jnp.mean(jnp.any(near, axis=0)),
+            "eval/dist_to_goal": jnp.mean(final_dist),
+        }
+
+    return evaluate
+
+
+def over_seeds_summary(per_seed):
+    """{key: (num_seeds, ...) values} -> each key's mean over seeds, with several seeds also key_std, key_per_seed."""
+    metrics = {k: float(np.mean(v)) for k, v in per_seed.items()}
+    if len(next(iter(per_seed.values()))) > 1:
+        metrics |= {f"{k}_std": float(np.std(v)) for k, v in per_seed.items()}
+        metrics |= {f"{k}_per_seed": v.tolist() for k, v in per_seed.items()}
+    return metrics
+
+
+def log_line(metrics):
+    shown = {k.split("/")[-1]: v for k, v in metrics.items() if isinstance(v, float) and not k.endswith("_std")}
+    return ", ".join(f"{k} {v:.3g}" for k, v in shown.items())
+
+
+def logged_metrics(run_dir):
+    """run_dir's metrics.jsonl as a list of dicts ([] without it), less a line torn by a kill (only the last can be)."""
+    path, logged = pathlib.Path(run_dir, "metrics.jsonl"), []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        with contextlib.suppress(ValueError):
+            logged.append(json.loads(line))
+    return logged
+
+
+def write_summary(args, run_dir):
+    """summary.json: a run's single number, the mean of SCORE over the last five evaluations (all of them if fewer),
+    per seed and over seeds, as the paper scores runs (Sec. 4.1), with eval/success averaged the same way."""
+    if jax.process_index() > 0:
+        return
+    logged = logged_metrics(run_dir)[-5:]
+    per_seed = lambda key: np.mean([m.get(f"{key}_per_seed", [m[key]]) for m in logged], axis=0)
+    score, success = per_seed(SCORE), per_seed("eval/success")
+    summary = {"score": float(np.mean(score)), "score_std_over_seeds": float(np.std(score))}  # SCORE's
+    summary |= {"score_per_seed": score.tolist(), "success": float(np.mean(success))}
+    summary |= {"success_per_seed": success.tolist(), "epochs": [m["epoch"] for m in logged]}
+    summary |= {STEPS.split("/")[1]: logged[-1][STEPS], **{k: getattr(args, k) for k in SUMMARY_FLAGS}}
+    write_atomic(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=2).encode())
+
+
 def make_render(env, actor, seed, num_episodes=3):
     """render(actor_params, path) -> path: brax's HTML viewer of num_episodes episodes of seed 0's deterministic
     policy (actor_params has a leading seed axis), from the starts and goals of key `seed` at every call."""
@@ -1294,21 +817,131 @@ def make_render(env, actor, seed, num_episodes=3):
     return render
 
 
-def load_saved_actor(run_dir, which, runner_state_shapes):
+# ==== MAIN ====
+def main():
+    """The experiment: num_seeds agents trained side by side for num_epochs epochs, each epoch followed by an
+    evaluation; metrics, checkpoints and the final networks go to runs/NAME (docs/crl_resnet.md#what-a-run-writes)."""
+    args = parse_args()  # the flags (with --preset's), or the saved flags of the run --resume or --evaluate names
+    start_processes(args)  # one program over several processes when launched so (docs/cluster.md); else nothing
+    check_args(args)  # every inconsistent flag is a one-line error here, before anything compiles
+    args = resolve_args(args)  # what None and "env" stand for, as args.json records it
+    if args.evaluate:  # --evaluate runs/NAME: no training, see evaluate_saved_agent below
+        return evaluate_saved_agent(args)
+    env = GoalEnv(args.env_id, args.episode_length, fixed_goals=args.train_goals == "fixed")
+    eval_env = GoalEnv(args.eval_env_id, args.episode_length)
+    plan = schedule(args)
+    run_dir = open_run_dir(args)  # runs/NAME with args.json, or the run --resume continues
+    stop = StopSignals(run_dir)  # SIGTERM, Ctrl-C, a dead process: the run ends with its files whole
+    wandb = start_wandb(args, run_dir) if args.track else None
+    print(
+        f"{run_dir}: {args.env_id}, actor depth {4 * args.actor_num_blocks}, critic depth {4 * args.critic_num_blocks}"
+        f" (Dense layers in the residual trunk), width {args.width}, {args.num_seeds} seed(s), "
+        f"{jax.device_count()} {jax.devices()[0].platform} device(s) in {jax.process_count()} process(es), split by "
+        f"{args.devices_split}; evaluated on {args.eval_env_id} (fresh goals)\n"
+        f"epoch = {plan.training_steps_per_epoch} training steps x {args.num_envs} envs x {args.unroll_length} steps "
+        f"= {plan.env_steps_per_epoch} env steps; {args.num_epochs} epochs + {plan.prefill_steps} prefill = "
+        f"{plan.total_steps}; {args.num_sgd_batches_per_training_step} SGD steps of {args.batch_size} per training step"
+    )
+
+    # BUILD one runner state per seed, on the devices, and COMPILE prefill, epoch and evaluation once
+    init, prefill, epoch, actor = make_train(args, env)
+    evaluate = make_evaluate(args, eval_env, actor)
+    seeds = np.arange(args.num_seeds) + args.seed
+    init_all = jax.vmap(lambda s: init(jax.random.PRNGKey(s)))
+    mesh = use_all_devices(args.devices_split)  # every device of every process
+    shardings = device_shardings(jax.eval_shape(init_all, seeds), mesh, args.devices_split)
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())  # metrics: every process has them
+    rs = jax.jit(init_all, out_shardings=shardings)(seeds)
+    eval_keys = np.asarray(jax.vmap(jax.random.PRNGKey)(seeds))
+    n, options = args.num_seeds, env.compiler_options  # options: the environment's XLA flags
+    compile_start = time.time()  # the runner state is donated: each program updates it in place
+    prefill_fn = jax.jit(over_seeds(prefill, n), donate_argnums=0, out_shardings=shardings).lower(rs).compile(options)
+    epoch_fn = jax.jit(over_seeds(epoch, n), donate_argnums=0, out_shardings=(shardings, replicated))
+    epoch_fn = epoch_fn.lower(rs).compile(options)
+    evaluate_fn = jax.jit(over_seeds(evaluate, n), out_shardings=replicated)
+    evaluate_fn = evaluate_fn.lower(rs.actor_params, eval_keys).compile(options)
+    print(f"compiled in {time.time() - compile_start:.1f} s (prefill, one epoch, evaluation)")
+    wait_for_every_process("compiled")  # several processes: each starts once all have compiled
+
+    # PREFILL the replay buffer with the untrained policy, or continue a killed run from its last checkpoint
+    checkpoints = Checkpoints(run_dir)  # runs/NAME/checkpoints/{epoch}, through orbax
+    restored = checkpoints.restore(rs) if args.resume else None  # None: no checkpoint yet, start afresh
+    rs, first_epoch, best_score = restored or (prefill_fn(rs), 0, -math.inf)
+
+    # TRAIN AND EVALUATE, epoch by epoch; an epoch's files are written on a thread while the next epoch runs
+    env_steps = int(host_copy(rs.env_steps)[0])
+    log = RunLog(args, run_dir, stop=stop, wandb=wandb, epoch=first_epoch, env_steps=env_steps, total=plan.total_steps)
+    render = make_render(eval_env, actor, args.seed)  # seed 0's deterministic policy, compiled when first asked
+    for epoch_index in range(first_epoch + 1, args.num_epochs + 1):
+        if stop.agreed():  # a stop signal to any process: the epochs so far are written, --resume continues
+            break
+        epoch_start = time.time()
+        rs, train_metrics = wait_until_ready(epoch_fn(rs))  # timed apart from the evaluation
+        epoch_seconds = time.time() - epoch_start
+        eval_epoch_keys = np.asarray(jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_keys, epoch_index))
+        eval_metrics = evaluate_fn(rs.actor_params, eval_epoch_keys)
+        metrics = over_seeds_summary(host_copy({**train_metrics, **eval_metrics}))
+        metrics |= {"epoch": epoch_index, **log.progress_metrics(int(host_copy(rs.env_steps)[0]))}
+        metrics["training/epoch_sps"] = plan.env_steps_per_epoch / epoch_seconds  # training alone
+        checkpoints.wait()  # the last epoch's checkpoint is whole (a write that failed ends the run in one line)
+        log.check(epoch_index, metrics)  # a non-finite loss stops the run here, with that checkpoint kept
+        improved = metrics[SCORE] > best_score  # checkpoint_best: the best evaluation so far
+        best_score = max(best_score, metrics[SCORE])
+        if args.save_model:  # orbax copies the state off the devices now, and writes it while the next epoch runs
+            checkpoints.save(epoch_index, rs, improved=improved, best_score=best_score, metrics=metrics)
+        log.append(epoch_index, metrics)  # the epoch's line of metrics.jsonl, wandb and the console
+        if args.render_every and epoch_index % args.render_every == 0:
+            log.render(render(rs.actor_params, os.path.join(run_dir, f"render_epoch{epoch_index}.html")), epoch_index)
+    if args.render and not stop.received:
+        log.render(render(rs.actor_params, os.path.join(run_dir, "render.html")), args.num_epochs, "render_final")
+    checkpoints.wait()
+    log.close()  # after a stop signal, with epochs left, says how to resume and exits
+    write_summary(args, run_dir)
+    if args.save_model:
+        save_params(os.path.join(run_dir, "final.msgpack"), checkpoint_params(rs))
+
+
+def evaluate_saved_agent(args):
+    """--evaluate runs/NAME: the run's saved agent (--checkpoint final, best or last), every seed of it, for
+    num_eval_envs episodes on --eval-env-id (by default what the run was evaluated on), with fresh keys; nothing is
+    trained and only the evaluation is compiled. Prints the metrics and writes them, with what they were measured
+    on, to runs/NAME/evaluation__{eval env}__{checkpoint}.json; --render draws three episodes of seed 0 beside it."""
+    env = GoalEnv(args.eval_env_id, args.episode_length)
+    init, _, _, actor = make_train(args, env)  # the networks, to apply the saved parameters with
+    seeds = jnp.arange(args.num_seeds) + args.seed
+    shapes = jax.eval_shape(jax.vmap(lambda s: init(jax.random.PRNGKey(s))), seeds)  # to read checkpoint_last
+    params, epoch = load_saved_actor(args.evaluate, args.checkpoint, shapes.actor_params)
+    keys = jax.vmap(jax.random.PRNGKey)(seeds + 10_000)  # not the keys of the run's own evaluations
+    evaluate = jax.jit(over_seeds(make_evaluate(args, env, actor), args.num_seeds))
+    evaluate = evaluate.lower(params, keys).compile(env.compiler_options)
+    metrics = over_seeds_summary(jax.device_get(evaluate(params, keys)))
+    name = f"evaluation__{args.eval_env_id}__{args.checkpoint}"
+    print(f"{args.evaluate}, {args.checkpoint} parameters (epoch {epoch}) on {args.eval_env_id}: {log_line(metrics)}")
+    result = {"run": args.evaluate, "checkpoint": args.checkpoint, "epoch": epoch, "eval_env_id": args.eval_env_id}
+    result |= {"episode_length": args.episode_length, "episodes_per_seed": args.num_eval_envs, "seeds": seeds.tolist()}
+    path = os.path.join(args.evaluate, name + ".json")
+    write_atomic(path, json.dumps(result | {"metrics": metrics}, indent=2).encode())
+    print(f"wrote {path}")
+    if args.render:
+        print(f"wrote {make_render(env, actor, args.seed)(params, os.path.join(args.evaluate, name + '.html'))}")
+
+
+def load_saved_actor(run_dir, which, actor_shapes):
     """(actor parameters with a leading seed axis, their epoch) of a run's final.msgpack (which="final"),
-    checkpoint_best ("best") or checkpoint_last ("last", read against runner_state_shapes()), or a one-line error."""
-    files = {"final": "final.msgpack", "best": "checkpoint_best.msgpack", "last": "checkpoint_last"}
-    path = os.path.join(run_dir, files[which])
-    last = last_checkpoint(run_dir)
-    has = {"final": os.path.isfile(os.path.join(run_dir, files["final"])), "last": last is not None}
-    has["best"] = os.path.isfile(os.path.join(run_dir, files["best"]))
+    checkpoint_best.msgpack ("best") or last checkpoint ("last": its actor_shapes part), or a one-line
+    error. One process reads any of them, whatever devices and processes wrote them."""
+    files = {"final": "final.msgpack", "best": "checkpoint_best.msgpack", "last": "checkpoints"}
+    has = {k: os.path.isfile(os.path.join(run_dir, name)) for k, name in files.items()}
+    has["last"] = bool(checkpoint_epochs(run_dir))
     if not has[which]:
         there = " or ".join(k for k in files if has[k])
         fail(
             f"--evaluate {run_dir} has no {files[which]} (--checkpoint {which}); it has: --checkpoint {there or 'none'}"
         )
-    if which == "last":  # every process's part of it, assembled here
-        return checkpoint_params(read_checkpoint(*last, runner_state_shapes()))["actor"], last[0]["epoch"]
+    if which == "last":
+        epoch = max(checkpoint_epochs(run_dir))
+        return Checkpoints(run_dir).read(epoch, {"actor_params": actor_shapes})[0]["actor_params"], epoch
+    path = os.path.join(run_dir, files[which])
     try:
         params = flax.serialization.msgpack_restore(pathlib.Path(path).read_bytes())["actor"]
     except (ValueError, KeyError, TypeError) as e:
@@ -1316,6 +949,304 @@ def load_saved_actor(run_dir, which, runner_state_shapes):
     logged = logged_metrics(run_dir)
     best = max(logged, key=lambda m: m[SCORE], default={"epoch": 0})["epoch"]
     return params, best if which == "best" else len(logged)
+
+
+# ==== RUN PLUMBING ====
+# Skip on a first read. As main() calls it: --resume and --evaluate, processes, signals, wandb, checkpoints, the log.
+
+
+RESUME_MAY_CHANGE = {"track", "wandb_project_name", "wandb_entity", "wandb_mode", "render", "render_every", "resume"}
+RESUME_MAY_CHANGE |= {"devices_split"}  # a checkpoint is restored onto any devices
+LAUNCH_FLAGS = {"coordinator_address", "num_processes", "process_id"}  # this launch's own, never the saved run's
+HEARTBEAT_S = 60  # a process silent this long is dead to jax.distributed's coordination service
+
+
+def parse_args():
+    """tyro.cli with --preset NAME's flags, or --resume / --evaluate runs/NAME's saved flags, as the defaults."""
+    given = {}
+    for name, value in zip(sys.argv, sys.argv[1:] + [None]):
+        for option in ["--resume", "--evaluate", "--preset"]:
+            if name.startswith(option + "=") or (name == option and value is not None):
+                given[option] = name.split("=", 1)[1] if "=" in name else value
+    preset = given.pop("--preset", None)
+    if preset is not None and preset not in PRESETS:
+        fail(f"--preset {preset} is not a preset: choose one of {', '.join(PRESETS)}")
+    if not given:
+        return tyro.cli(Args, args=PRESETS.get(preset, "").split() + sys.argv[1:])  # the last of a flag wins
+    if len(given) > 1:
+        fail("--resume and --evaluate cannot be combined: continue a run, or evaluate it")
+    [(option, run)] = given.items()
+    if not os.path.isfile(os.path.join(run, "args.json")):
+        fail(f"{option} {run} is not a run directory (no args.json); give runs/NAME of an earlier run")
+    saved = {k: v for k, v in json.loads(pathlib.Path(run, "args.json").read_text()).items() if k not in LAUNCH_FLAGS}
+    if option == "--resume" and not saved.get("save_model", True):
+        fail(f"--resume {run}: that run was made with --no-save-model, so it has no checkpoint to continue from")
+    args = tyro.cli(Args, default=Args(**{k: v for k, v in saved.items() if k in Args.__dataclass_fields__}))
+    may_change = RESUME_MAY_CHANGE | (EVALUATION_FLAGS if args.evaluate else set())
+    for name, value in saved.items():
+        if name not in may_change and getattr(args, name, value) != value:
+            kept = "a resumed run keeps" if args.resume else "an evaluated run keeps"
+            fail(f"{flag(name)} {getattr(args, name)} differs from the run in {run} ({value}); {kept} its flags")
+    return args
+
+
+def start_processes(args):
+    """One program over several processes (jax.distributed, docs/cluster.md) when launched so: process 0 alone prints
+    and writes the run's files. JAX's recoverable mode: a dead process does not abort the others (StopSignals)."""
+    address = args.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if address is None and int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) < 2:
+        for name in ["num_processes", "process_id"]:
+            if getattr(args, name) is not None:
+                fail(f"{flag(name)} needs --coordinator-address HOST:PORT (process 0's), with the other of the two")
+        return
+    if address and None in (args.num_processes, args.process_id):
+        fail("--coordinator-address needs --num-processes N and --process-id I (0 to N - 1)")
+    if address and not 0 <= args.process_id < args.num_processes:
+        fail(f"--process-id must be in [0, {args.num_processes - 1}] (--num-processes), got {args.process_id}")
+    jax.config.update("jax_enable_recoverability", True)
+    try:
+        jax.distributed.initialize(address, args.num_processes, args.process_id, heartbeat_timeout_seconds=HEARTBEAT_S)
+    except Exception as e:  # noqa: BLE001 (a launch that did not come together, in one line)
+        fail(f"the processes did not start together (jax.distributed.initialize: {str(e).strip().splitlines()[0]})")
+    if jax.process_index() > 0:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
+
+
+def open_run_dir(args):
+    """runs/{env_id}__{exp_name}__{seed}__{unix time} with args.json, or the run --resume continues (less .tmp)."""
+    if args.resume:
+        for partial in pathlib.Path(args.resume).glob("**/*.tmp") if jax.process_index() == 0 else []:
+            partial.unlink(missing_ok=True)
+        return args.resume
+    stamp = multihost_utils.broadcast_one_to_all(np.int32(time.time()))  # process 0's, for every process
+    run_dir = f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(stamp)}"
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+    except OSError as e:
+        fail(f"cannot create the run directory {run_dir}: {e.strerror or e}", status=1)
+    if jax.process_index() == 0:
+        write_atomic(os.path.join(run_dir, "args.json"), json.dumps(dataclasses.asdict(args), indent=2).encode())
+    return run_dir
+
+
+def write_atomic(path, data):
+    """Write-then-rename: a kill leaves the old file or the new; a failed write (a full disk) is a one-line error."""
+    try:
+        with open(path + ".tmp", "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(path + ".tmp", path)
+    except OSError as e:
+        pathlib.Path(path + ".tmp").unlink(missing_ok=True)
+        kept = "; the file there before is intact" if os.path.exists(path) else ""
+        fail(f"cannot write {path}: {e.strerror or e}{kept}", status=1)
+
+
+class StopSignals:
+    """How a run ends early, its files whole: SIGTERM (a cluster's preemption notice) or Ctrl-C ends it after the epoch
+    (a second at once); with several processes, one that dies or stops answering ends the others in one line."""
+
+    def __init__(self, run_dir):
+        self.received, self.noted, self.run_dir = None, 0, run_dir
+        for stop in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(stop, self.note)
+        if jax.process_count() > 1:
+            self.ending, self.watcher = threading.Event(), threading.Thread(target=self.watch, daemon=True)
+            self.watcher.start()
+            atexit.register(self.end_together)
+            hook = sys.excepthook  # a failed collective may be a dead process: watch() names it first, in one line
+            sys.excepthook = lambda *error: (time.sleep(HEARTBEAT_S + 20), hook(*error))
+
+    def note(self, signum, _frame):
+        self.noted, name = signum, signal.Signals(signum).name
+        for stop in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(stop, signal.SIG_DFL)
+        stopping = f"\n{name}: stopping once this epoch is written; {name} again stops at once\n"
+        os.write(sys.stdout.fileno(), stopping.encode())  # unbuffered: a print may be what was interrupted
+
+    def agreed(self):
+        """Whether the run stops now: a signal to this process, or with several to any (all stop after one epoch)."""
+        noted = host_copy(np.array([self.noted]))  # every process's
+        if noted.any() and not self.received:
+            first = int(np.argmax(noted > 0))
+            self.received = signal.Signals(noted[first]).name + (f" to process {first}" if len(noted) > 1 else "")
+        return self.received is not None
+
+    def watch(self):
+        """Every 10 s the processes ask jax.distributed which of them live; the others name a dead one, and exit 1."""
+        while not self.ending.wait(10):
+            try:
+                with multihost_utils.live_devices(jax.devices()):
+                    pass
+            except Exception as e:  # noqa: BLE001 (at the end, a query the others left)
+                if self.ending.is_set() or not isinstance(e, multihost_utils.ProcessFailureError):
+                    return
+                dead = ", ".join(map(str, sorted({device.process_index for device in e.failed_devices})))
+                epochs = checkpoint_epochs(self.run_dir)
+                kept = f"its last whole checkpoint is epoch {max(epochs)}" if epochs else "it has no checkpoint yet"
+                resume = f"continue with --resume {self.run_dir} (on any number of processes)"
+                tqdm.tqdm.write(f"error: process {dead} stopped answering; run stopped, {kept}: {resume}", sys.stderr)
+                os._exit(1)
+
+    def end_together(self):  # at exit, all at once (watch() takes one gone for dead), process 0 last (it hosts JAX's)
+        self.ending.set()
+        with contextlib.suppress(Exception):
+            wait_for_every_process("end", timeout=HEARTBEAT_S)
+            if jax.process_index() > 0:
+                return jax.distributed.shutdown()
+            self.watcher.join()
+            with multihost_utils.live_devices(jax.devices()):  # a barrier of those not gone yet: waits for them
+                pass
+
+
+def start_wandb(args, run_dir, name=None):
+    """--track: a wandb run named after the run directory and resumed with it (process 0's), or a one-line error."""
+    if jax.process_index() > 0:
+        return None
+    import wandb
+
+    name = name or os.path.basename(os.path.normpath(run_dir))
+    where = {"project": args.wandb_project_name, "entity": args.wandb_entity, "mode": args.wandb_mode, "dir": run_dir}
+    try:
+        wandb.init(**where, name=name, id=name, resume="allow", config=dataclasses.asdict(args))
+    except Exception as e:  # noqa: BLE001 (wandb's own error, in one line)
+        fail(f"--track: wandb did not start ({str(e).strip().splitlines()[0]}); --wandb-mode offline needs no network")
+    return wandb
+
+
+def wait_for_every_process(name, timeout=3600):  # jax.distributed's barrier: it waits, where gloo gives up in 30 s
+    ocp.multihost.sync_global_processes(name, timeout=timeout, processes=set(range(jax.process_count())))
+
+
+def checkpoint_epochs(run_dir):  # those whose checkpoint orbax has committed, whole
+    path = os.path.join(run_dir, "checkpoints")
+    return ocp.utils.checkpoint_steps(path) if os.path.isdir(path) else []
+
+
+class Checkpoints:
+    """The runner state after every epoch in runs/NAME/checkpoints/{epoch}, through orbax: every process writes its
+    shards while the next epoch trains, the last two are kept, and a kill leaves whole ones only; then the networks of
+    the best epoch in checkpoint_best.msgpack, one file for one process (docs/crl_resnet.md#checkpoints)."""
+
+    def __init__(self, run_dir):
+        self.run_dir, self.path = run_dir, os.path.abspath(os.path.join(run_dir, "checkpoints"))
+        options = ocp.CheckpointManagerOptions(max_to_keep=2, cleanup_tmp_directories=True)
+        self.manager = ocp.CheckpointManager(self.path, options=options)
+        logging.getLogger("absl").setLevel(logging.CRITICAL)  # orbax logs each failure it raises, said here in a line
+        hook = sys.unraisablehook  # and reads it had under way when it failed report to the event loop it closed
+        sys.unraisablehook = lambda error: None if "Event loop is closed" in str(error.exc_value) else hook(error)
+        self.epoch, self.best_networks = None, None  # the checkpoint being written, and its networks if the best
+
+    def save(self, epoch, rs, **meta):
+        """Starts writing; returns once orbax has copied the state off the devices. meta: what restore() reads."""
+        meta["metrics"] = json.dumps(meta["metrics"])  # as metrics.jsonl holds it
+        self.manager.save(epoch, args=ocp.args.Composite(state=ocp.args.PyTreeSave(rs), meta=ocp.args.JsonSave(meta)))
+        self.epoch, self.best_networks = epoch, host_copy(checkpoint_params(rs)) if meta["improved"] else None
+
+    def wait(self):
+        """Waits for the write under way (a failed one is a one-line error), then writes its checkpoint_best."""
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 (the file system's error, through orbax, in one line)
+            kept = [epoch for epoch in checkpoint_epochs(self.run_dir) if epoch < self.epoch]
+            kept = f"the checkpoint of epoch {max(kept)} is whole" if kept else "no checkpoint was written before"
+            fail(f"cannot write {self.path}/{self.epoch}: {reason(e)}; {kept}", status=1)
+        if self.best_networks is not None and jax.process_index() == 0:
+            write_atomic(f"{self.run_dir}/checkpoint_best.msgpack", flax.serialization.to_bytes(self.best_networks))
+        self.best_networks = None
+
+    def read(self, epoch, like):
+        """(state, meta) of `epoch`: what `like` holds of the runner state (all or some of its fields) on like's
+        shardings, or on this process's first device; a damaged checkpoint, or one of another state, is one line."""
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        where = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=getattr(x, "sharding", None) or device), like)
+        try:
+            state = ocp.args.PyTreeRestore(like, restore_args=where, partial_restore=True)
+            restored = self.manager.restore(epoch, args=ocp.args.Composite(state=state, meta=ocp.args.JsonRestore()))
+        except Exception as e:  # noqa: BLE001 (orbax's error, in one line)
+            fail(f"cannot read {self.path}/{epoch} as this run's checkpoint: {reason(e)}", status=1)
+        return restored.state, restored.meta
+
+    def restore(self, rs):
+        """(rs, epoch, best score) of the last checkpoint, on rs's devices (any number, in any processes), or None;
+        metrics.jsonl is cut back to its epoch (and given its line), so the epochs after it are run and logged again."""
+        epoch, metrics_path = self.manager.latest_step(), os.path.join(self.run_dir, "metrics.jsonl")
+        if epoch is None:
+            print(f"{self.run_dir} has no checkpoint yet: starting it afresh with its saved flags")
+            if jax.process_index() == 0:
+                write_atomic(metrics_path, b"")
+            return None
+        rs, meta = self.read(epoch, rs)
+        kept = [json.dumps(m) for m in logged_metrics(self.run_dir) if m["epoch"] < epoch]  # as append() wrote them
+        if jax.process_index() == 0:
+            write_atomic(metrics_path, "".join(line + "\n" for line in [*kept, meta["metrics"]]).encode())
+        if meta["improved"]:  # checkpoint_best comes after its checkpoint: a kill may have come in between
+            self.best_networks = host_copy(checkpoint_params(rs))
+            self.wait()
+        print(f"resumed {self.run_dir} after epoch {epoch} ({json.loads(meta['metrics'])[STEPS]} {STEPS[9:]})")
+        return rs, epoch, meta["best_score"]
+
+
+def reason(error):  # an error of orbax (or of tensorstore, which writes for it) in a few words
+    code = re.search(r"os_error_code='?(\d+)", str(error))
+    return os.strerror(int(code.group(1))) if code else str(error).strip().splitlines()[0][:300]
+
+
+class RunLog:
+    """What process 0 shows and keeps of every epoch (the last done: `epoch`): the console, metrics.jsonl, wandb."""
+
+    def __init__(self, args, run_dir, stop, wandb, epoch, env_steps, total, label="epoch"):
+        self.args, self.run_dir, self.stop, self.wandb = args, run_dir, stop, wandb
+        self.epoch, self.label, self.start = epoch, label, (time.time(), env_steps)
+        hide = jax.process_index() > 0
+        self.progress = tqdm.tqdm(total=total, initial=env_steps, unit="step", unit_scale=True, disable=hide)
+
+    def progress_metrics(self, env_steps):
+        elapsed = time.time() - self.start[0]
+        return {STEPS: env_steps, "training/sps": (env_steps - self.start[1]) / elapsed, "training/walltime": elapsed}
+
+    def check(self, epoch_index, metrics):  # a non-finite loss stops the run here, before its epoch is written
+        bad = [k for k, v in metrics.items() if k.startswith("losses/") and not np.all(np.isfinite(v))]
+        if bad:
+            self.progress.close()
+            kept = f"the last good checkpoint (epoch {self.epoch}) is kept in {self.run_dir}/checkpoints"
+            kept = kept if self.args.save_model and self.epoch else "no checkpoint had been written yet"
+            fail(f"{bad[0]} is not finite in epoch {epoch_index}; run stopped, {kept}", status=1)
+
+    def append(self, epoch_index, metrics):
+        """The epoch's line at the end of metrics.jsonl, on wandb, and on the console under the progress bar."""
+        self.epoch, path = epoch_index, os.path.join(self.run_dir, "metrics.jsonl")
+        try:
+            with open(path, "a") if jax.process_index() == 0 else io.StringIO() as f:
+                f.write(json.dumps(metrics) + "\n")
+        except OSError as e:
+            fail(f"cannot write {path}: {e.strerror or e}", status=1)
+        if self.wandb:
+            self.wandb.log(metrics, step=metrics[STEPS])
+        self.progress.update(metrics[STEPS] - self.progress.n)
+        self.progress.write(f"{self.label} {epoch_index}: {log_line(metrics)}")
+
+    def render(self, path, epoch_index, key="render"):  # also to wandb under `key`: a slider over steps
+        if self.wandb:
+            self.wandb.log({key: self.wandb.Html(pathlib.Path(path).read_text())}, step=self.progress.n)
+        self.progress.write(f"{self.label} {epoch_index}: wrote {path}")
+
+    def close(self):  # after a stop signal, with epochs left: says how to resume, and exits
+        self.progress.close()
+        if self.wandb:
+            self.wandb.finish()
+        if self.stop.received and self.epoch < self.args.num_epochs:
+            stopped = f"stopped by {self.stop.received} after {self.label} {self.epoch}"
+            print(f"{stopped}: continue with --resume {self.run_dir}")
+            sys.exit(0)
+
+
+def save_params(path, params):
+    """The networks in one flax msgpack file, gathered from every process: one process reads it anywhere (a laptop)."""
+    params = host_copy(params)
+    if jax.process_index() == 0:
+        write_atomic(path, flax.serialization.to_bytes(params))
 
 
 # ==== ENVIRONMENTS ====

@@ -24,13 +24,13 @@ Run:  python eval_stitching.py --env-id point_u_maze --depths 4 16       (CPU, a
       python eval_stitching.py --from-runs runs/A runs/B                  (analyse crl_resnet.py runs)
 """
 
-import concurrent.futures
+import atexit
 import contextlib
 import dataclasses
 import functools
-import glob
 import io
 import json
+import logging
 import math
 import operator
 import os
@@ -38,11 +38,11 @@ import pathlib
 import re
 import signal
 import sys
+import threading
 import time
 import types
 import warnings
 import xml.etree.ElementTree as ET
-import zipfile
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, Optional
 
@@ -53,6 +53,7 @@ import jax.numpy as jnp
 import matplotlib
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import tqdm
 import tyro
 from jax.experimental import multihost_utils
@@ -79,47 +80,37 @@ class Args:
     seed: int = 1
     """seed of the experiment (seed i of --num-seeds uses seed + i)"""
     track: bool = False
-    """log to Weights & Biases; when off, nothing is sent anywhere"""
-    wandb_project_name: str = "scaling-crl"
-    """the wandb project name"""
-    wandb_entity: Optional[str] = None
-    """the wandb entity (team or user); None uses your default entity"""
-    wandb_mode: Literal["online", "offline"] = "online"
-    """wandb mode: offline writes runs/{run_name}/wandb for a later `wandb sync` and needs no network"""
-    save_model: bool = True
-    """write checkpoints (last after every epoch, best by eval/time_near_goal) and the final parameters"""
-    resume: Optional[str] = None
-    """path of a run directory (runs/NAME) to continue from its last checkpoint with the same flags"""
-    render: bool = False
-    """after training each depth, write depth{D}/render.html (brax viewer): three episodes from R to the far end"""
-    num_seeds: int = 1
-    """independent seeds per depth in one jitted program (vmap); metrics.jsonl: means, stitching.json: per seed"""
+    """log to Weights & Biases (see --wandb-mode); when off, nothing is sent anywhere"""
 
-    # Algorithm specific arguments
+    # Algorithm specific arguments: the maze, the depths, the schedule and the losses (Table 2's values)
     env_id: str = "ant_u_maze"
-    """a corridor maze: point_u_maze (CPU, minutes), ant_u_maze (the paper's Fig. 6), ant_u4_maze (Fig. 5's value
-    maps), ant_u5_maze or humanoid_u_maze; the defaults of the other flags depend on it (PRESETS below; the ones
-    shown are the paper's Table 2)"""
+    """a corridor maze (point_u_maze on a CPU, ant_u_maze, ant_u4_maze, ...); the other defaults follow it (PRESETS)"""
+    episode_length: Optional[int] = None
+    """steps per episode; None uses the environment's own (1000 for the paper's environments)"""
+    depths: tuple[int, ...] = (4, 16, 64)
+    """network depths to train, one agent each (Dense layers in the residual trunk of actor and critic: 4 x blocks)"""
+    max_train_gap: int = 3
+    """training (start, goal) pairs are corridor cells 1 to this many cells apart along the U (paper: 3)"""
+    width: int = 256
+    """units per Dense layer"""
+    repr_dim: int = 64
+    """dimension of the representations phi(s, a) and psi(g)"""
+    batch_size: int = 512
+    """transitions per SGD minibatch (also the number of InfoNCE negatives + 1)"""
     total_env_steps: int = 100_000_000
     """total environment steps, prefill included (paper: 100M-400M)"""
     num_envs: int = 512
     """parallel training environments"""
-    num_eval_envs: int = 128
-    """parallel evaluation environments (one episode each per evaluation)"""
-    episode_length: Optional[int] = None
-    """steps per episode; None uses the environment's own (1000 for the paper's environments)"""
     num_epochs: int = 100
-    """number of epochs; each epoch is one compiled program followed by an evaluation (the paper's code: 100)"""
+    """epochs, each one compiled program followed by an evaluation (the paper's code: 100)"""
     unroll_length: int = 62
     """environment steps collected per environment in one training step"""
-    batch_size: int = 512
-    """transitions per SGD minibatch (also the number of InfoNCE negatives + 1)"""
     num_sgd_batches_per_training_step: int = 800
     """SGD minibatches per training step; with the defaults UTD = 800 / (512 * 62) = 1:40 (paper)"""
     max_replay_size: int = 10_000
     """replay capacity in time steps; each step holds num_envs transitions"""
     min_replay_size: int = 1_000
-    """time steps collected by the untrained policy before training (must be >= episode_length)"""
+    """time steps collected by the untrained policy before training (at least --episode-length)"""
     gamma: float = 0.99
     """discount of the future-state (goal) distribution"""
     actor_lr: float = 3e-4
@@ -130,25 +121,36 @@ class Args:
     """entropy temperature learning rate (Adam)"""
     logsumexp_penalty: float = 0.1
     """weight of the penalty mean((logsumexp_j L_ij)^2) on the InfoNCE logits"""
-    repr_dim: int = 64
-    """dimension of the representations phi(s, a) and psi(g)"""
-    width: int = 256
-    """units per Dense layer"""
-    depths: tuple[int, ...] = (4, 16, 64)
-    """network depths to train, one agent each (Dense layers in the residual trunk of actor and critic: 4 x blocks)"""
-    max_train_gap: int = 3
-    """training (start, goal) pairs are corridor cells 1 to this many cells apart along the U (paper: 3)"""
-    from_runs: tuple[str, ...] = ()
-    """crl_resnet.py run directories (runs/NAME) to evaluate on the held-out goals instead of training; runs on a
-    maze that branches (big, hardest) get value maps only"""
     target_entropy_scale: float = 0.5
     """target entropy = -scale * action_dim"""
+    num_seeds: int = 1
+    """independent seeds per depth in one jitted program (vmap); metrics.jsonl: means, stitching.json: per seed"""
     remat: bool = False
     """recompute each residual block in the backward pass: activation memory O(1) in depth, ~1.3x compute"""
     scan_unroll: int = 1
     """scan steps over depth unrolled into one loop iteration: 2-4 speed up narrow nets on a CPU, not wide ones"""
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
     """dtype of the matmuls; parameters, LayerNorm, the residual stream and the losses stay float32"""
+
+    # Evaluation
+    num_eval_envs: int = 128
+    """parallel evaluation environments (one episode each per evaluation)"""
+    render: bool = False
+    """after training each depth, write depth{D}/render.html (brax viewer): three episodes from R to the far end"""
+    from_runs: tuple[str, ...] = ()
+    """crl_resnet.py runs (runs/NAME) to evaluate instead of training; on a branching maze, value maps only"""
+
+    # Run plumbing: tracking, checkpoints, resuming
+    wandb_project_name: str = "scaling-crl"
+    """the wandb project name"""
+    wandb_entity: Optional[str] = None
+    """the wandb entity (team or user); None uses your default entity"""
+    wandb_mode: Literal["online", "offline"] = "online"
+    """wandb mode: offline writes runs/{run_name}/wandb for a later `wandb sync` and needs no network"""
+    save_model: bool = True
+    """write checkpoints (the last two epochs, the best evaluation) and the final networks of every depth"""
+    resume: Optional[str] = None
+    """a run directory (runs/NAME) to continue from its last checkpoint, with its flags"""
 
     # to be filled in runtime: the depth being trained
     actor_num_blocks: Annotated[int, tyro.conf.Suppress] = 0
@@ -180,6 +182,85 @@ PRESETS = {
     "ant_u5_maze": {},
     "humanoid_u_maze": {},
 }
+
+
+def fail(message, status=2):
+    """A one-line error, no traceback: status 2 for bad input (like argparse), 1 for a run that had to stop."""
+    tqdm.tqdm.write(f"error: {message}", file=sys.stderr)  # on a line of its own, under a progress bar
+    sys.exit(status)
+
+
+def flag(name):
+    return "--" + name.replace("_", "-")  # num_envs -> --num-envs
+
+
+def check_args(args):
+    """Every inconsistency in the flags is a one-line error here, before anything is compiled."""
+    if args.env_id not in PRESETS and not args.from_runs:
+        fail(
+            f"--env-id {args.env_id!r} has no stitching experiment (it needs a corridor maze); choose one of: "
+            f"{', '.join(PRESETS)} (value maps of crl_resnet.py runs on any maze: --from-runs)"
+        )
+    made_on = set()
+    for run in args.from_runs:
+        if not os.path.isfile(os.path.join(run, "args.json")):
+            fail(f"--from-runs {run} is not a run directory of crl_resnet.py (no args.json); give runs/NAME")
+        if not any(os.path.isfile(os.path.join(run, f)) for f in ["final.msgpack", "checkpoint_best.msgpack"]):
+            fail(f"--from-runs {run} has no final.msgpack or checkpoint_best.msgpack: it saved no parameters")
+        saved = json.loads(pathlib.Path(run, "args.json").read_text())
+        if maze_layout(saved.get("env_id", "")) is None or "critic_num_blocks" not in saved:
+            fail(
+                f"--from-runs {run} is a run on {saved.get('env_id')!r}; choose runs of crl_resnet.py on a maze "
+                "(an id ending in _maze: point, ant or humanoid)"
+            )
+        made_on.add((saved["env_id"], saved["episode_length"]))
+    if len(made_on) > 1:
+        fail(f"--from-runs mixes environments or episode lengths {sorted(made_on)}; give runs of one environment")
+    if not args.from_runs and not args.depths:
+        fail("--depths is empty; give depths to train, e.g. --depths 4 16 64, or --from-runs runs/A runs/B")
+    for depth in args.depths:
+        if depth < 4 or depth % 4:
+            fail(
+                f"--depths {depth} is not a positive multiple of 4 (depth = 4 x residual blocks); e.g. --depths 4 16 64"
+            )
+    layout = maze_layout(min(made_on)[0] if made_on else args.env_id)  # the maze of --from-runs' runs
+    path = corridor_path(layout)  # None for a branching maze: it holds no goal out
+    if path and not 1 <= args.max_train_gap <= len(path) - 2:
+        fail(
+            f"--max-train-gap must be in [1, {len(path) - 2}] on the {layout} ({len(path)} corridor cells), got "
+            f"{args.max_train_gap}"
+        )
+    counts = ["num_seeds", "num_envs", "num_eval_envs", "num_epochs", "unroll_length", "batch_size", "width"]
+    counts += ["num_sgd_batches_per_training_step", "max_replay_size", "min_replay_size", "repr_dim"]
+    for name in counts:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            fail(f"{flag(name)} must be >= 1, got {getattr(args, name)}")
+    episode = args.episode_length or ENVIRONMENTS[args.env_id].episode_length
+    pool = args.num_envs * episode  # relabelled transitions sampled per training step (--num-envs x episode)
+    plan, devices = schedule(args), jax.device_count()
+    rules = [  # (flag, broken, what it must be)
+        ("episode_length", episode < 2, ">= 2"),
+        ("gamma", not 0 < args.gamma < 1, "in (0, 1)"),
+        *[(name, getattr(args, name) <= 0, "> 0") for name in ["actor_lr", "critic_lr", "alpha_lr"]],
+        *[(name, getattr(args, name) < 0, ">= 0") for name in ["logsumexp_penalty", "target_entropy_scale"]],
+        ("min_replay_size", args.min_replay_size > args.max_replay_size, "<= --max-replay-size"),
+        ("min_replay_size", args.min_replay_size < episode, f">= the episode's {episode} steps (--episode-length)"),
+        ("unroll_length", args.unroll_length > args.max_replay_size, "<= --max-replay-size"),
+        ("batch_size", args.batch_size > pool, f"<= the {pool} transitions sampled per training step"),
+        (
+            "num_sgd_batches_per_training_step",
+            args.num_sgd_batches_per_training_step > pool // args.batch_size,
+            f"at most {pool // args.batch_size}: the batches of --batch-size in {pool} transitions",
+        ),
+        *[
+            (name, getattr(args, name) % devices, f"a multiple of the {devices} devices")
+            for name in ["num_envs", "batch_size"]
+        ],
+        ("total_env_steps", plan.training_steps_per_epoch < 1, f">= {plan.min_total_steps}: too small for an epoch"),
+    ]
+    for name, broken, must_be in rules:
+        if broken:
+            fail(f"{flag(name)} must be {must_be}, got {getattr(args, name)}")
 
 
 # ==== NETWORKS ====
@@ -582,6 +663,58 @@ def checkpoint_params(rs):
     return {"actor": rs.actor_params, "critic": rs.critic_params}
 
 
+# Seeds and devices: main() runs these functions vmapped over seeds, on a mesh of every device (docs/cluster.md)
+def over_seeds(fn, num_seeds):
+    """fn over the leading seed axis: vmap for several seeds, for one the axis dropped (faster: docs/performance.md)."""
+    if num_seeds > 1:
+        return jax.vmap(fn)
+    return lambda *xs: jax.tree.map(lambda y: y[None], fn(*jax.tree.map(lambda x: x[0], xs)))
+
+
+def use_all_devices(devices_split):
+    """A one-axis mesh over every device of every process. With --devices-split data it is set for the program:
+    split_over_devices splits each seed's minibatches over it; with seeds, nothing within a seed is split."""
+    mesh = jax.make_mesh((jax.device_count(),), ("devices",), axis_types=(jax.sharding.AxisType.Auto,))
+    if devices_split == "data":
+        jax.set_mesh(mesh)
+    return mesh
+
+
+def device_shardings(rs, mesh, devices_split):
+    """Where a (seeds, ...) RunnerState lives. data: each device steps its share of every seed's environments and
+    holds theirs of the replay buffer, the rest is replicated; XLA adds the gradients' all-reduce (split_over_devices
+    in TRAINING). seeds: each device holds whole seeds, and the update communicates nothing."""
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    split = lambda axis: jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*[None] * axis, "devices"))
+    if devices_split == "seeds":
+        return jax.tree.map(lambda _: split(0), rs)
+    env_state = jax.tree.map(lambda x: split(1) if x.ndim >= 2 else replicated, rs.env_state)  # (seeds, envs, .)
+    buffer = jax.tree.map(lambda x: split(2) if x.ndim >= 3 else replicated, rs.buffer)  # (seeds, time, envs, .)
+    shardings = jax.tree.map(lambda _: replicated, rs)
+    return shardings.replace(env_state=env_state.replace(key=replicated), buffer=buffer)
+
+
+def split_over_devices(tree, axis):
+    """Splits `axis` of every array over the devices of the mesh set by use_all_devices (--devices-split data); no-op
+    without one."""
+    if "devices" not in jax.sharding.get_abstract_mesh().axis_names:
+        return tree
+    spec = jax.sharding.PartitionSpec(*[None] * axis, "devices")
+    return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, spec), tree)
+
+
+def host_copy(tree):
+    """numpy copies of (global) arrays: jax.device_get, or with several processes gathered from all of them."""
+    return jax.device_get(tree) if jax.process_count() == 1 else multihost_utils.process_allgather(tree, tiled=True)
+
+
+def wait_until_ready(tree):
+    """jax.block_until_ready, but Python's signal handlers (SIGTERM, Ctrl-C) run while it waits."""
+    while not all(leaf.is_ready() for leaf in jax.tree.leaves(tree)):
+        time.sleep(0.01)
+    return tree
+
+
 # ==== EVALUATION ====
 SCORE = "eval/time_near_goal"  # what checkpoint_best and summary.json rank by: the paper's score (Sec. 4.1)
 STEPS = "training/env_steps"  # what metrics.jsonl and wandb count progress in
@@ -621,6 +754,44 @@ def make_evaluate(args, env, actor):
         }
 
     return evaluate
+
+
+def log_line(metrics):
+    shown = {k.split("/")[-1]: v for k, v in metrics.items() if isinstance(v, float) and not k.endswith("_std")}
+    return ", ".join(f"{k} {v:.3g}" for k, v in shown.items())
+
+
+def logged_metrics(run_dir):
+    """run_dir's metrics.jsonl as a list of dicts ([] without it), less a line torn by a kill (only the last can be)."""
+    path, logged = pathlib.Path(run_dir, "metrics.jsonl"), []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        with contextlib.suppress(ValueError):
+            logged.append(json.loads(line))
+    return logged
+
+
+def make_render(env, actor, seed, num_episodes=3):
+    """render(actor_params, path) -> path: brax's HTML viewer of num_episodes episodes of seed 0's deterministic
+    policy (actor_params has a leading seed axis), from the starts and goals of key `seed` at every call."""
+
+    @functools.partial(jax.jit, compiler_options=env.compiler_options)  # compiled at the first call
+    def rollout(actor_params, key):
+        record = lambda state, _: (jax.tree.map(lambda x: x[0], state.sim_state), state.obs[0, env.state_dim :])
+        params, length = jax.tree.map(lambda x: x[0], actor_params), num_episodes * env.episode_length
+        return deterministic_rollout(env, actor, params, env.reset(key, 1), length, record)
+
+    def render(actor_params, path):
+        from brax.io import html as brax_html  # needs jinja2: imported by runs that render, not by every run
+
+        sim_states, goals = host_copy(rollout(actor_params, jax.random.PRNGKey(seed)))
+        frames = [
+            env.task.render_frame(jax.tree.map(operator.itemgetter(t), sim_states), g) for t, g in enumerate(goals)
+        ]
+        if jax.process_index() == 0:
+            write_atomic(path, brax_html.render(env.task.render_system, frames).encode())
+        return path
+
+    return render
 
 
 # The experiment (paper Sec. 4.5): the maze's corridor in path order from R; training pairs are (path[i],
@@ -781,7 +952,7 @@ def plot_stitching(results, path):
 def main():
     """The experiment (paper Sec. 4.5): one CRL agent per depth trained on the short corridor pairs, then every
     agent evaluated from R on the held-out goals, with a value map per depth (Sec. 4.4) and the figures."""
-    args, resume = parse_args()
+    args = parse_args()
     check_args(args)
     use_all_devices("data")
     if args.from_runs:  # the runs say which maze and episode length they were made on (one of each: checked)
@@ -792,7 +963,7 @@ def main():
     path, distances = corridor_path(maze.layout), path_distances(maze.layout)
     start, far = maze_cells(maze.layout, "R")[0], max(distances, key=distances.get)  # the value maps' start and goal
     train_pairs, held_out = stitching_pairs(path, args.max_train_gap) if path else ([], [])
-    run_dir = open_run_dir(args, resume)
+    run_dir = open_run_dir(args)
     stop = StopSignals(run_dir)  # SIGTERM, Ctrl-C: the sweep ends after the epoch under way, its files written
     if path:
         print(
@@ -906,13 +1077,16 @@ def train_depth(args, depth_dir, path, train_pairs, held_out, stop):
     label = f"depth {4 * args.critic_num_blocks}"
     print(f"{label}: compiled in {time.time() - compile_start:.1f} s (prefill, one epoch, evaluation)")
 
-    restored = restore_checkpoint(depth_dir, rs) if args.resume else None  # None: no checkpoint yet, start afresh
+    checkpoints = Checkpoints(depth_dir)  # depth{D}/checkpoints/{epoch}, through orbax
+    restored = checkpoints.restore(rs) if args.resume else None  # None: no checkpoint yet, start afresh
     rs, first_epoch, best_score = restored or (prefill_fn(rs), 0, -math.inf)
 
-    steps = schedule(args).total_steps
-    log = RunLog(args, depth_dir, steps, int(rs.env_steps[0]), first_epoch, stop, wandb, f"{label}, epoch")
+    steps, label = schedule(args).total_steps, f"{label}, epoch"
+    log = RunLog(
+        args, depth_dir, stop, wandb, epoch=first_epoch, env_steps=int(rs.env_steps[0]), total=steps, label=label
+    )
     for epoch_index in range(first_epoch + 1, args.num_epochs + 1):
-        if stop.received:  # the epochs so far are written; --resume continues the sweep
+        if stop.agreed():  # the epochs so far are written; --resume continues the sweep
             break
         rs, train_metrics = wait_until_ready(epoch_fn(rs))
         eval_epoch_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_keys, epoch_index)
@@ -922,16 +1096,15 @@ def train_depth(args, depth_dir, path, train_pairs, held_out, stop):
         for g, goal in enumerate(held_out):  # one key per held-out goal
             metrics |= {f"{k}_{goal[0]}_{goal[1]}": float(np.mean(v[:, g])) for k, v in eval_metrics.items()}
         metrics |= {"epoch": epoch_index, **log.progress_metrics(int(rs.env_steps[0]))}
-        log.check(epoch_index, metrics)  # the last epoch's files are done; a non-finite loss stops the run here
+        checkpoints.wait()  # the last epoch's checkpoint is whole (a write that failed ends the run in one line)
+        log.check(epoch_index, metrics)  # a non-finite loss stops the run here, with that checkpoint kept
         improved = metrics[SCORE] > best_score  # checkpoint_best: the best evaluation so far
         best_score = max(best_score, metrics[SCORE])
-        if args.save_model:  # host copies now: the next epoch updates the state's device buffers in place
-            state, best = local_pieces(rs), jax.device_get(checkpoint_params(rs)) if improved else None
-            meta = {"epoch": epoch_index, "best_score": best_score, "metrics_line": json.dumps(metrics)}
-            log.in_background(save_checkpoint, depth_dir, state, meta, best)  # checkpoint_last, checkpoint_best
-        log.in_background(log.append, metrics)  # then the epoch's line of metrics.jsonl, and wandb
-        log.print(epoch_index, metrics)
-    log.close()  # waits for the last files; after a stop signal, with epochs left, says how to resume and exits
+        if args.save_model:  # orbax copies the state off the devices now, and writes it while the next epoch runs
+            checkpoints.save(epoch_index, rs, improved=improved, best_score=best_score, metrics=metrics)
+        log.append(epoch_index, metrics)  # the epoch's line of metrics.jsonl, wandb and the console
+    checkpoints.wait()
+    log.close()  # after a stop signal, with epochs left, says how to resume and exits
     params = jax.device_get(checkpoint_params(rs))
     write_atomic(final_path, flax.serialization.to_bytes(params))  # always: it marks the depth as done
     if args.render:  # seed 0 from R to the farthest held-out goal
@@ -955,106 +1128,26 @@ def saved_agents(args):
 
 
 # ==== RUN PLUMBING ====
-# Skip on a first read: flags (checks, --resume), processes (jax.distributed), the run directory (checkpoints,
-# metrics.jsonl, wandb, console), stop signals, seeds and devices (vmap, sharding), the renderer.
+# Skip on a first read. As main() calls it: --resume and --evaluate, processes, signals, wandb, checkpoints, the log.
 
 
-def fail(message, status=2):
-    """A one-line error, no traceback: status 2 for bad input (like argparse), 1 for a run that had to stop."""
-    tqdm.tqdm.write(f"error: {message}", file=sys.stderr)  # on a line of its own, under a progress bar
-    sys.exit(status)
-
-
-def flag(name):
-    """The command-line spelling of an Args field: num_envs -> --num-envs."""
-    return "--" + name.replace("_", "-")
-
-
-def check_args(args):
-    """Every inconsistency in the flags is a one-line error here, before anything is compiled."""
-    if args.env_id not in PRESETS and not args.from_runs:
-        fail(
-            f"--env-id {args.env_id!r} has no stitching experiment (it needs a corridor maze); choose one of: "
-            f"{', '.join(PRESETS)} (value maps of crl_resnet.py runs on any maze: --from-runs)"
-        )
-    made_on = set()
-    for run in args.from_runs:
-        if not os.path.isfile(os.path.join(run, "args.json")):
-            fail(f"--from-runs {run} is not a run directory of crl_resnet.py (no args.json); give runs/NAME")
-        if not any(os.path.isfile(os.path.join(run, f)) for f in ["final.msgpack", "checkpoint_best.msgpack"]):
-            fail(f"--from-runs {run} has no final.msgpack or checkpoint_best.msgpack: it saved no parameters")
-        saved = json.loads(pathlib.Path(run, "args.json").read_text())
-        if maze_layout(saved.get("env_id", "")) is None or "critic_num_blocks" not in saved:
-            fail(
-                f"--from-runs {run} is a run on {saved.get('env_id')!r}; choose runs of crl_resnet.py on a maze "
-                "(an id ending in _maze: point, ant or humanoid)"
-            )
-        made_on.add((saved["env_id"], saved["episode_length"]))
-    if len(made_on) > 1:
-        fail(f"--from-runs mixes environments or episode lengths {sorted(made_on)}; give runs of one environment")
-    if not args.from_runs and not args.depths:
-        fail("--depths is empty; give depths to train, e.g. --depths 4 16 64, or --from-runs runs/A runs/B")
-    for depth in args.depths:
-        if depth < 4 or depth % 4:
-            fail(
-                f"--depths {depth} is not a positive multiple of 4 (depth = 4 x residual blocks); e.g. --depths 4 16 64"
-            )
-    layout = maze_layout(min(made_on)[0] if made_on else args.env_id)  # the maze of --from-runs' runs
-    path = corridor_path(layout)  # None for a branching maze: it holds no goal out
-    if path and not 1 <= args.max_train_gap <= len(path) - 2:
-        fail(
-            f"--max-train-gap must be in [1, {len(path) - 2}] on the {layout} ({len(path)} corridor cells), got "
-            f"{args.max_train_gap}"
-        )
-    counts = ["num_seeds", "num_envs", "num_eval_envs", "num_epochs", "unroll_length", "batch_size", "width"]
-    counts += ["num_sgd_batches_per_training_step", "max_replay_size", "min_replay_size", "repr_dim"]
-    for name in counts:
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            fail(f"{flag(name)} must be >= 1, got {getattr(args, name)}")
-    episode = args.episode_length or ENVIRONMENTS[args.env_id].episode_length
-    pool = args.num_envs * episode  # relabelled transitions sampled per training step (--num-envs x episode)
-    plan, devices = schedule(args), jax.device_count()
-    rules = [  # (flag, broken, what it must be)
-        ("episode_length", episode < 2, ">= 2"),
-        ("gamma", not 0 < args.gamma < 1, "in (0, 1)"),
-        *[(name, getattr(args, name) <= 0, "> 0") for name in ["actor_lr", "critic_lr", "alpha_lr"]],
-        *[(name, getattr(args, name) < 0, ">= 0") for name in ["logsumexp_penalty", "target_entropy_scale"]],
-        ("min_replay_size", args.min_replay_size > args.max_replay_size, "<= --max-replay-size"),
-        ("min_replay_size", args.min_replay_size < episode, f">= the episode's {episode} steps (--episode-length)"),
-        ("unroll_length", args.unroll_length > args.max_replay_size, "<= --max-replay-size"),
-        ("batch_size", args.batch_size > pool, f"<= the {pool} transitions sampled per training step"),
-        (
-            "num_sgd_batches_per_training_step",
-            args.num_sgd_batches_per_training_step > pool // args.batch_size,
-            f"at most {pool // args.batch_size}: the batches of --batch-size in {pool} transitions",
-        ),
-        *[
-            (name, getattr(args, name) % devices, f"a multiple of the {devices} devices")
-            for name in ["num_envs", "batch_size"]
-        ],
-        ("total_env_steps", plan.training_steps_per_epoch < 1, f">= {plan.min_total_steps}: too small for an epoch"),
-    ]
-    for name, broken, must_be in rules:
-        if broken:
-            fail(f"{flag(name)} must be {must_be}, got {getattr(args, name)}")
-
-
-STATE_FLAGS_EXEMPT = {"track", "wandb_project_name", "wandb_entity", "wandb_mode", "render", "render_every", "resume"}
-EVALUATION_FLAGS = {"evaluate", "checkpoint", "eval_env_id", "num_eval_envs", "num_eval_episodes"}  # --evaluate's own
+RESUME_MAY_CHANGE = {"track", "wandb_project_name", "wandb_entity", "wandb_mode", "render", "render_every", "resume"}
+RESUME_MAY_CHANGE |= {"devices_split"}  # a checkpoint is restored onto any devices
+HEARTBEAT_S = 60  # a process silent this long is dead to jax.distributed's coordination service
 
 
 def parse_args():
     """tyro.cli with the environment's PRESETS as defaults; --resume runs/NAME loads that run's flags instead."""
     given = {}
     for i, arg in enumerate(sys.argv):
-        for flag in ["--resume", "--env-id"]:
-            if arg == flag and i + 1 < len(sys.argv):
-                given[flag] = sys.argv[i + 1]
-            elif arg.startswith(flag + "="):
-                given[flag] = arg.split("=", 1)[1]
+        for option in ["--resume", "--env-id"]:
+            if arg == option and i + 1 < len(sys.argv):
+                given[option] = sys.argv[i + 1]
+            elif arg.startswith(option + "="):
+                given[option] = arg.split("=", 1)[1]
     resume = given.get("--resume")
     if resume is None:
-        return tyro.cli(Args, default=Args(**PRESETS.get(given.get("--env-id", Args.env_id), {}))), None
+        return tyro.cli(Args, default=Args(**PRESETS.get(given.get("--env-id", Args.env_id), {})))
     saved_path = os.path.join(resume, "args.json")
     if not os.path.isfile(saved_path):
         fail(f"--resume {resume} is not a run directory (no args.json); give runs/NAME of an earlier run")
@@ -1064,262 +1157,100 @@ def parse_args():
         fail(f"--resume {resume}: that run was made with --no-save-model, so it has no checkpoint to continue from")
     args = tyro.cli(Args, default=Args(**{k: v for k, v in saved.items() if k in Args.__dataclass_fields__}))
     for name, value in saved.items():
-        if name not in STATE_FLAGS_EXEMPT and getattr(args, name, value) != value:
+        if name not in RESUME_MAY_CHANGE and getattr(args, name, value) != value:
             fail(
                 f"{flag(name)} {getattr(args, name)} differs from the run in {resume} ({value}); "
                 "a resumed run keeps the flags it was started with"
             )
-    return args, resume
+    return args
 
 
-def open_run_dir(args, resume):
-    """runs/{env_id}__{exp_name}__{seed}__{unix time}, with args.json (every flag, derived values resolved), or
-    the directory of the run that --resume continues, rid of the partial files a kill left."""
-    first = jax.process_index() == 0  # writes the run's files
-    if resume:
-        for partial in pathlib.Path(resume).glob("**/*.tmp") if first else []:
-            with contextlib.suppress(OSError):  # one that cannot be removed is overwritten by the next write
-                partial.unlink()
-        return resume
-    stamp = np.int32(time.time())  # process 0's, for every process
-    stamp = stamp if jax.process_count() == 1 else multihost_utils.broadcast_one_to_all(stamp)
+def open_run_dir(args):
+    """runs/{env_id}__{exp_name}__{seed}__{unix time} with args.json, or the run --resume continues (less .tmp)."""
+    if args.resume:
+        for partial in pathlib.Path(args.resume).glob("**/*.tmp") if jax.process_index() == 0 else []:
+            partial.unlink(missing_ok=True)
+        return args.resume
+    stamp = multihost_utils.broadcast_one_to_all(np.int32(time.time()))  # process 0's, for every process
     run_dir = f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(stamp)}"
     try:
         os.makedirs(run_dir, exist_ok=True)
     except OSError as e:
         fail(f"cannot create the run directory {run_dir}: {e.strerror or e}", status=1)
-    if first:
+    if jax.process_index() == 0:
         write_atomic(os.path.join(run_dir, "args.json"), json.dumps(dataclasses.asdict(args), indent=2).encode())
     return run_dir
 
 
 def write_atomic(path, data):
-    """Write-then-rename: a kill leaves the old file or the new one, never half of one; a failed write (a full disk)
-    is a one-line error that leaves the old file. `data`: bytes, or a function that writes to the open file."""
-    tmp = path + ".tmp"
+    """Write-then-rename: a kill leaves the old file or the new; a failed write (a full disk) is a one-line error."""
     try:
-        with open(tmp, "wb") as f:
-            data(f) if callable(data) else f.write(data)
+        with open(path + ".tmp", "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(path + ".tmp", path)
     except OSError as e:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
+        pathlib.Path(path + ".tmp").unlink(missing_ok=True)
         kept = "; the file there before is intact" if os.path.exists(path) else ""
         fail(f"cannot write {path}: {e.strerror or e}{kept}", status=1)
 
 
-def named_leaves(tree):
-    """{path in the tree: array}, e.g. ".buffer.obs": the names checkpoint_last stores the leaves under."""
-    return {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def host_copy(tree):
-    """numpy copies of (global) arrays: jax.device_get, or with several processes gathered from all of them."""
-    return jax.device_get(tree) if jax.process_count() == 1 else multihost_utils.process_allgather(tree, tiled=True)
-
-
-def local_pieces(rs):
-    """{"name@start:stop/size,...": numpy array}: the parts of the runner state held by this process's devices, each
-    once (a replicated leaf by one device), copied to the host: what this process writes to checkpoint_last."""
-    pieces = {}
-    for name, leaf in named_leaves(rs).items():
-        for shard in leaf.addressable_shards:
-            if shard.replica_id == 0:
-                region = ",".join("{}:{}/{}".format(*s.indices(n)[:2], n) for s, n in zip(shard.index, leaf.shape))
-                pieces[f"{name}@{region}"] = shard.data
-    return jax.device_get(pieces)
-
-
-def checkpoint_last_path(run_dir, epoch):
-    """checkpoint_last.npz; with n processes each writes its part to checkpoint_last.{i}of{n}.{epoch % 2}.npz, which
-    keeps the epoch before: a kill that stops some processes' writes still leaves one whole set."""
-    if jax.process_count() == 1:
-        return os.path.join(run_dir, "checkpoint_last.npz")
-    return os.path.join(run_dir, f"checkpoint_last.{jax.process_index()}of{jax.process_count()}.{epoch % 2}.npz")
-
-
-def save_checkpoint(run_dir, pieces, meta, best=None):
-    """checkpoint_last: this process's local_pieces, the leaves' shapes and `meta` (epoch, best score, metrics line),
-    streamed array by array (docs/crl_resnet.md#checkpoints); then checkpoint_best.msgpack, the networks (host_copy),
-    if `best` is given. Process 0 writes checkpoint_best."""
-    meta |= {"improved": best is not None, "leaves": {}}
-    for key, piece in pieces.items():
-        name, region = key.rsplit("@", 1)
-        meta["leaves"][name] = [piece.dtype.str, [int(r.split("/")[1]) for r in region.split(",") if r]]
-    arrays = pieces | {"meta": np.array(json.dumps(meta))}
-    write_atomic(checkpoint_last_path(run_dir, meta["epoch"]), lambda f: np.savez(f, **arrays))
-    if best is not None and jax.process_index() == 0:
-        write_atomic(os.path.join(run_dir, "checkpoint_best.msgpack"), flax.serialization.to_bytes(best))
-
-
-def last_checkpoint(run_dir):
-    """(meta, files) of the newest checkpoint_last that every process of its run wrote, or None; a damaged file is a
-    one-line error."""
-    sets = {}
-    for path in sorted(glob.glob(os.path.join(glob.escape(run_dir), "checkpoint_last*.npz"))):
-        try:
-            with np.load(path) as saved:
-                meta = json.loads(str(saved["meta"]))
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
-            fail(f"cannot read {path} as this code's checkpoint: {type(e).__name__}: {e}", status=1)
-        processes = int(re.search(r"of(\d+)\.", path).group(1)) if "of" in os.path.basename(path) else 1
-        sets.setdefault((meta["epoch"], processes), []).append((meta, path))
-    whole = [found for (_, processes), found in sets.items() if len(found) == processes]
-    if not whole:
-        return None
-    newest = max(whole, key=lambda found: found[0][0]["epoch"])
-    return newest[0][0], [path for _, path in newest]
-
-
-def read_checkpoint(meta, files, like):
-    """The runner state `like` from checkpoint_last files, each array assembled from the parts that cover it, on
-    like's shardings (host arrays when like holds shapes only); a state of other shapes is a one-line error."""
-    for name, leaf in named_leaves(like).items():
-        dtype, shape = meta["leaves"].get(name, ["missing", []])
-        if (dtype, shape) != (leaf.dtype.str, list(leaf.shape)):
-            fail(f"{files[0]}: {name} is {dtype}{shape}, this run needs {leaf.dtype.str}{list(leaf.shape)}", 1)
-    parts, cache = {}, {}  # name: [(region, file, key)]; each part read once
-    for path in files:
-        with np.load(path) as saved:
-            keys = [key for key in saved.files if key != "meta"]
-        for key in keys:
-            name, region = key.rsplit("@", 1)
-            region = [tuple(map(int, r.split("/")[0].split(":"))) for r in region.split(",") if r]
-            parts.setdefault(name, []).append((region, path, key))
-
-    def part(path, key):
-        if key not in cache:
-            try:
-                with np.load(path) as saved:
-                    cache[key] = saved[key]
-            except (OSError, ValueError, zipfile.BadZipFile) as e:
-                fail(f"cannot read {path} as this code's checkpoint: {type(e).__name__}: {e}", status=1)
-        return cache[key]
-
-    def read(name, leaf, index):  # the array at `index` (slices of leaf's shape) from the parts that cover it
-        index = [range(*s.indices(n)) for s, n in zip(index, leaf.shape)]
-        out = np.empty([len(r) for r in index], leaf.dtype)
-        for region, path, key in parts[name]:
-            overlap = [(max(a, r.start), min(b, r.stop)) for (a, b), r in zip(region, index)]
-            if overlap == region == [(r.start, r.stop) for r in index]:
-                return part(path, key)  # the part itself: the same devices as when it was written
-            if all(lo < hi for lo, hi in overlap):
-                piece = part(path, key)[tuple(slice(lo - a, hi - a) for (lo, hi), (a, _) in zip(overlap, region))]
-                out[tuple(slice(lo - r.start, hi - r.start) for (lo, hi), r in zip(overlap, index))] = piece
-        return out
-
-    leaves = []
-    for name, leaf in named_leaves(like).items():
-        full = tuple(slice(None) for _ in leaf.shape)
-        if getattr(leaf, "sharding", None) is None:
-            leaves.append(read(name, leaf, full))
-        else:
-            leaves.append(jax.make_array_from_callback(leaf.shape, leaf.sharding, functools.partial(read, name, leaf)))
-        cache.clear()  # on the devices now: host memory holds one array's parts at a time
-    return jax.tree.unflatten(jax.tree.structure(like), leaves)
-
-
-def restore_checkpoint(run_dir, rs):
-    """The last checkpoint of run_dir, put on the devices of rs; metrics.jsonl is cut back to its epoch (and given
-    that epoch's line if a kill came between the two writes), so the epochs after it are run and logged again.
-    Returns (rs, epoch, best score), or None before a first checkpoint. Older versions' runs do not resume."""
-    found, metrics_path = last_checkpoint(run_dir), os.path.join(run_dir, "metrics.jsonl")
-    first = jax.process_index() == 0  # writes the run's files
-    if found is None:
-        print(f"{run_dir} has no checkpoint yet: starting it afresh with its saved flags")
-        if first:
-            write_atomic(metrics_path, b"")
-        return None
-    meta, files = found
-    rs = read_checkpoint(meta, files, rs)
-    kept = [json.dumps(m) for m in logged_metrics(run_dir) if m["epoch"] < meta["epoch"]]  # as append() wrote them
-    if first:
-        write_atomic(metrics_path, "".join(line + "\n" for line in [*kept, meta["metrics_line"]]).encode())
-    if meta["improved"]:  # its checkpoint_best is written after it: a kill may have come in between
-        best = flax.serialization.to_bytes(host_copy(checkpoint_params(rs)))
-        if first:
-            write_atomic(os.path.join(run_dir, "checkpoint_best.msgpack"), best)
-    print(f"resumed {run_dir} after epoch {meta['epoch']} ({json.loads(meta['metrics_line'])[STEPS]} {STEPS[9:]})")
-    return rs, meta["epoch"], meta["best_score"]
-
-
-def save_params(path, params):
-    """The networks' parameters as flax msgpack, gathered from every process and written by process 0: readable by
-    one process anywhere (--evaluate on a laptop of a run made on a cluster)."""
-    params = host_copy(params)
-    if jax.process_index() == 0:
-        write_atomic(path, flax.serialization.to_bytes(params))
-
-
-def wait_until_ready(tree):
-    """jax.block_until_ready, but Python's signal handlers (SIGTERM, Ctrl-C) run while it waits."""
-    while not all(leaf.is_ready() for leaf in jax.tree.leaves(tree)):
-        time.sleep(0.01)
-    return tree
-
-
-def over_seeds_summary(per_seed):
-    """{key: (num_seeds, ...) values} -> each key's mean over seeds, with several seeds also key_std, key_per_seed."""
-    metrics = {k: float(np.mean(v)) for k, v in per_seed.items()}
-    if len(next(iter(per_seed.values()))) > 1:
-        metrics |= {f"{k}_std": float(np.std(v)) for k, v in per_seed.items()}
-        metrics |= {f"{k}_per_seed": v.tolist() for k, v in per_seed.items()}
-    return metrics
-
-
-def log_line(metrics):
-    shown = {k.split("/")[-1]: v for k, v in metrics.items() if isinstance(v, float) and not k.endswith("_std")}
-    return ", ".join(f"{k} {v:.3g}" for k, v in shown.items())
-
-
-def logged_metrics(run_dir):
-    """run_dir's metrics.jsonl as a list of dicts ([] without the file), less a line torn by a kill (only the last
-    can be)."""
-    path, logged = pathlib.Path(run_dir, "metrics.jsonl"), []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        with contextlib.suppress(ValueError):
-            logged.append(json.loads(line))
-    return logged
-
-
-def write_summary(args, run_dir):
-    """summary.json: a run's single number, the mean of SCORE over the last five evaluations (all of them if fewer),
-    per seed and over seeds, as the paper scores runs (Sec. 4.1), with eval/success averaged the same way."""
-    if jax.process_index() > 0:
-        return
-    logged = logged_metrics(run_dir)[-5:]
-    per_seed = lambda key: np.mean([m.get(f"{key}_per_seed", [m[key]]) for m in logged], axis=0)
-    score, success = per_seed(SCORE), per_seed("eval/success")
-    summary = {"score": float(np.mean(score)), "score_std_over_seeds": float(np.std(score))}  # SCORE's
-    summary |= {"score_per_seed": score.tolist(), "success": float(np.mean(success))}
-    summary |= {"success_per_seed": success.tolist(), "epochs": [m["epoch"] for m in logged]}
-    summary |= {STEPS.split("/")[1]: logged[-1][STEPS]}
-    summary |= {
-        k: getattr(args, k) for k in ["episode_length", "env_id", "eval_env_id", "dataset_path"] if hasattr(args, k)
-    }
-    write_atomic(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=2).encode())
-
-
 class StopSignals:
-    """SIGTERM (a cluster's notice of preemption) and Ctrl-C: the first is noted in `received` and the epoch loop stops
-    once its epoch is written (with several processes, RunLog.wait makes them agree on the epoch); a second ends the
-    process at once (default handlers). --resume continues either way."""
+    """How a run ends early, its files whole: SIGTERM (a cluster's preemption notice) or Ctrl-C ends it after the epoch
+    (a second at once); with several processes, one that dies or stops answering ends the others in one line."""
 
-    def __init__(self, resume_dir):
-        self.received, self.noted, self.resume_dir = None, 0, resume_dir  # resume_dir: what --resume continues
-        self.alone = jax.process_count() == 1  # else RunLog.wait sets `received` on every process at once
+    def __init__(self, run_dir):
+        self.received, self.noted, self.run_dir = None, 0, run_dir
         for stop in (signal.SIGTERM, signal.SIGINT):
             signal.signal(stop, self.note)
+        if jax.process_count() > 1:
+            self.ending, self.watcher = threading.Event(), threading.Thread(target=self.watch, daemon=True)
+            self.watcher.start()
+            atexit.register(self.end_together)
+            hook = sys.excepthook  # a failed collective may be a dead process: watch() names it first, in one line
+            sys.excepthook = lambda *error: (time.sleep(HEARTBEAT_S + 20), hook(*error))
 
     def note(self, signum, _frame):
         self.noted, name = signum, signal.Signals(signum).name
-        self.received = name if self.alone else self.received
         for stop in (signal.SIGTERM, signal.SIGINT):
             signal.signal(stop, signal.SIG_DFL)
         stopping = f"\n{name}: stopping once this epoch is written; {name} again stops at once\n"
         os.write(sys.stdout.fileno(), stopping.encode())  # unbuffered: a print may be what was interrupted
+
+    def agreed(self):
+        """Whether the run stops now: a signal to this process, or with several to any (all stop after one epoch)."""
+        noted = host_copy(np.array([self.noted]))  # every process's
+        if noted.any() and not self.received:
+            first = int(np.argmax(noted > 0))
+            self.received = signal.Signals(noted[first]).name + (f" to process {first}" if len(noted) > 1 else "")
+        return self.received is not None
+
+    def watch(self):
+        """Every 10 s the processes ask jax.distributed which of them live; the others name a dead one, and exit 1."""
+        while not self.ending.wait(10):
+            try:
+                with multihost_utils.live_devices(jax.devices()):
+                    pass
+            except Exception as e:  # noqa: BLE001 (at the end, a query the others left)
+                if self.ending.is_set() or not isinstance(e, multihost_utils.ProcessFailureError):
+                    return
+                dead = ", ".join(map(str, sorted({device.process_index for device in e.failed_devices})))
+                epochs = checkpoint_epochs(self.run_dir)
+                kept = f"its last whole checkpoint is epoch {max(epochs)}" if epochs else "it has no checkpoint yet"
+                resume = f"continue with --resume {self.run_dir} (on any number of processes)"
+                tqdm.tqdm.write(f"error: process {dead} stopped answering; run stopped, {kept}: {resume}", sys.stderr)
+                os._exit(1)
+
+    def end_together(self):  # at exit, all at once (watch() takes one gone for dead), process 0 last (it hosts JAX's)
+        self.ending.set()
+        with contextlib.suppress(Exception):
+            wait_for_every_process("end", timeout=HEARTBEAT_S)
+            if jax.process_index() > 0:
+                return jax.distributed.shutdown()
+            self.watcher.join()
+            with multihost_utils.live_devices(jax.devices()):  # a barrier of those not gone yet: waits for them
+                pass
 
 
 def start_wandb(args, run_dir, name=None):
@@ -1337,183 +1268,138 @@ def start_wandb(args, run_dir, name=None):
     return wandb
 
 
-class RunLog:
-    """The console (a progress bar, a line per epoch), metrics.jsonl, wandb, and a thread that writes an epoch's files
-    in the order given while the next epoch runs; a failed write is one line, skips the rest and stops the run."""
+def wait_for_every_process(name, timeout=3600):  # jax.distributed's barrier: it waits, where gloo gives up in 30 s
+    ocp.multihost.sync_global_processes(name, timeout=timeout, processes=set(range(jax.process_count())))
 
-    def __init__(self, args, run_dir, planned_steps, env_steps, epoch, stop, wandb=None, label="epoch"):
-        """epoch: the last epoch done (0 for a new run); stop: the run's StopSignals; wandb: start_wandb's."""
-        self.args, self.run_dir, self.epoch, self.label = args, run_dir, epoch, label
-        self.stop, self.wandb = stop, wandb
-        self.writer, self.writes, self.write_failed = concurrent.futures.ThreadPoolExecutor(1), [], False
-        self.start_time, self.start_steps, self.env_steps = time.time(), env_steps, env_steps
-        self.progress = tqdm.tqdm(
-            total=planned_steps, initial=env_steps, unit="step", unit_scale=True, disable=jax.process_index() > 0
-        )
+
+def checkpoint_epochs(run_dir):  # those whose checkpoint orbax has committed, whole
+    path = os.path.join(run_dir, "checkpoints")
+    return ocp.utils.checkpoint_steps(path) if os.path.isdir(path) else []
+
+
+class Checkpoints:
+    """The runner state after every epoch in runs/NAME/checkpoints/{epoch}, through orbax: every process writes its
+    shards while the next epoch trains, the last two are kept, and a kill leaves whole ones only; then the networks of
+    the best epoch in checkpoint_best.msgpack, one file for one process (docs/crl_resnet.md#checkpoints)."""
+
+    def __init__(self, run_dir):
+        self.run_dir, self.path = run_dir, os.path.abspath(os.path.join(run_dir, "checkpoints"))
+        options = ocp.CheckpointManagerOptions(max_to_keep=2, cleanup_tmp_directories=True)
+        self.manager = ocp.CheckpointManager(self.path, options=options)
+        logging.getLogger("absl").setLevel(logging.CRITICAL)  # orbax logs each failure it raises, said here in a line
+        hook = sys.unraisablehook  # and reads it had under way when it failed report to the event loop it closed
+        sys.unraisablehook = lambda error: None if "Event loop is closed" in str(error.exc_value) else hook(error)
+        self.epoch, self.best_networks = None, None  # the checkpoint being written, and its networks if the best
+
+    def save(self, epoch, rs, **meta):
+        """Starts writing; returns once orbax has copied the state off the devices. meta: what restore() reads."""
+        meta["metrics"] = json.dumps(meta["metrics"])  # as metrics.jsonl holds it
+        self.manager.save(epoch, args=ocp.args.Composite(state=ocp.args.PyTreeSave(rs), meta=ocp.args.JsonSave(meta)))
+        self.epoch, self.best_networks = epoch, host_copy(checkpoint_params(rs)) if meta["improved"] else None
+
+    def wait(self):
+        """Waits for the write under way (a failed one is a one-line error), then writes its checkpoint_best."""
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 (the file system's error, through orbax, in one line)
+            kept = [epoch for epoch in checkpoint_epochs(self.run_dir) if epoch < self.epoch]
+            kept = f"the checkpoint of epoch {max(kept)} is whole" if kept else "no checkpoint was written before"
+            fail(f"cannot write {self.path}/{self.epoch}: {reason(e)}; {kept}", status=1)
+        if self.best_networks is not None and jax.process_index() == 0:
+            write_atomic(f"{self.run_dir}/checkpoint_best.msgpack", flax.serialization.to_bytes(self.best_networks))
+        self.best_networks = None
+
+    def read(self, epoch, like):
+        """(state, meta) of `epoch`: what `like` holds of the runner state (all or some of its fields) on like's
+        shardings, or on this process's first device; a damaged checkpoint, or one of another state, is one line."""
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        where = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=getattr(x, "sharding", None) or device), like)
+        try:
+            state = ocp.args.PyTreeRestore(like, restore_args=where, partial_restore=True)
+            restored = self.manager.restore(epoch, args=ocp.args.Composite(state=state, meta=ocp.args.JsonRestore()))
+        except Exception as e:  # noqa: BLE001 (orbax's error, in one line)
+            fail(f"cannot read {self.path}/{epoch} as this run's checkpoint: {reason(e)}", status=1)
+        return restored.state, restored.meta
+
+    def restore(self, rs):
+        """(rs, epoch, best score) of the last checkpoint, on rs's devices (any number, in any processes), or None;
+        metrics.jsonl is cut back to its epoch (and given its line), so the epochs after it are run and logged again."""
+        epoch, metrics_path = self.manager.latest_step(), os.path.join(self.run_dir, "metrics.jsonl")
+        if epoch is None:
+            print(f"{self.run_dir} has no checkpoint yet: starting it afresh with its saved flags")
+            if jax.process_index() == 0:
+                write_atomic(metrics_path, b"")
+            return None
+        rs, meta = self.read(epoch, rs)
+        kept = [json.dumps(m) for m in logged_metrics(self.run_dir) if m["epoch"] < epoch]  # as append() wrote them
+        if jax.process_index() == 0:
+            write_atomic(metrics_path, "".join(line + "\n" for line in [*kept, meta["metrics"]]).encode())
+        if meta["improved"]:  # checkpoint_best comes after its checkpoint: a kill may have come in between
+            self.best_networks = host_copy(checkpoint_params(rs))
+            self.wait()
+        print(f"resumed {self.run_dir} after epoch {epoch} ({json.loads(meta['metrics'])[STEPS]} {STEPS[9:]})")
+        return rs, epoch, meta["best_score"]
+
+
+def reason(error):  # an error of orbax (or of tensorstore, which writes for it) in a few words
+    code = re.search(r"os_error_code='?(\d+)", str(error))
+    return os.strerror(int(code.group(1))) if code else str(error).strip().splitlines()[0][:300]
+
+
+class RunLog:
+    """What process 0 shows and keeps of every epoch (the last done: `epoch`): the console, metrics.jsonl, wandb."""
+
+    def __init__(self, args, run_dir, stop, wandb, epoch, env_steps, total, label="epoch"):
+        self.args, self.run_dir, self.stop, self.wandb = args, run_dir, stop, wandb
+        self.epoch, self.label, self.start = epoch, label, (time.time(), env_steps)
+        hide = jax.process_index() > 0
+        self.progress = tqdm.tqdm(total=total, initial=env_steps, unit="step", unit_scale=True, disable=hide)
 
     def progress_metrics(self, env_steps):
-        elapsed = time.time() - self.start_time
-        sps = (env_steps - self.start_steps) / elapsed
-        return {STEPS: env_steps, "training/sps": sps, "training/walltime": elapsed}
+        elapsed = time.time() - self.start[0]
+        return {STEPS: env_steps, "training/sps": (env_steps - self.start[1]) / elapsed, "training/walltime": elapsed}
 
-    def check(self, epoch_index, metrics):
-        """Waits for the last epoch's files (one host copy at a time); a non-finite loss stops the run here."""
-        self.wait()
+    def check(self, epoch_index, metrics):  # a non-finite loss stops the run here, before its epoch is written
         bad = [k for k, v in metrics.items() if k.startswith("losses/") and not np.all(np.isfinite(v))]
         if bad:
             self.progress.close()
-            kept = f"the last good checkpoint (epoch {self.epoch}) is kept in {self.run_dir}/checkpoint_last.npz"
+            kept = f"the last good checkpoint (epoch {self.epoch}) is kept in {self.run_dir}/checkpoints"
             kept = kept if self.args.save_model and self.epoch else "no checkpoint had been written yet"
             fail(f"{bad[0]} is not finite in epoch {epoch_index}; run stopped, {kept}", status=1)
 
-    def in_background(self, write, *args):
-        def run():  # after a failed write, the later ones are skipped: files are only ever written in order
-            try:
-                if not self.write_failed:
-                    write(*args)
-            except BaseException as e:  # noqa: BLE001 (fail()'s SystemExit is printed; others in one line here)
-                if not isinstance(e, SystemExit):
-                    tqdm.tqdm.write(f"error: writing {self.label} {self.epoch}'s files failed: {e!r}", file=sys.stderr)
-                self.write_failed = True
-
-        self.writes.append(self.writer.submit(run))
-
-    def wait(self):
-        """Waits for the files given so far; with several processes, each learns of any failed write and stop signal
-        of the others here, so that all stop after the same epoch."""
-        concurrent.futures.wait(self.writes)
-        self.writes = []
-        failed = self.write_failed
-        if jax.process_count() > 1:
-            every = multihost_utils.process_allgather(np.array([self.write_failed, self.stop.noted], np.int32))
-            if every[:, 1].any() and not self.stop.received:  # (processes, [failed, signal])
-                first = int(np.argmax(every[:, 1] > 0))
-                self.stop.received = f"{signal.Signals(every[first, 1]).name} to process {first}"
-            if every[:, 0].any() and not failed:
-                tqdm.tqdm.write("error: another process could not write its files; run stopped", file=sys.stderr)
-            failed = every[:, 0].any()
-        if failed:
-            self.progress.close()
-            sys.exit(1)
-
-    def append(self, metrics):
-        """The epoch's line at the end of metrics.jsonl (a resumed run cuts the file back once), and to wandb."""
-        if jax.process_index() > 0:
-            return
-        with open(os.path.join(self.run_dir, "metrics.jsonl"), "a") as f:
-            f.write(json.dumps(metrics) + "\n")
+    def append(self, epoch_index, metrics):
+        """The epoch's line at the end of metrics.jsonl, on wandb, and on the console under the progress bar."""
+        self.epoch, path = epoch_index, os.path.join(self.run_dir, "metrics.jsonl")
+        try:
+            with open(path, "a") if jax.process_index() == 0 else io.StringIO() as f:
+                f.write(json.dumps(metrics) + "\n")
+        except OSError as e:
+            fail(f"cannot write {path}: {e.strerror or e}", status=1)
         if self.wandb:
             self.wandb.log(metrics, step=metrics[STEPS])
-
-    def print(self, epoch_index, metrics):
-        self.epoch, self.env_steps = epoch_index, metrics[STEPS]
-        self.progress.update(self.env_steps - self.progress.n)
+        self.progress.update(metrics[STEPS] - self.progress.n)
         self.progress.write(f"{self.label} {epoch_index}: {log_line(metrics)}")
 
-    def render(self, path, epoch_index, key="render"):
-        """A render main() wrote, logged to wandb (--track) under `key` at its epoch's step: a slider over steps."""
-        self.wait()  # its epoch's metrics first: wandb drops steps that go back
+    def render(self, path, epoch_index, key="render"):  # also to wandb under `key`: a slider over steps
         if self.wandb:
-            self.wandb.log({key: self.wandb.Html(pathlib.Path(path).read_text())}, step=self.env_steps)
+            self.wandb.log({key: self.wandb.Html(pathlib.Path(path).read_text())}, step=self.progress.n)
         self.progress.write(f"{self.label} {epoch_index}: wrote {path}")
 
-    def close(self):
-        """Waits for the last files; after a stop signal, with epochs left, says how to resume and exits."""
-        self.wait()
+    def close(self):  # after a stop signal, with epochs left: says how to resume, and exits
         self.progress.close()
         if self.wandb:
             self.wandb.finish()
         if self.stop.received and self.epoch < self.args.num_epochs:
             stopped = f"stopped by {self.stop.received} after {self.label} {self.epoch}"
-            print(f"{stopped}: continue with --resume {self.stop.resume_dir}")
+            print(f"{stopped}: continue with --resume {self.run_dir}")
             sys.exit(0)
 
 
-def over_seeds(fn, num_seeds):
-    """fn over the leading seed axis: vmap for several seeds, for one the axis dropped (faster: docs/performance.md)."""
-    if num_seeds > 1:
-        return jax.vmap(fn)
-    return lambda *xs: jax.tree.map(lambda y: y[None], fn(*jax.tree.map(lambda x: x[0], xs)))
-
-
-def use_all_devices(devices_split):
-    """A one-axis mesh over every device of every process. With --devices-split data it is set for the program:
-    split_over_devices splits each seed's minibatches over it; with seeds, nothing within a seed is split."""
-    mesh = jax.make_mesh((jax.device_count(),), ("devices",), axis_types=(jax.sharding.AxisType.Auto,))
-    if devices_split == "data":
-        jax.set_mesh(mesh)
-    return mesh
-
-
-def device_shardings(rs, mesh, devices_split):
-    """Where a (seeds, ...) RunnerState lives. data: each device steps its share of every seed's environments and
-    holds theirs of the replay buffer, the rest is replicated; XLA adds the gradients' all-reduce (split_over_devices
-    in TRAINING). seeds: each device holds whole seeds, and the update communicates nothing."""
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    split = lambda axis: jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*[None] * axis, "devices"))
-    if devices_split == "seeds":
-        return jax.tree.map(lambda _: split(0), rs)
-    env_state = jax.tree.map(lambda x: split(1) if x.ndim >= 2 else replicated, rs.env_state)  # (seeds, envs, .)
-    buffer = jax.tree.map(lambda x: split(2) if x.ndim >= 3 else replicated, rs.buffer)  # (seeds, time, envs, .)
-    shardings = jax.tree.map(lambda _: replicated, rs)
-    return shardings.replace(env_state=env_state.replace(key=replicated), buffer=buffer)
-
-
-def split_over_devices(tree, axis):
-    """Splits `axis` of every array over the devices of the mesh set by use_all_devices (--devices-split data); no-op
-    without one."""
-    if "devices" not in jax.sharding.get_abstract_mesh().axis_names:
-        return tree
-    spec = jax.sharding.PartitionSpec(*[None] * axis, "devices")
-    return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, spec), tree)
-
-
-def make_render(env, actor, seed, num_episodes=3):
-    """render(actor_params, path) -> path: brax's HTML viewer of num_episodes episodes of seed 0's deterministic
-    policy (actor_params has a leading seed axis), from the starts and goals of key `seed` at every call."""
-
-    @functools.partial(jax.jit, compiler_options=env.compiler_options)  # compiled at the first call
-    def rollout(actor_params, key):
-        record = lambda state, _: (jax.tree.map(lambda x: x[0], state.sim_state), state.obs[0, env.state_dim :])
-        params, length = jax.tree.map(lambda x: x[0], actor_params), num_episodes * env.episode_length
-        return deterministic_rollout(env, actor, params, env.reset(key, 1), length, record)
-
-    def render(actor_params, path):
-        from brax.io import html as brax_html  # needs jinja2: imported by runs that render, not by every run
-
-        sim_states, goals = host_copy(rollout(actor_params, jax.random.PRNGKey(seed)))
-        frames = [
-            env.task.render_frame(jax.tree.map(operator.itemgetter(t), sim_states), g) for t, g in enumerate(goals)
-        ]
-        if jax.process_index() == 0:
-            write_atomic(path, brax_html.render(env.task.render_system, frames).encode())
-        return path
-
-    return render
-
-
-def load_saved_actor(run_dir, which, runner_state_shapes):
-    """(actor parameters with a leading seed axis, their epoch) of a run's final.msgpack (which="final"),
-    checkpoint_best ("best") or checkpoint_last ("last", read against runner_state_shapes()), or a one-line error."""
-    files = {"final": "final.msgpack", "best": "checkpoint_best.msgpack", "last": "checkpoint_last"}
-    path = os.path.join(run_dir, files[which])
-    last = last_checkpoint(run_dir)
-    has = {"final": os.path.isfile(os.path.join(run_dir, files["final"])), "last": last is not None}
-    has["best"] = os.path.isfile(os.path.join(run_dir, files["best"]))
-    if not has[which]:
-        there = " or ".join(k for k in files if has[k])
-        fail(
-            f"--evaluate {run_dir} has no {files[which]} (--checkpoint {which}); it has: --checkpoint {there or 'none'}"
-        )
-    if which == "last":  # every process's part of it, assembled here
-        return checkpoint_params(read_checkpoint(*last, runner_state_shapes()))["actor"], last[0]["epoch"]
-    try:
-        params = flax.serialization.msgpack_restore(pathlib.Path(path).read_bytes())["actor"]
-    except (ValueError, KeyError, TypeError) as e:
-        fail(f"cannot read {path} as this code's parameters: {type(e).__name__}: {e}", status=1)
-    logged = logged_metrics(run_dir)
-    best = max(logged, key=lambda m: m[SCORE], default={"epoch": 0})["epoch"]
-    return params, best if which == "best" else len(logged)
+def save_params(path, params):
+    """The networks in one flax msgpack file, gathered from every process: one process reads it anywhere (a laptop)."""
+    params = host_copy(params)
+    if jax.process_index() == 0:
+        write_atomic(path, flax.serialization.to_bytes(params))
 
 
 # ==== ENVIRONMENTS ====

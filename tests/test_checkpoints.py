@@ -1,8 +1,10 @@
-"""Runs survive what clusters do: SIGTERM, kills between two files, re-submission without a checkpoint, full disks."""
+"""Runs survive what clusters do: SIGTERM, kills between two files, re-submission without a checkpoint, full disks.
+Checkpoints are orbax's (runs/NAME/checkpoints/{epoch}); these tests hold the scripts to what they promise of them."""
 
 import json
 import os
 import pathlib
+import resource
 import shutil
 import signal
 import subprocess
@@ -43,8 +45,8 @@ def epochs_logged(run_dir):
 
 
 def checkpoint_epoch(run_dir):
-    with np.load(pathlib.Path(run_dir, "checkpoint_last.npz")) as saved:
-        return json.loads(str(saved["meta"]))["epoch"]
+    """The epoch of the newest whole checkpoint."""
+    return max(crl.checkpoint_epochs(str(run_dir)), default=None)
 
 
 def final_params(run_dir):
@@ -52,19 +54,21 @@ def final_params(run_dir):
 
 
 def start_killed_between_checkpoint_and_metrics(*flags, cwd, epoch):
-    """crl_resnet.py, SIGKILLed by itself once epoch `epoch` is checkpointed, just before its metrics line is
+    """crl_resnet.py, SIGKILLed by itself once epoch `epoch`'s checkpoint is whole, just before its metrics line is
     written: the moment a kill between the two files would come."""
     os.makedirs(cwd, exist_ok=True)
     code = f"""
-import os, signal, sys
+import os, signal, sys, time
 sys.path.insert(0, {ROOT!r})
 sys.argv = ["crl_resnet.py", *{list(flags)!r}]
 import crl_resnet as crl
 append = crl.RunLog.append
-def killed_before_the_metrics_line(log, metrics):
-    if metrics["epoch"] == {epoch}:
+def killed_before_the_metrics_line(log, epoch, metrics):
+    if epoch == {epoch}:
+        while {epoch} not in crl.checkpoint_epochs(log.run_dir):  # orbax commits it on its own thread
+            time.sleep(0.001)
         os.kill(os.getpid(), signal.SIGKILL)
-    append(log, metrics)
+    append(log, epoch, metrics)
 crl.RunLog.append = killed_before_the_metrics_line
 crl.main()
 """
@@ -127,7 +131,8 @@ def test_sigterm_ends_the_epoch_checkpointed_and_every_kind_of_resume_ends_where
     assert out.splitlines()[-1].endswith(
         f"after epoch {k}: continue with --resume {run_stopped.relative_to(tmp_path / 'stopped')}"
     )
-    assert not list(run_stopped.glob("*.tmp")) and not (run_stopped / "final.msgpack").exists()
+    assert not list(run_stopped.glob("**/*tmp*")) and not (run_stopped / "final.msgpack").exists()
+    assert sorted(crl.checkpoint_epochs(str(run_stopped))) == ([k - 1, k] if k > 1 else [1]), "the last two kept"
     # killed between the files: the checkpoint of epoch 2, metrics up to epoch 1
     assert checkpoint_epoch(run_killed) == 2 and epochs_logged(run_killed) == [1]
 
@@ -173,33 +178,32 @@ def test_a_resubmitted_run_without_a_checkpoint_starts_afresh_and_a_second_signa
 def test_a_run_without_a_checkpoint_yet_starts_afresh_with_an_empty_metrics_file(tmp_path):
     """What a re-submitted job killed before its first checkpoint finds (end to end in -m slow)."""
     (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n')
-    assert crl.restore_checkpoint(str(tmp_path), None) is None
+    assert crl.Checkpoints(str(tmp_path)).restore(None) is None
     assert (tmp_path / "metrics.jsonl").read_text() == ""
 
 
 def tiny_run(tmp_path):
-    """An in-process RunLog over a real (tiny) runner state, as main() builds them."""
+    """An in-process RunLog and Checkpoints over a real (tiny) runner state, as main() builds them."""
     args = crl.Args(env_id="point_u_maze", num_envs=8, num_eval_envs=8, total_env_steps=8 * 100 + 8 * 100)
     args = crl.dataclasses.replace(args, num_epochs=1, unroll_length=100, batch_size=16, max_replay_size=300)
-    args = crl.dataclasses.replace(args, min_replay_size=100, width=8, episode_length=100)
-    args.actor_num_blocks = args.critic_num_blocks = 1
+    args = crl.resolve_args(crl.dataclasses.replace(args, min_replay_size=100, width=8, episode_length=100))
     init = crl.make_train(args, crl.GoalEnv(args.env_id))[0]
     rs = jax.vmap(lambda s: init(jax.random.PRNGKey(s)))(jax.numpy.arange(1))
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    stop = crl.types.SimpleNamespace(received=None, resume_dir=str(run_dir))  # StopSignals without its handlers
-    return args, rs, run_dir, crl.RunLog(args, str(run_dir), 10**6, 0, 0, stop)
+    stop = crl.types.SimpleNamespace(received=None, run_dir=str(run_dir))  # StopSignals without its handlers
+    log = crl.RunLog(args, str(run_dir), stop, wandb=None, epoch=0, env_steps=0, total=10**6)
+    return args, rs, run_dir, log, crl.Checkpoints(str(run_dir))
 
 
-def end_epoch(log, epoch, metrics, rs, best_score=-np.inf):
-    """What main() does at the end of an epoch: check, checkpoint on the log's thread, metrics line, console."""
+def end_epoch(log, checkpoints, epoch, metrics, rs, best_score=-np.inf):
+    """What main() does at the end of an epoch: waits for the last checkpoint, checks, checkpoints, logs the line."""
+    checkpoints.wait()
     log.check(epoch, metrics)
     improved = metrics["eval/time_near_goal"] > best_score
-    state, best = crl.local_pieces(rs), jax.device_get(crl.checkpoint_params(rs)) if improved else None
-    meta = {"epoch": epoch, "best_score": max(best_score, metrics["eval/time_near_goal"])}
-    log.in_background(crl.save_checkpoint, log.run_dir, state, meta | {"metrics_line": crl.json.dumps(metrics)}, best)
-    log.in_background(log.append, metrics)
-    log.print(epoch, metrics)
+    best_score = max(best_score, metrics["eval/time_near_goal"])
+    checkpoints.save(epoch, rs, improved=improved, best_score=best_score, metrics=metrics)
+    log.append(epoch, metrics)
 
 
 def metrics(epoch, score):
@@ -207,56 +211,68 @@ def metrics(epoch, score):
     return logged | {"training/env_steps": 1000 * epoch, "training/sps": 1.0}
 
 
-@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full to stand for a full disk")
-def test_a_full_disk_is_a_one_line_error_that_keeps_the_last_checkpoint_and_no_partial_file(tmp_path, capsys):
-    _, rs, run_dir, log = tiny_run(tmp_path)
-    end_epoch(log, 1, metrics(1, 5.0), rs)
-    log.wait()
-    before = (run_dir / "checkpoint_last.npz").read_bytes()
-    os.symlink("/dev/full", run_dir / "checkpoint_last.npz.tmp")  # the next checkpoint's bytes go to a full disk
-    end_epoch(log, 2, metrics(2, 1.0), rs, best_score=5.0)
-    with pytest.raises(SystemExit) as stop:
-        log.close()
+def errors(capsys):
+    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+
+
+def test_a_failed_write_is_a_one_line_error_that_keeps_the_last_checkpoint(tmp_path, capsys):
+    """Epoch 2's checkpoint cannot be written (a file-size limit fails the write as a full disk would): the next
+    epoch's end is one line with the file system's reason, exit 1; epoch 1's checkpoint is whole and resumes, and a
+    resumed run drops epoch 2's metrics line and the partial checkpoint."""
+    _, rs, run_dir, log, checkpoints = tiny_run(tmp_path)
+    end_epoch(log, checkpoints, 1, metrics(1, 5.0), rs)
+    checkpoints.wait()
+    limit, previous = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, limit[1]))  # the buffer's shards are larger
+    try:
+        end_epoch(log, checkpoints, 2, metrics(2, 1.0), rs, best_score=5.0)
+        with pytest.raises(SystemExit) as stop:
+            end_epoch(log, checkpoints, 3, metrics(3, 1.0), rs, best_score=5.0)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, previous)
     assert stop.value.code == 1
-    [line] = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error: ")]
-    assert "checkpoint_last.npz" in line and "No space left on device" in line and "intact" in line, line
-    assert (run_dir / "checkpoint_last.npz").read_bytes() == before and checkpoint_epoch(run_dir) == 1
-    assert not list(run_dir.glob("*.tmp")) and epochs_logged(run_dir) == [1], "nothing of epoch 2 is written"
+    [line] = errors(capsys)
+    assert line == f"error: cannot write {run_dir}/checkpoints/2: File too large; the checkpoint of epoch 1 is whole"
+    assert checkpoint_epoch(run_dir) == 1 and epochs_logged(run_dir) == [1, 2]
+    _, epoch, best_score = crl.Checkpoints(str(run_dir)).restore(rs)
+    assert (epoch, best_score) == (1, 5.0) and epochs_logged(run_dir) == [1]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["1"], "the partial checkpoint is gone"
 
 
 def test_a_non_finite_loss_stops_before_its_epoch_is_written_and_the_last_good_checkpoint_resumes(tmp_path, capsys):
-    _, rs, run_dir, log = tiny_run(tmp_path)
-    end_epoch(log, 1, metrics(1, 5.0), rs)
+    _, rs, run_dir, log, checkpoints = tiny_run(tmp_path)
+    end_epoch(log, checkpoints, 1, metrics(1, 5.0), rs)
     with pytest.raises(SystemExit) as stop:
-        end_epoch(log, 2, metrics(2, 6.0) | {"losses/critic_loss": float("nan")}, rs, best_score=5.0)
+        end_epoch(log, checkpoints, 2, metrics(2, 6.0) | {"losses/critic_loss": float("nan")}, rs, best_score=5.0)
     assert stop.value.code == 1
-    [line] = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error: ")]
+    [line] = errors(capsys)
     assert "losses/critic_loss is not finite in epoch 2" in line and "checkpoint (epoch 1)" in line, line
     assert checkpoint_epoch(run_dir) == 1 and epochs_logged(run_dir) == [1]
-    restored, epoch, best_score = crl.restore_checkpoint(str(run_dir), rs)
+    restored, epoch, best_score = crl.Checkpoints(str(run_dir)).restore(rs)
     assert (epoch, best_score) == (1, 5.0)
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), jax.device_get(rs))
 
 
 def test_a_non_finite_first_epoch_leaves_no_checkpoint(tmp_path, capsys):
-    _, rs, run_dir, log = tiny_run(tmp_path)
+    _, rs, run_dir, log, checkpoints = tiny_run(tmp_path)
     with pytest.raises(SystemExit):
-        end_epoch(log, 1, metrics(1, 5.0) | {"losses/actor_loss": float("inf")}, rs)
-    [line] = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error: ")]
+        end_epoch(log, checkpoints, 1, metrics(1, 5.0) | {"losses/actor_loss": float("inf")}, rs)
+    [line] = errors(capsys)
     assert "losses/actor_loss is not finite in epoch 1" in line and "no checkpoint had been written yet" in line
-    assert list(run_dir.iterdir()) == [], "nothing of the epoch is written"
+    assert checkpoint_epoch(run_dir) is None and not (run_dir / "metrics.jsonl").exists(), "nothing of it written"
 
 
-def test_a_write_that_fails_midway_keeps_the_old_file_and_leaves_no_partial_one(tmp_path, capsys):
+def test_a_write_that_fails_midway_keeps_the_old_file_and_leaves_no_partial_one(tmp_path, capsys, monkeypatch):
     path = tmp_path / "file"
     path.write_bytes(b"old")
 
-    def write_then_fail(f):
-        f.write(b"half of the new")
+    def full_disk(_):
         raise OSError(28, "No space left on device")
 
+    monkeypatch.setattr(os, "fsync", full_disk)  # the new bytes are written, not yet on disk
     with pytest.raises(SystemExit) as stop:
-        crl.write_atomic(str(path), write_then_fail)
+        crl.write_atomic(str(path), b"the new")
     assert stop.value.code == 1 and path.read_bytes() == b"old" and list(tmp_path.iterdir()) == [path]
     [line] = capsys.readouterr().err.splitlines()
     assert line == f"error: cannot write {path}: No space left on device; the file there before is intact"
@@ -264,22 +280,22 @@ def test_a_write_that_fails_midway_keeps_the_old_file_and_leaves_no_partial_one(
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "another state"])
 def test_a_damaged_checkpoint_is_a_one_line_error(tmp_path, capsys, damage):
-    _, rs, run_dir, log = tiny_run(tmp_path)
-    end_epoch(log, 1, metrics(1, 5.0), rs)
+    _, rs, run_dir, log, checkpoints = tiny_run(tmp_path)
+    end_epoch(log, checkpoints, 1, metrics(1, 5.0), rs)
+    checkpoints.wait()
     log.close()
     capsys.readouterr()  # the run's progress bar
-    path = run_dir / "checkpoint_last.npz"
-    if damage == "truncated":
-        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    elif damage == "garbage":
-        path.write_bytes(b"not a checkpoint")
+    stored = [f for f in (run_dir / "checkpoints" / "1" / "state").rglob("*") if f.is_file() and f.parent.name == "d"]
+    assert stored, "orbax's data files"
+    for f in stored if damage != "another state" else []:
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2] if damage == "truncated" else b"not a checkpoint")
+    other = rs.replace(log_alpha=rs.log_alpha[:, None]) if damage == "another state" else rs
     with pytest.raises(SystemExit) as stop:
-        other = rs.replace(log_alpha=rs.log_alpha[:, None]) if damage == "another state" else rs
-        crl.restore_checkpoint(str(run_dir), other)
+        crl.Checkpoints(str(run_dir)).restore(other)
     assert stop.value.code == 1
     err = capsys.readouterr().err
-    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err, err
-    assert f"{path}" in err and ("as this code's checkpoint" in err or "this run needs" in err), err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith(f"error: cannot read {run_dir}/checkpoints/1 as this run's checkpoint: "), err
 
 
 def test_an_unwritable_run_directory_is_a_one_line_error(tmp_path):
@@ -290,56 +306,45 @@ def test_an_unwritable_run_directory_is_a_one_line_error(tmp_path):
     assert "cannot create the run directory runs/" in line, line
 
 
-def test_a_kill_between_the_last_and_the_best_checkpoint_is_repaired_on_resume(tmp_path):
-    """checkpoint_best is written after checkpoint_last; if the run dies in between, resuming rewrites it."""
-    _, rs, run_dir, log = tiny_run(tmp_path)
-    end_epoch(log, 1, metrics(1, 5.0), rs)
-    log.close()
-    (run_dir / "checkpoint_best.msgpack").unlink()
+def test_a_kill_between_the_checkpoint_and_checkpoint_best_is_repaired_on_resume(tmp_path):
+    """checkpoint_best is written once its epoch's checkpoint is whole; if the run dies in between, resuming writes it."""
+    _, rs, run_dir, log, checkpoints = tiny_run(tmp_path)
+    end_epoch(log, checkpoints, 1, metrics(1, 5.0), rs)
+    checkpoints.manager.wait_until_finished()  # the checkpoint is whole; its checkpoint_best comes at the next wait()
+    assert not (run_dir / "checkpoint_best.msgpack").exists()
     fresh = jax.tree.map(lambda x: x + 1 if x.dtype.kind == "f" else x, rs)
-    restored, epoch, best_score = crl.restore_checkpoint(str(run_dir), fresh)
+    restored, epoch, best_score = crl.Checkpoints(str(run_dir)).restore(fresh)
     assert (epoch, best_score) == (1, 5.0)
     best = flax.serialization.msgpack_restore((run_dir / "checkpoint_best.msgpack").read_bytes())
     jax.tree.map(np.testing.assert_array_equal, best, jax.device_get(crl.checkpoint_params(rs)))
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), jax.device_get(rs))
 
 
-def test_a_kill_while_some_processes_write_resumes_from_the_newest_epoch_every_process_wrote(tmp_path):
-    """With several processes each writes its part of checkpoint_last to the slot of its epoch's parity, keeping
-    the epoch before: a kill that stopped process 1 before its part of epoch 4 leaves epoch 3 whole."""
-    written = {"0of2.0": 4, "0of2.1": 3, "1of2.1": 3, "1of2.0": 2}  # process 1 was writing epoch 4 when killed
-    for name, epoch in written.items():
-        np.savez(tmp_path / f"checkpoint_last.{name}.npz", meta=np.array(json.dumps({"epoch": epoch})))
-    meta, files = crl.last_checkpoint(str(tmp_path))
-    assert meta["epoch"] == 3 and sorted(pathlib.Path(f).name for f in files) == [
-        "checkpoint_last.0of2.1.npz",
-        "checkpoint_last.1of2.1.npz",
-    ]
-    np.savez(tmp_path / "checkpoint_last.1of2.0.npz", meta=np.array(json.dumps({"epoch": 4})))  # its part written
-    assert crl.last_checkpoint(str(tmp_path))[0]["epoch"] == 4
-    (tmp_path / "checkpoint_last.1of2.0.npz").write_bytes(b"damaged")
-    with pytest.raises(SystemExit):
-        crl.last_checkpoint(str(tmp_path))
+def test_a_checkpoint_cut_off_by_a_kill_is_not_one(tmp_path):
+    """What a kill during a write leaves (orbax writes into a temporary folder and moves it into place once whole):
+    the epoch before is resumed, and the partial folder is removed."""
+    _, rs, run_dir, log, checkpoints = tiny_run(tmp_path)
+    end_epoch(log, checkpoints, 1, metrics(1, 5.0), rs)
+    checkpoints.wait()
+    partial = run_dir / "checkpoints" / "2.orbax-checkpoint-tmp"
+    shutil.copytree(run_dir / "checkpoints" / "1", partial)
+    (partial / "state" / "manifest.ocdbt").unlink(missing_ok=True)
+    assert checkpoint_epoch(run_dir) == 1
+    assert crl.Checkpoints(str(run_dir)).restore(rs)[1] == 1 and not partial.exists()
 
 
-def part(name, shape, lo, hi):
-    """checkpoint_last's key of leaf[:, lo:hi] (all of every other axis)."""
-    dims = [(0, n) for n in shape]
-    dims[1] = (lo, hi)
-    return f"{name}@" + ",".join(f"{a}:{b}/{n}" for (a, b), n in zip(dims, shape))
-
-
-def test_parts_written_over_two_devices_are_read_back_onto_one(tmp_path):
-    """checkpoint_last holds each array in the parts its devices held; reading assembles them for any devices."""
-    _, rs, run_dir, _ = tiny_run(tmp_path)
-    halves = {}
-    for name, leaf in jax.device_get(crl.named_leaves(rs)).items():  # as two devices splitting axis 1 would hold it
-        if leaf.ndim >= 2 and leaf.shape[1] % 2 == 0:
-            h, n = leaf.shape[1] // 2, leaf.shape[1]
-            halves[part(name, leaf.shape, 0, h)], halves[part(name, leaf.shape, h, n)] = leaf[:, :h], leaf[:, h:]
-        else:
-            halves[f"{name}@" + ",".join(f"0:{n}/{n}" for n in leaf.shape)] = leaf
-    assert len(halves) > len(crl.named_leaves(rs)), "some arrays are in two parts"
-    crl.save_checkpoint(str(run_dir), halves, {"epoch": 1, "best_score": 0.0, "metrics_line": "{}"})
-    restored = crl.read_checkpoint(*crl.last_checkpoint(str(run_dir)), rs)
-    jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), jax.device_get(rs))
+@pytest.mark.long
+def test_a_checkpoint_written_over_two_devices_is_read_on_one(tmp_path):
+    """Two CPU devices split each seed's data (each holds half the environments and buffer); one device, here, reads
+    the last checkpoint whole: its networks are the run's final ones."""
+    two = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    flags = [*FLAGS, "--num-epochs", "2", "--total-env-steps", str(16 * 100 + 2 * 16 * 100), "--num-seeds", "2"]
+    result = run_script("crl_resnet.py", *flags, cwd=tmp_path, env=two, timeout=600)
+    assert result.returncode == 0 and "2 cpu device(s)" in result.stdout, result.stderr[-2000:]
+    [run_dir] = (tmp_path / "runs").iterdir()
+    args = crl.resolve_args(crl.tyro.cli(crl.Args, args=flags))
+    init = crl.make_train(args, crl.GoalEnv(args.env_id, args.episode_length, fixed_goals=True))[0]
+    shapes = jax.eval_shape(jax.vmap(lambda s: init(jax.random.PRNGKey(s))), np.arange(2))
+    state, meta = crl.Checkpoints(str(run_dir)).read(2, shapes)
+    assert json.loads(meta["metrics"])["epoch"] == 2
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(crl.checkpoint_params(state)), final_params(run_dir))

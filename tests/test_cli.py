@@ -81,7 +81,7 @@ def check_in_process(module, flags, capsys, monkeypatch):
     monkeypatch.setattr(sys, "argv", [module.__file__, *flags])
     capsys.readouterr()
     try:
-        args, _ = module.parse_args()
+        args = module.parse_args()
         if hasattr(module, "start_processes"):  # (given no launch flags, it starts nothing)
             module.start_processes(args)
         module.check_args(args)
@@ -144,7 +144,7 @@ def test_paper_defaults_are_consistent():
 
 def parsed(module, flags, monkeypatch):
     monkeypatch.setattr(sys, "argv", [module.__file__, *flags])
-    return module.parse_args()[0]
+    return module.parse_args()
 
 
 @pytest.mark.parametrize("script", ["crl_resnet", "crl_mlp", "sac_her", "gcbc"])

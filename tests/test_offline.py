@@ -322,7 +322,7 @@ def test_the_laptop_preset_is_its_flags_and_flags_given_override_it(monkeypatch)
 
     def parsed(flags):
         monkeypatch.setattr(sys, "argv", ["crl_offline.py", *flags])
-        return crl_offline.parse_args()[0]
+        return crl_offline.parse_args()
 
     preset = parsed(["--preset", "laptop"])
     assert preset == dataclasses.replace(parsed(crl_offline.PRESETS["laptop"].split()), preset="laptop")

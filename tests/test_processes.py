@@ -1,8 +1,8 @@
 """One run over several processes (jax.distributed on 127.0.0.1): the numbers of one process over the same devices,
-process 0 alone writing the run's files, every process its part of checkpoint_last, stop signals agreed on."""
+process 0 alone writing the run's files, every process its shards of the checkpoints, stop signals agreed on, a dead
+process named in one line by the others."""
 
 import json
-import pathlib
 import signal
 import socket
 import subprocess
@@ -32,12 +32,14 @@ def free_port():
         return s.getsockname()[1]
 
 
-def launch(*flags, cwd, processes=2):
-    """crl_resnet.py as `processes` processes on this machine, one CPU device each, process 0 the coordinator."""
+def launch(*flags, cwd, processes=2, before_main=""):
+    """crl_resnet.py as `processes` processes on this machine, one CPU device each, process 0 the coordinator;
+    before_main: Python run in each process after importing the script (as crl) and before main()."""
     cwd.mkdir(parents=True, exist_ok=True)
     where = ["--coordinator-address", f"127.0.0.1:{free_port()}", "--num-processes", str(processes)]
     env = {**{k: v for k, v in __import__("os").environ.items() if k != "PYTHONUNBUFFERED"}, **ONE_DEVICE_EACH}
-    command = [sys.executable, str(pathlib.Path(ROOT, "crl_resnet.py")), *flags, *where]
+    code = f"import sys\nsys.path.insert(0, {ROOT!r})\nimport crl_resnet as crl\n{before_main}\ncrl.main()"
+    command = [sys.executable, "-c", code, *flags, *where]
     return [
         popen(
             [*command, "--process-id", str(i)],
@@ -87,16 +89,22 @@ def stopped_two_process_run(cwd):
 
 
 def flags_as_args():
-    args = crl.tyro.cli(crl.Args, args=FLAGS)
-    args.actor_num_blocks = args.critic_num_blocks = args.num_blocks
-    return args
+    return crl.resolve_args(crl.tyro.cli(crl.Args, args=FLAGS))
+
+
+def checkpoint_networks(run_dir, epoch):
+    """The networks in run_dir's checkpoint of `epoch`, read here: one process, one device."""
+    args = flags_as_args()
+    init = crl.make_train(args, crl.GoalEnv(args.env_id, args.episode_length))[0]
+    shapes = jax.eval_shape(jax.vmap(lambda s: init(jax.random.PRNGKey(s))), np.arange(2))
+    return crl.checkpoint_params(crl.Checkpoints(str(run_dir)).read(epoch, shapes)[0])
 
 
 @pytest.mark.long
 def test_two_processes_train_what_one_device_trains_and_stop_together(tmp_path):
     """Two processes of one CPU device each, the data split over them. A SIGTERM to process 1 alone stops both
-    after the same epoch k, each with its part of checkpoint_last written, and process 0 alone writes the run's
-    files; the parts, assembled here (one process, one device), hold the parameters of one device training both
+    after the same epoch k, its checkpoint whole (each process wrote its shards), and process 0 alone writes the run's
+    files; the checkpoint, read here (one process, one device), holds the parameters of one device training both
     seeds for k epochs."""
     out, run_dir, k = stopped_two_process_run(tmp_path)
     assert 1 <= k < 8 and epochs_logged(run_dir) == list(range(1, k + 1)), epochs_logged(run_dir)
@@ -104,19 +112,16 @@ def test_two_processes_train_what_one_device_trains_and_stop_together(tmp_path):
         out.splitlines()[-1]
         == f"stopped by SIGTERM to process 1 after epoch {k}: continue with --resume runs/{run_dir.name}"
     )
-    parts = sorted(p.name for p in run_dir.glob("checkpoint_last*"))
-    assert f"checkpoint_last.0of2.{k % 2}.npz" in parts and f"checkpoint_last.1of2.{k % 2}.npz" in parts, parts
-    assert sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("checkpoint_last")) == [
+    assert max(crl.checkpoint_epochs(str(run_dir))) == k
+    shards = {p.name for p in (run_dir / "checkpoints" / str(k) / "state").iterdir() if p.name.startswith("ocdbt")}
+    assert shards == {"ocdbt.process_0", "ocdbt.process_1"}, shards
+    assert sorted(p.name for p in run_dir.iterdir()) == [
         "args.json",
         "checkpoint_best.msgpack",
+        "checkpoints",
         "metrics.jsonl",
     ], "process 0 alone writes the run's files"
-    args = flags_as_args()
-    init = crl.make_train(args, crl.GoalEnv(args.env_id))[0]
-    shapes = jax.eval_shape(jax.vmap(lambda s: init(jax.random.PRNGKey(s))), np.arange(2))
-    meta, files = crl.last_checkpoint(str(run_dir))
-    assert meta["epoch"] == k and len(files) == 2
-    assert_close(crl.checkpoint_params(crl.read_checkpoint(meta, files, shapes)), trained_params(args, [1, 2], k))
+    assert_close(checkpoint_networks(run_dir, k), trained_params(flags_as_args(), [1, 2], k))
 
 
 @pytest.mark.slow  # two processes compile again; the default suite stops them together (above)
@@ -171,22 +176,51 @@ def test_launch_flags_are_checked_before_anything_starts(tmp_path, capsys, monke
     ]
 
 
-@pytest.mark.slow  # 2 processes compile again; the default suite stops and resumes them (above)
+@pytest.mark.long
+def test_a_killed_process_ends_the_others_in_one_line_and_the_run_resumes_on_one_process(tmp_path):
+    """SIGKILL to process 1 once process 0 has logged epoch 2: process 0 stops within two minutes, exit 1, with one
+    line (which process, the last whole checkpoint, how to resume) and no traceback; nothing written is lost:
+    --resume on one process finishes the run with the parameters of one device training both seeds."""
+    heartbeat = 15  # seconds of silence before jax.distributed takes process 1 for dead (the scripts': 60)
+    two = launch(*FLAGS, cwd=tmp_path, before_main=f"crl.HEARTBEAT_S = {heartbeat}")
+    deadline = time.time() + 300
+    while len(epochs_logged(next(iter((tmp_path / "runs").glob("*")), tmp_path))) < 2:
+        assert all(p.poll() is None for p in two) and time.time() < deadline, "no second epoch logged"
+        time.sleep(0.005)
+    two[1].kill()
+    killed = time.time()
+    _, err = two[0].communicate(timeout=180)
+    assert two[0].returncode == 1 and time.time() - killed < 120, (time.time() - killed, err[-3000:])
+    [run_dir] = (tmp_path / "runs").iterdir()
+    k = max(crl.checkpoint_epochs(str(run_dir)))
+    said = [line for line in err.splitlines() if line.startswith("error") or "Traceback" in line]
+    resume = f"continue with --resume runs/{run_dir.name} (on any number of processes)"
+    said_k = f"error: process 1 stopped answering; run stopped, its last whole checkpoint is epoch {k}: {resume}"
+    assert said == [said_k], err[-3000:]
+    assert epochs_logged(run_dir)[:k] == list(range(1, k + 1))
+    resumed = run_script("crl_resnet.py", "--resume", f"runs/{run_dir.name}", cwd=tmp_path, env=ONE_DEVICE_EACH)
+    assert resumed.returncode == 0 and f"after epoch {k}" in resumed.stdout, resumed.stderr[-3000:]
+    assert "1 cpu device(s) in 1 process(es)" in resumed.stdout
+    assert epochs_logged(run_dir) == list(range(1, 9))
+    assert_close(final_params(run_dir), trained_params(flags_as_args(), [1, 2]))
+
+
+@pytest.mark.slow  # 2 processes compile again, and the stop waits for jax.distributed to give up on a process
 def test_a_write_that_fails_on_one_process_stops_every_process_with_one_line(tmp_path):
-    """Process 1 cannot write its part of epoch 1's checkpoint: both processes stop at the next epoch's end, exit 1,
-    each with one line, and no whole checkpoint of epoch 1 is left to resume from."""
-    run_dir = tmp_path / "runs" / "blocked"  # a run made ahead, as a job re-submitted before its first checkpoint
-    run_dir.mkdir(parents=True)
-    args = crl.tyro.cli(crl.Args, args=FLAGS)
-    (run_dir / "args.json").write_text(json.dumps(crl.dataclasses.asdict(args)))
-    (run_dir / "checkpoint_last.1of2.1.npz.tmp").mkdir()  # where process 1 writes epoch 1's part: not a file
-    processes = launch("--resume", "runs/blocked", cwd=tmp_path)
-    errors = [p.communicate(timeout=300)[1] for p in processes]
+    """Process 1 cannot write its shards (a file-size limit, as a full disk): it stops with one line at the next
+    epoch's end, exit 1; process 0 stops too, with one line, exit 1; no checkpoint of that epoch counts as whole."""
+    fsize = "import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+    fsize += "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, -1)) if sys.argv[-1] == '1' else None"
+    processes = launch(*FLAGS, cwd=tmp_path, before_main=f"crl.HEARTBEAT_S = 15\n{fsize}")
+    errors = [p.communicate(timeout=400)[1] for p in processes]
     assert [p.returncode for p in processes] == [1, 1], errors
-    lines = [[x for x in err.splitlines() if x.startswith("error: ")] for err in errors]
-    assert lines[0] == ["error: another process could not write its files; run stopped"], errors[0][-2000:]
-    assert len(lines[1]) == 1 and "cannot write runs/blocked/checkpoint_last.1of2.1.npz" in lines[1][0], lines[1]
-    assert crl.last_checkpoint(str(run_dir)) is None
+    lines = [[x for x in err.splitlines() if x.startswith("error") or "Traceback" in x] for err in errors]
+    assert len(lines[0]) == 1 and lines[0][0].startswith("error: "), errors[0][-3000:]
+    [run_dir] = (tmp_path / "runs").iterdir()
+    assert lines[1] == [
+        f"error: cannot write {run_dir}/checkpoints/1: File too large; no checkpoint was written before"
+    ], errors[1][-3000:]
+    assert crl.checkpoint_epochs(str(run_dir)) == []
 
 
 @pytest.mark.slow  # the default suite trains the data split on 2 processes (above)

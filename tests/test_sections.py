@@ -53,29 +53,20 @@ def test_every_script_has_the_sections_in_order_and_ends_by_calling_main():
 
 
 def test_a_reader_meets_the_method_and_the_experiment_before_the_plumbing():
-    """Goals, with headroom: the first network class within 250 lines (about 160 today); main(), the experiment, ends
-    within 750 lines in the training scripts (610-745 today: the --preset table in ARGS, and main() shows where it
-    compiles, checkpoints and logs)."""
+    """Goals, with headroom: the first network class within 290 lines (258-278 today: ARGS holds every flag with its
+    help, the presets, and each flag's check); main(), the experiment, ends within 1000 lines in the training
+    scripts (851-982 today); RUN PLUMBING, the part every script copies, under 300 lines (298 today)."""
     for script in present():
         first_class = next(
             i
             for i, line in enumerate(lines(script), 1)
             if i > start_line(script, "NETWORKS") and line.startswith("class ")
         )
-        assert first_class <= 250, (script, first_class)
+        assert first_class <= 290, (script, first_class)
         assert "def main():" in sections(script)["MAIN"], script
     for script in [*TRAINERS, OFFLINE]:
-        assert start_line(script, "RUN PLUMBING") <= 750, script
-
-
-def test_shared_sections_are_byte_identical_in_every_script():
-    assert len(present()) >= 2
-    reference = sections("crl_resnet.py")
-    for script in present()[1:]:
-        for name in ["ENTRY POINT"] if script == OFFLINE else SHARED:
-            theirs = sections(script)[name]
-            diff = "".join(difflib.unified_diff(reference[name].splitlines(True), theirs.splitlines(True), n=0))
-            assert theirs == reference[name], f"{name} differs in {script}:\n{diff[:2000]}"
+        assert start_line(script, "RUN PLUMBING") <= 1000, script
+    assert sections("crl_resnet.py")["RUN PLUMBING"].count("\n") < 300
 
 
 def without(text, *functions):
@@ -94,13 +85,60 @@ def changed_lines(a, b):
     ]
 
 
-def test_training_scripts_share_evaluation_and_run_plumbing_except_the_flag_checks():
+def top_level(text):
+    """{name: source} of the top-level functions, classes and constants of a section."""
+    found, name = {}, None
+    for line in text.splitlines(keepends=True):
+        match = re.match(r"(?:def|class) (\w+)|([A-Z_]+) [|]?= ", line)
+        if match:
+            name = match.group(1) or match.group(2)
+            found[name] = found.get(name, "")
+        if name is not None:
+            found[name] += line
+    trim = lambda source: re.sub(r"(\n(#.*)?)+$", "", source) + "\n"  # less the comments and lines that end it
+    return {k: trim(v) for k, v in found.items()}
+
+
+def test_shared_functions_are_byte_identical_wherever_a_script_has_them():
+    """What several scripts define alike is the same text in each, whichever section it is in (fail and flag in ARGS,
+    the seeds-and-devices helpers in TRAINING, the score and metrics helpers in EVALUATION), so that diff shows
+    only what an algorithm changes; device_shardings and make_render are crl_offline.py's own."""
+    own = {s: set() for s in SCRIPTS}
+    own[OFFLINE] = {"device_shardings", "make_render", "make_evaluate", "SCORE", "STEPS", "SUMMARY_FLAGS"}
+    shared = {"ARGS": ["fail", "flag"], "MAIN": ["load_saved_actor"]}
+    shared["TRAINING"] = ["over_seeds", "use_all_devices", "device_shardings", "split_over_devices", "host_copy"]
+    shared["TRAINING"] += ["wait_until_ready"]
+    shared["EVALUATION"] = ["SCORE", "STEPS", "SUMMARY_FLAGS", "deterministic_rollout", "make_evaluate", "log_line"]
+    shared["EVALUATION"] += ["over_seeds_summary", "logged_metrics", "write_summary", "make_render"]
+    reference = {name: top_level(sections("crl_resnet.py")[name]) for name in shared}
+    for script in present()[1:]:
+        for name, functions in shared.items():
+            theirs = top_level(sections(script)[name])
+            for function in set(functions) & set(theirs) - own[script]:
+                assert theirs[function] == reference[name][function], (script, name, function)
+            assert {"fail", "flag"} <= set(theirs) or name != "ARGS", script
+
+
+def test_training_scripts_share_evaluation_and_run_plumbing():
+    """Each algorithm's own code lives in ARGS, NETWORKS, LOSSES, TRAINING and MAIN: EVALUATION and RUN PLUMBING are
+    byte-identical in every training script, RUN PLUMBING in crl_offline.py too, and in eval_stitching.py but for its
+    own --resume reading and the processes it never starts."""
     reference = sections("crl_resnet.py")
-    assert "def check_args(args): ...\n\n\nSTATE_FLAGS_EXEMPT" in without(reference["RUN PLUMBING"], "check_args")
+    for script in [*TRAINERS[1:], OFFLINE]:
+        assert sections(script)["RUN PLUMBING"] == reference["RUN PLUMBING"], script
     for script in TRAINERS[1:]:
-        theirs = sections(script)
-        assert theirs["EVALUATION"] == reference["EVALUATION"], script
-        assert without(theirs["RUN PLUMBING"], "check_args") == without(reference["RUN PLUMBING"], "check_args"), script
+        assert sections(script)["EVALUATION"] == reference["EVALUATION"], script
+    one_process = without(reference["RUN PLUMBING"], "start_processes", "parse_args")
+    one_process = re.sub(r"\nLAUNCH_FLAGS = .*", "", one_process).replace("def start_processes(args): ...\n\n\n", "")
+    assert without(sections("eval_stitching.py")["RUN PLUMBING"], "parse_args") == one_process
+    assert not any("check_args" in sections(s)["RUN PLUMBING"] for s in present()), "flag checks live in ARGS"
+
+
+def test_no_script_reaches_into_jax_internals():
+    """Only JAX's public API (jax.distributed, jax.experimental.multihost_utils) and orbax's: jax._src changes
+    without notice from one JAX release to the next."""
+    for script in present():
+        assert "jax._src" not in pathlib.Path(ROOT, script).read_text(), script
 
 
 def test_crl_mlp_differs_from_crl_resnet_only_in_networks_and_the_flags_they_need():
@@ -108,9 +146,9 @@ def test_crl_mlp_differs_from_crl_resnet_only_in_networks_and_the_flags_they_nee
     for name in ["LOSSES", "TRAINING"]:
         assert mlp[name] == resnet[name], name
     assert changed_lines(resnet["NETWORKS"], mlp["NETWORKS"]), "the networks differ"
-    # outside NETWORKS: the docstring, the depth flags, their check and their use in MAIN. The goal: MAIN differs
-    # in at most 12 lines (8 today) and the whole file in at most 75 lines each way (57 / 54 today)
-    assert len(changed_lines(resnet["MAIN"], mlp["MAIN"])) <= 12
+    # outside NETWORKS: the docstring, the depth flags, their check, their resolution and the line that prints them.
+    # The goal: MAIN differs in at most 4 lines (4 today) and the whole file in at most 75 lines each way
+    assert len(changed_lines(resnet["MAIN"], mlp["MAIN"])) <= 4
     whole = changed_lines(*(pathlib.Path(ROOT, s).read_text() for s in ["crl_resnet.py", "crl_mlp.py"]))
     removed, added = sum(line[0] == "-" for line in whole), sum(line[0] == "+" for line in whole)
     assert max(removed, added) <= 75, f"diff crl_resnet.py crl_mlp.py: -{removed} +{added} lines"
@@ -118,12 +156,11 @@ def test_crl_mlp_differs_from_crl_resnet_only_in_networks_and_the_flags_they_nee
 
 def test_baselines_differ_from_crl_resnet_in_their_algorithm_and_the_line_that_prints_it():
     """sac_her.py and gcbc.py: the algorithm lives in NETWORKS, LOSSES and TRAINING; MAIN differs only in the line
-    that prints the network depths (and, for gcbc.py, the critic's depth flags it does not have): at most 4 and 10
-    changed lines (2 and 6 today)."""
+    that prints the network depths: at most 4 changed lines (2 and 4 today)."""
     resnet = sections("crl_resnet.py")
-    for script, main_lines in [("sac_her.py", 4), ("gcbc.py", 10)]:
+    for script in ["sac_her.py", "gcbc.py"]:
         theirs = sections(script)
-        assert len(changed_lines(resnet["MAIN"], theirs["MAIN"])) <= main_lines, script
+        assert len(changed_lines(resnet["MAIN"], theirs["MAIN"])) <= 4, script
         for name in ["NETWORKS", "LOSSES", "TRAINING"]:
             assert changed_lines(resnet[name], theirs[name]), (script, name)
 
@@ -132,24 +169,13 @@ def test_eval_stitching_trains_exactly_what_crl_resnet_trains():
     resnet, stitching = sections("crl_resnet.py"), sections("eval_stitching.py")
     for name in ["NETWORKS", "LOSSES", "TRAINING"]:
         assert stitching[name] == resnet[name], name
-    assert stitching["EVALUATION"].startswith(resnet["EVALUATION"])  # then the held-out goals and the figures
-    cut = ("check_args", "parse_args")
-    # the sweep runs in one process: no launch, no launch flags
-    one_process = re.sub(r"\ndef start_processes\(.*?\n\n\n", "\n", resnet["RUN PLUMBING"], flags=re.DOTALL)
-    one_process = re.sub(r"\ndef wait_for_every_process\(.*?\n\n\n", "\n", one_process, flags=re.DOTALL)
-    one_process = re.sub(r"\nSTATE_FLAGS_EXEMPT \|=.*\nLAUNCH_FLAGS = .*", "", one_process)
-    assert without(stitching["RUN PLUMBING"], *cut) == without(one_process, *cut)
 
 
-def test_crl_offline_shares_the_networks_and_the_run_plumbing_with_crl_resnet():
+def test_crl_offline_shares_the_networks_with_crl_resnet():
     """Going offline changes the data (DATASET), the losses, training and evaluation; the networks gain the cold
-    initialisation and lose the log-std head (at most 26 changed lines, 24 today); the run plumbing is crl_resnet's
-    but for the flag checks, where a run's state lives on the devices, and the render (OGBench's renderer)."""
+    initialisation and lose the log-std head (at most 26 changed lines, 24 today)."""
     resnet, offline = sections("crl_resnet.py"), sections(OFFLINE)
     assert 0 < len(changed_lines(resnet["NETWORKS"], offline["NETWORKS"])) <= 26
-    cut = ("check_args", "device_shardings", "make_render")
-    signature = lambda text: re.sub(r"def make_render\(.*\): \.\.\.", "def make_render(...): ...", text)
-    assert signature(without(offline["RUN PLUMBING"], *cut)) == signature(without(resnet["RUN PLUMBING"], *cut))
 
 
 def diff_sizes(script, reference="crl_resnet.py"):
