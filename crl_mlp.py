@@ -7,12 +7,12 @@ is depth 4 (JaxGCRL); deeper plain MLPs are the ablation showing that residual c
 depth scale. Everything else (Sec. 3 CRL, Table 2 defaults) is crl_resnet.py's.
 
 Reading map. Study: ARGS, NETWORKS, REPLAY BUFFER (goal relabelling), LOSSES, TRAINING (make_train), EVALUATION
-and MAIN (main(), the experiment). Skip on a first read: RUN PLUMBING (flag checks, resume, checkpoints, logging,
-seeds and devices, render) and ENVIRONMENTS (the goal-conditioned tasks), which come after main().
+and MAIN (main(), the experiment). Skip on a first read: RUN PLUMBING (resume, processes, stop signals, orbax
+checkpoints, logging) and ENVIRONMENTS (the goal-conditioned tasks), which come after main().
 
 Siblings: crl_mlp.py differs only in NETWORKS; sac_her.py in NETWORKS, LOSSES and TRAINING (twin Q, TD target,
 HER); gcbc.py in NETWORKS, LOSSES and TRAINING (no critic). REPLAY BUFFER and ENVIRONMENTS are byte-identical in
-every script, EVALUATION and RUN PLUMBING in all but eval_stitching.py.
+every script, EVALUATION in every training script and RUN PLUMBING in all but eval_stitching.py.
 
 Run:  python crl_mlp.py --depth 4                   (paper scale baseline, one GPU)
 CPU:  python crl_mlp.py --preset laptop                   (depth 8 on point_u_maze)

@@ -17,8 +17,8 @@ critic goals are future states of the same episode at a geometric offset (the re
 actor goals future states at a uniform offset (and random dataset states on stitch datasets).
 
 Reading map. Study: ARGS, NETWORKS, DATASET (goal sampling), LOSSES, TRAINING (make_train), EVALUATION and MAIN.
-Skip on a first read: RUN PLUMBING (as in crl_resnet.py but for the flag checks, where seeds and devices live and
-the render) and ENVIRONMENTS (OGBench's environments and dataset files).
+Skip on a first read: RUN PLUMBING (crl_resnet.py's: resume, processes, stop signals, orbax checkpoints, logging) and
+ENVIRONMENTS (OGBench's environments and dataset files).
 
 Data: python tools/make_ogbench_dataset.py --dataset pointmaze-medium-navigate-v0   (point mazes, made here), or
       OGBench's own files (ogbench.download_datasets, ~/.ogbench/data) for every other environment.

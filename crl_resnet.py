@@ -8,12 +8,12 @@ g_encoder and actor are residual networks (Fig. 2). Depth = 4 * num_blocks Dense
 residual trunk. Defaults are the paper's Table 2.
 
 Reading map. Study: ARGS, NETWORKS, REPLAY BUFFER (goal relabelling), LOSSES, TRAINING (make_train), EVALUATION
-and MAIN (main(), the experiment). Skip on a first read: RUN PLUMBING (flag checks, resume, checkpoints, logging,
-seeds and devices, render) and ENVIRONMENTS (the goal-conditioned tasks), which come after main().
+and MAIN (main(), the experiment). Skip on a first read: RUN PLUMBING (resume, processes, stop signals, orbax
+checkpoints, logging) and ENVIRONMENTS (the goal-conditioned tasks), which come after main().
 
 Siblings: crl_mlp.py differs only in NETWORKS; sac_her.py in NETWORKS, LOSSES and TRAINING (twin Q, TD target,
 HER); gcbc.py in NETWORKS, LOSSES and TRAINING (no critic). REPLAY BUFFER and ENVIRONMENTS are byte-identical in
-every script, EVALUATION and RUN PLUMBING in all but eval_stitching.py.
+every script, EVALUATION in every training script and RUN PLUMBING in all but eval_stitching.py.
 
 Run:  python crl_resnet.py --num-blocks 64          (paper scale, one GPU)
 CPU:  python crl_resnet.py --preset laptop                (learns point_u_maze in minutes)

@@ -14,7 +14,7 @@ instead; on a maze that branches (big, hardest: no corridor to hold goals out al
 
 Reading map. Study: ARGS (with PRESETS), NETWORKS, REPLAY BUFFER, LOSSES and TRAINING (crl_resnet.py's, unchanged),
 EVALUATION (the held-out goals, value maps and figures) and MAIN (main(), the sweep). Skip on a first read: RUN
-PLUMBING (flag checks, resume, checkpoints, logging, seeds and devices, render) and ENVIRONMENTS.
+PLUMBING (resume, stop signals, orbax checkpoints, logging) and ENVIRONMENTS.
 
 Siblings: identical to crl_resnet.py in ENVIRONMENTS, NETWORKS, REPLAY BUFFER, LOSSES and TRAINING; differs in
 the training start-goal distribution, the held-out evaluation, the depth sweep and the figures.

@@ -8,8 +8,8 @@ the likelihood of the action it took, log pi(a_t | s_t, g). The policy has the s
 crl_resnet.py (depth = 4 * num_blocks Dense layers), so `--num-blocks` scales it.
 
 Reading map. Study: ARGS, NETWORKS, REPLAY BUFFER (goal relabelling), LOSSES, TRAINING (make_train), EVALUATION
-and MAIN (main(), the experiment). Skip on a first read: RUN PLUMBING (flag checks, resume, checkpoints, logging,
-seeds and devices, render) and ENVIRONMENTS (the goal-conditioned tasks), which come after main().
+and MAIN (main(), the experiment). Skip on a first read: RUN PLUMBING (resume, processes, stop signals, orbax
+checkpoints, logging) and ENVIRONMENTS (the goal-conditioned tasks), which come after main().
 
 Siblings: identical to crl_resnet.py except NETWORKS (actor only), LOSSES (log-likelihood instead of
 InfoNCE), TRAINING (one network, one optimiser) and the flags they need.

@@ -9,8 +9,8 @@ The actor and both Q-networks have the same residual trunk as crl_resnet.py (dep
 layers), so `--num-blocks` lets you check the paper's claim.
 
 Reading map. Study: ARGS, NETWORKS, REPLAY BUFFER (goal relabelling), LOSSES, TRAINING (make_train), EVALUATION
-and MAIN (main(), the experiment). Skip on a first read: RUN PLUMBING (flag checks, resume, checkpoints, logging,
-seeds and devices, render) and ENVIRONMENTS (the goal-conditioned tasks), which come after main().
+and MAIN (main(), the experiment). Skip on a first read: RUN PLUMBING (resume, processes, stop signals, orbax
+checkpoints, logging) and ENVIRONMENTS (the goal-conditioned tasks), which come after main().
 
 Siblings: identical to crl_resnet.py except NETWORKS (a Q-network instead of the two encoders), LOSSES
 (TD target and HER relabelling instead of InfoNCE), TRAINING (target networks) and the flags they need.

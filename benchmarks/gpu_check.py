@@ -20,7 +20,7 @@ per epoch, without the prefill (an empty buffer costs the same to sample) and th
   ant-1024       the same at the 1024/512 pair (the paper's headline; one timed epoch when two would not fit)
   humanoid-64    humanoid_u_maze at depth 64
   arm-solver     arm_push_easy env steps/s with MJX's solver loop as it is and with a fixed iteration count
-  humanoid-4     humanoid_u_maze at depth 4, then checkpoint_last of its state: host copy, write, read back
+  humanoid-4     humanoid_u_maze at depth 4, then a checkpoint of its state (orbax): pause, write, read back
   ant-64, ant-16, humanoid-16, humanoid-1024
   resets         automatic resets as a select against a lax.cond (benchmarks/reset_form.py)
   scan-unroll    --scan-unroll 4 at depth 64 (ant_big_maze)

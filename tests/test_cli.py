@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import pathlib
 import sys
 
 import pytest
@@ -162,3 +163,30 @@ def test_a_preset_is_its_flags_and_the_flags_given_with_it_override_them(script,
     assert (given.env_id, given.seed, given.width, given.num_envs) == ("point_u_maze", 3, 32, 256)
     line = check_in_process(module, ["--preset", "desktop"], capsys, monkeypatch)
     assert line == "error: --preset desktop is not a preset: choose one of laptop, laptop-reacher, laptop-ant"
+
+
+@pytest.mark.parametrize("script", ["crl_resnet", "crl_mlp", "sac_her", "gcbc", "eval_stitching", "crl_offline"])
+def test_help_reads_like_the_method_and_every_help_text_is_one_sentence_line(script):
+    """--help lists CleanRL's shared flags, then the method's (environment, networks, schedule, losses), then
+    evaluation, then the run plumbing last; each flag's help is one line of source, which tyro prints unbroken."""
+    import ast
+
+    module = __import__(script)
+    source = pathlib.Path(module.__file__).read_text()
+    [args] = [n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == "Args"]
+    fields = [n.target.id for n in args.body if isinstance(n, ast.AnnAssign)]
+    helps = [n.value.value for n in args.body if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)]
+    assert len(helps) == len(fields) and all("\n" not in text for text in helps), script
+    assert fields[:3] == ["exp_name", "seed", "track"], fields
+    plumbing = ["wandb_project_name", "wandb_entity", "wandb_mode", "save_model", "resume"]
+    plumbing += ["devices_split", "coordinator_address", "num_processes", "process_id"]
+    mine = [f for f in fields if f in plumbing]
+    runtime = (
+        [f for f in fields if f in ("actor_num_blocks", "critic_num_blocks")] if script == "eval_stitching" else []
+    )
+    assert fields[-len(mine) - len(runtime) :] == mine + runtime, (script, fields[-12:])
+    evaluation = [
+        f for f in ["eval_env_id", "num_eval_envs", "num_eval_episodes", "evaluate", "checkpoint"] if f in fields
+    ]
+    assert max(fields.index(f) for f in evaluation) < fields.index("wandb_project_name")
+    assert min(fields.index(f) for f in evaluation) > fields.index("gamma" if "gamma" in fields else "width"), script

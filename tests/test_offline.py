@@ -305,13 +305,12 @@ def test_bad_flags_are_one_line_errors(flags, phrase, small_dataset, capsys, mon
 
 
 def test_stitch_datasets_get_random_actor_goals_and_ant_mazes_a_larger_bc_weight(small_dataset, tmp_path):
-    args = crl_offline.Args(dataset_path=str(small_dataset))
-    crl_offline.check_args(args)
+    args = crl_offline.resolve_args(crl_offline.Args(dataset_path=str(small_dataset)))
     assert (args.actor_p_randomgoal, args.bc_coef, args.env_id) == (0.0, 0.03, "pointmaze-medium-v0")
+    assert (args.episode_length, args.actor_num_blocks) == (1000, 1), "OGBench's episodes; --num-blocks"
     stitch = tmp_path / "pointmaze-medium-stitch-v0.npz"
     os.symlink(small_dataset, stitch)
-    args = crl_offline.Args(dataset_path=str(stitch))
-    crl_offline.check_args(args)
+    args = crl_offline.resolve_args(crl_offline.Args(dataset_path=str(stitch)))
     assert args.actor_p_randomgoal == 0.5
     assert crl_offline.env_id_of("/x/antmaze-large-navigate-v0.npz") == "antmaze-large-v0"
 
