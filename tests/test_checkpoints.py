@@ -333,7 +333,7 @@ def test_a_checkpoint_cut_off_by_a_kill_is_not_one(tmp_path):
     assert crl.Checkpoints(str(run_dir)).restore(rs)[1] == 1 and not partial.exists()
 
 
-@pytest.mark.long
+@pytest.mark.slow  # the default suite reads on one device a checkpoint two processes wrote (test_processes.py)
 def test_a_checkpoint_written_over_two_devices_is_read_on_one(tmp_path):
     """Two CPU devices split each seed's data (each holds half the environments and buffer); one device, here, reads
     the last checkpoint whole: its networks are the run's final ones."""
