@@ -956,6 +956,7 @@ RESUME_MAY_CHANGE = {"track", "wandb_project_name", "wandb_entity", "wandb_mode"
 RESUME_MAY_CHANGE |= {"devices_split"}  # a checkpoint is restored onto any devices
 LAUNCH_FLAGS = {"coordinator_address", "num_processes", "process_id"}  # this launch's own, never the saved run's
 HEARTBEAT_S = 60  # a process silent this long is dead to jax.distributed's coordination service
+WRITE_TIMEOUT_S = 1200  # how long the processes wait for each other's shards of a checkpoint (orbax's default)
 
 
 def parse_args():
@@ -965,8 +966,7 @@ def parse_args():
         for option in ["--resume", "--evaluate", "--preset"]:
             if name.startswith(option + "=") or (name == option and value is not None):
                 given[option] = name.split("=", 1)[1] if "=" in name else value
-    preset = given.pop("--preset", None)
-    if preset is not None and preset not in PRESETS:
+    if (preset := given.pop("--preset", None)) is not None and preset not in PRESETS:
         fail(f"--preset {preset} is not a preset: choose one of {', '.join(PRESETS)}")
     if not given:
         return tyro.cli(Args, args=PRESETS.get(preset, "").split() + sys.argv[1:])  # the last of a flag wins
@@ -1128,9 +1128,11 @@ class Checkpoints:
 
     def __init__(self, run_dir):
         self.run_dir, self.path = run_dir, os.path.abspath(os.path.join(run_dir, "checkpoints"))
-        options = ocp.CheckpointManagerOptions(max_to_keep=2, cleanup_tmp_directories=True)
+        wait = ocp.AsyncOptions(timeout_secs=WRITE_TIMEOUT_S)
+        options = ocp.CheckpointManagerOptions(max_to_keep=2, cleanup_tmp_directories=True, async_options=wait)
         self.manager = ocp.CheckpointManager(self.path, options=options)
-        logging.getLogger("absl").setLevel(logging.CRITICAL)  # orbax logs each failure it raises, said here in a line
+        for noisy in ["absl", "asyncio"]:  # orbax logs each failure it raises, which the run says in a line
+            logging.getLogger(noisy).setLevel(logging.CRITICAL)
         hook = sys.unraisablehook  # and reads it had under way when it failed report to the event loop it closed
         sys.unraisablehook = lambda error: None if "Event loop is closed" in str(error.exc_value) else hook(error)
         self.epoch, self.best_networks = None, None  # the checkpoint being written, and its networks if the best
@@ -1154,8 +1156,7 @@ class Checkpoints:
         self.best_networks = None
 
     def read(self, epoch, like):
-        """(state, meta) of `epoch`: what `like` holds of the runner state (all or some of its fields) on like's
-        shardings, or on this process's first device; a damaged checkpoint, or one of another state, is one line."""
+        """(state, meta) of `epoch`: like's fields of the runner state, on like's devices (or this process's first)."""
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         where = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=getattr(x, "sharding", None) or device), like)
         try:

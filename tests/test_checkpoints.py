@@ -171,7 +171,8 @@ def test_a_resubmitted_run_without_a_checkpoint_starts_afresh_and_a_second_signa
     run_twice = the_run(tmp_path / "twice")
     assert "SIGINT: stopping once this epoch is written; SIGINT again stops at once" in out_twice, out_twice[-2000:]
     assert twice.returncode == -signal.SIGTERM, out_twice[-2000:]
-    assert epochs_logged(run_twice) == list(range(1, checkpoint_epoch(run_twice) + 1))
+    k, logged = checkpoint_epoch(run_twice) or 0, epochs_logged(run_twice)  # the line may precede its checkpoint
+    assert logged == list(range(1, len(logged) + 1)) and k <= len(logged) <= k + 1, (k, logged)
     assert not list(run_twice.glob("*.tmp")) and not (run_twice / "final.msgpack").exists()
 
 

@@ -207,19 +207,18 @@ def test_a_killed_process_ends_the_others_in_one_line_and_the_run_resumes_on_one
 
 @pytest.mark.slow  # 2 processes compile again, and the stop waits for jax.distributed to give up on a process
 def test_a_write_that_fails_on_one_process_stops_every_process_with_one_line(tmp_path):
-    """Process 1 cannot write its shards (a file-size limit, as a full disk): it stops with one line at the next
-    epoch's end, exit 1; process 0 stops too, with one line, exit 1; no checkpoint of that epoch counts as whole."""
+    """Process 1 cannot write its shards (a file-size limit, as a full disk): each process stops with one line and
+    exit 1 once orbax gives up waiting for the shards (WRITE_TIMEOUT_S, here 30 s; 20 minutes in a run), and no
+    checkpoint of that epoch counts as whole."""
     fsize = "import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
     fsize += "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, -1)) if sys.argv[-1] == '1' else None"
-    processes = launch(*FLAGS, cwd=tmp_path, before_main=f"crl.HEARTBEAT_S = 15\n{fsize}")
-    errors = [p.communicate(timeout=400)[1] for p in processes]
+    processes = launch(*FLAGS, cwd=tmp_path, before_main=f"crl.HEARTBEAT_S, crl.WRITE_TIMEOUT_S = 15, 30\n{fsize}")
+    errors = [p.communicate(timeout=300)[1] for p in processes]
     assert [p.returncode for p in processes] == [1, 1], errors
-    lines = [[x for x in err.splitlines() if x.startswith("error") or "Traceback" in x] for err in errors]
-    assert len(lines[0]) == 1 and lines[0][0].startswith("error: "), errors[0][-3000:]
     [run_dir] = (tmp_path / "runs").iterdir()
-    assert lines[1] == [
-        f"error: cannot write {run_dir}/checkpoints/1: File too large; no checkpoint was written before"
-    ], errors[1][-3000:]
+    for err in errors:
+        lines = [x.strip() for x in err.splitlines() if "error" in x or "Traceback" in x]
+        assert len(lines) == 1 and lines[0].startswith(f"error: cannot write {run_dir}/checkpoints/1: "), err[-3000:]
     assert crl.checkpoint_epochs(str(run_dir)) == []
 
 
