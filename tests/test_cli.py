@@ -190,3 +190,21 @@ def test_help_reads_like_the_method_and_every_help_text_is_one_sentence_line(scr
     ]
     assert max(fields.index(f) for f in evaluation) < fields.index("wandb_project_name")
     assert min(fields.index(f) for f in evaluation) > fields.index("gamma" if "gamma" in fields else "width"), script
+
+
+def test_flags_are_resolved_once_into_what_args_json_records():
+    """What None and "env" stand for is fixed once, before anything reads the flags, and resolving again changes
+    nothing: a resumed or evaluated run, which reads args.json, sees the values the run was trained with."""
+    import crl_resnet as crl
+
+    resolved = crl.resolve_args(crl.Args(env_id="point_u_maze", num_blocks=2, critic_num_blocks=4))
+    assert (resolved.actor_num_blocks, resolved.critic_num_blocks) == (2, 4)
+    assert (resolved.train_goals, resolved.episode_length, resolved.eval_env_id) == (
+        "resampled",
+        100,
+        "point_u_maze_eval",
+    )
+    assert crl.resolve_args(resolved) == resolved
+    paper = crl.resolve_args(crl.Args())
+    assert (paper.train_goals, paper.episode_length, paper.eval_env_id) == ("fixed", 1000, "ant_big_maze_eval")
+    assert crl.resolve_args(crl.Args(env_id="point_u_maze", train_goals="fixed")).train_goals == "fixed"
