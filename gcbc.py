@@ -51,6 +51,13 @@ import tqdm
 import tyro
 from jax.experimental import multihost_utils
 
+# orbax logs each failure it raises, which the scripts say in one line, and reads it had under way when it gave up
+# report to the event loop it closed: neither is news to a user
+for noisy in ["absl", "asyncio"]:
+    logging.getLogger(noisy).setLevel(logging.CRITICAL)
+_unraisablehook = sys.unraisablehook
+sys.unraisablehook = lambda error: None if "Event loop is closed" in str(error.exc_value) else _unraisablehook(error)
+
 # mujoco.mjx prints "Failed to import warp" on import when the optional warp backend is absent; brax warns
 # that it is in maintenance mode. Neither concerns the spring/pipeline physics used here.
 warnings.filterwarnings("ignore", message="Brax System, piplines and environments are not actively")
@@ -746,26 +753,29 @@ def main():
     seeds = np.arange(args.num_seeds) + args.seed
     init_all = jax.vmap(lambda s: init(jax.random.PRNGKey(s)))
     mesh = use_all_devices(args.devices_split)  # every device of every process
-    shardings = device_shardings(jax.eval_shape(init_all, seeds), mesh, args.devices_split)
+    shapes = jax.eval_shape(init_all, seeds)
+    shardings = device_shardings(shapes, mesh, args.devices_split)
+    like = jax.tree.map(lambda x, where: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=where), shapes, shardings)
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())  # metrics: every process has them
-    rs = jax.jit(init_all, out_shardings=shardings)(seeds)
     eval_keys = np.asarray(jax.vmap(jax.random.PRNGKey)(seeds))
     n, options = args.num_seeds, env.compiler_options  # options: the environment's XLA flags
     compile_start = time.time()  # the runner state is donated: each program updates it in place
-    prefill_fn = jax.jit(over_seeds(prefill, n), donate_argnums=0, out_shardings=shardings).lower(rs).compile(options)
+    prefill_fn = jax.jit(over_seeds(prefill, n), donate_argnums=0, out_shardings=shardings).lower(like).compile(options)
     epoch_fn = jax.jit(over_seeds(epoch, n), donate_argnums=0, out_shardings=(shardings, replicated))
-    epoch_fn = epoch_fn.lower(rs).compile(options)
+    epoch_fn = epoch_fn.lower(like).compile(options)
     evaluate_fn = jax.jit(over_seeds(evaluate, n), out_shardings=replicated)
-    evaluate_fn = evaluate_fn.lower(rs.actor_params, eval_keys).compile(options)
+    evaluate_fn = evaluate_fn.lower(like.actor_params, eval_keys).compile(options)
     print(f"compiled in {time.time() - compile_start:.1f} s (prefill, one epoch, evaluation)")
     wait_for_every_process("compiled")  # several processes: each starts once all have compiled
 
     # PREFILL the replay buffer with the untrained policy, or continue a killed run from its last checkpoint
     checkpoints = Checkpoints(run_dir)  # runs/NAME/checkpoints/{epoch}, through orbax
-    restored = checkpoints.restore(rs) if args.resume else None  # None: no checkpoint yet, start afresh
-    rs, first_epoch, best_score = restored or (prefill_fn(rs), 0, -math.inf)
+    restored = checkpoints.restore(like) if args.resume else None  # None: no checkpoint yet, start afresh
+    if restored is None:
+        restored = prefill_fn(jax.jit(init_all, out_shardings=shardings)(seeds)), 0, -math.inf
+    rs, first_epoch, best_score = restored
 
-    # TRAIN AND EVALUATE, epoch by epoch; an epoch's files are written on a thread while the next epoch runs
+    # TRAIN AND EVALUATE, epoch by epoch; orbax writes an epoch's checkpoint while the next epoch runs
     env_steps = int(host_copy(rs.env_steps)[0])
     log = RunLog(args, run_dir, stop=stop, wandb=wandb, epoch=first_epoch, env_steps=env_steps, total=plan.total_steps)
     render = make_render(eval_env, actor, args.seed)  # seed 0's deterministic policy, compiled when first asked
@@ -837,7 +847,7 @@ def load_saved_actor(run_dir, which, actor_shapes):
         )
     if which == "last":
         epoch = max(checkpoint_epochs(run_dir))
-        return Checkpoints(run_dir).read(epoch, {"actor_params": actor_shapes})[0]["actor_params"], epoch
+        return Checkpoints(run_dir, write=False).read(epoch, {"actor_params": actor_shapes})[0]["actor_params"], epoch
     path = os.path.join(run_dir, files[which])
     try:
         params = flax.serialization.msgpack_restore(pathlib.Path(path).read_bytes())["actor"]
@@ -846,6 +856,13 @@ def load_saved_actor(run_dir, which, actor_shapes):
     logged = logged_metrics(run_dir)
     best = max(logged, key=lambda m: m[SCORE], default={"epoch": 0})["epoch"]
     return params, best if which == "best" else len(logged)
+
+
+def save_params(path, params):
+    """The networks in one flax msgpack file, gathered from every process: one process reads it anywhere (a laptop)."""
+    params = host_copy(params)
+    if jax.process_index() == 0:
+        write_atomic(path, flax.serialization.to_bytes(params))
 
 
 # ==== RUN PLUMBING ====
@@ -913,7 +930,8 @@ def open_run_dir(args):
     """runs/{env_id}__{exp_name}__{seed}__{unix time} with args.json, or the run --resume continues (less .tmp)."""
     if args.resume:
         for partial in pathlib.Path(args.resume).glob("**/*.tmp") if jax.process_index() == 0 else []:
-            partial.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # one that cannot go is overwritten by the next write
+                partial.unlink()
         return args.resume
     stamp = multihost_utils.broadcast_one_to_all(np.int32(time.time()))  # process 0's, for every process
     run_dir = f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(stamp)}"
@@ -974,12 +992,14 @@ class StopSignals:
         """Every 10 s the processes ask jax.distributed which of them live; the others name a dead one, and exit 1."""
         while not self.ending.wait(10):
             try:
-                with multihost_utils.live_devices(jax.devices()):
-                    pass
-            except Exception as e:  # noqa: BLE001 (at the end, a query the others left)
-                if self.ending.is_set() or not isinstance(e, multihost_utils.ProcessFailureError):
-                    return
-                dead = ", ".join(map(str, sorted({device.process_index for device in e.failed_devices})))
+                with multihost_utils.live_devices(jax.devices()) as alive:
+                    dead = set(range(jax.process_count())) - {device.process_index for device in alive}
+            except multihost_utils.ProcessFailureError as e:
+                dead = {device.process_index for device in e.failed_devices}
+            except Exception:  # noqa: BLE001 (a query that failed: asked again in 10 s)
+                dead = set()
+            if dead and not self.ending.is_set():
+                dead = ", ".join(map(str, sorted(dead)))
                 epochs = checkpoint_epochs(self.run_dir)
                 kept = f"its last whole checkpoint is epoch {max(epochs)}" if epochs else "it has no checkpoint yet"
                 resume = f"continue with --resume {self.run_dir} (on any number of processes)"
@@ -987,9 +1007,9 @@ class StopSignals:
                 os._exit(1)
 
     def end_together(self):  # at exit, all at once (watch() takes one gone for dead), process 0 last (it hosts JAX's)
-        self.ending.set()
         with contextlib.suppress(Exception):
-            wait_for_every_process("end", timeout=HEARTBEAT_S)
+            wait_for_every_process("end")  # watch() still names a process that dies before it gets here
+            self.ending.set()
             if jax.process_index() > 0:
                 return jax.distributed.shutdown()
             self.watcher.join()
@@ -1012,8 +1032,8 @@ def start_wandb(args, run_dir, name=None):
     return wandb
 
 
-def wait_for_every_process(name, timeout=3600):  # jax.distributed's barrier: it waits, where gloo gives up in 30 s
-    ocp.multihost.sync_global_processes(name, timeout=timeout, processes=set(range(jax.process_count())))
+def wait_for_every_process(name):  # jax.distributed's barrier: it waits, where gloo gives up in 30 s
+    ocp.multihost.sync_global_processes(name, timeout=24 * 3600, processes=set(range(jax.process_count())))
 
 
 def checkpoint_epochs(run_dir):  # those whose checkpoint orbax has committed, whole
@@ -1026,21 +1046,18 @@ class Checkpoints:
     shards while the next epoch trains, the last two are kept, and a kill leaves whole ones only; then the networks of
     the best epoch in checkpoint_best.msgpack, one file for one process (docs/crl_resnet.md#checkpoints)."""
 
-    def __init__(self, run_dir):
+    def __init__(self, run_dir, write=True):  # write=False: read alone, leaving a training run's writes be
         self.run_dir, self.path = run_dir, os.path.abspath(os.path.join(run_dir, "checkpoints"))
-        wait = ocp.AsyncOptions(timeout_secs=WRITE_TIMEOUT_S)
-        options = ocp.CheckpointManagerOptions(max_to_keep=2, cleanup_tmp_directories=True, async_options=wait)
+        options = ocp.CheckpointManagerOptions(max_to_keep=2, cleanup_tmp_directories=write, read_only=not write)
+        options.async_options = ocp.AsyncOptions(timeout_secs=WRITE_TIMEOUT_S)
         self.manager = ocp.CheckpointManager(self.path, options=options)
-        for noisy in ["absl", "asyncio"]:  # orbax logs each failure it raises, which the run says in a line
-            logging.getLogger(noisy).setLevel(logging.CRITICAL)
-        hook = sys.unraisablehook  # and reads it had under way when it failed report to the event loop it closed
-        sys.unraisablehook = lambda error: None if "Event loop is closed" in str(error.exc_value) else hook(error)
         self.epoch, self.best_networks = None, None  # the checkpoint being written, and its networks if the best
 
     def save(self, epoch, rs, **meta):
         """Starts writing; returns once orbax has copied the state off the devices. meta: what restore() reads."""
         meta["metrics"] = json.dumps(meta["metrics"])  # as metrics.jsonl holds it
-        self.manager.save(epoch, args=ocp.args.Composite(state=ocp.args.PyTreeSave(rs), meta=ocp.args.JsonSave(meta)))
+        state = ocp.args.PyTreeSave(jax.tree.map(lambda x: x if x.size else None, rs))  # orbax keeps no empty arrays
+        self.manager.save(epoch, args=ocp.args.Composite(state=state, meta=ocp.args.JsonSave(meta)))
         self.epoch, self.best_networks = epoch, host_copy(checkpoint_params(rs)) if meta["improved"] else None
 
     def wait(self):
@@ -1058,16 +1075,20 @@ class Checkpoints:
     def read(self, epoch, like):
         """(state, meta) of `epoch`: like's fields of the runner state, on like's devices (or this process's first)."""
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        where = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=getattr(x, "sharding", None) or device), like)
+        where = lambda x: getattr(x, "sharding", None) or device
+        saved = jax.tree.map(lambda x: x if x.size else None, like)  # as save() left out MJX's empty arrays
+        restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=where(x)), saved)
         try:
-            state = ocp.args.PyTreeRestore(like, restore_args=where, partial_restore=True)
+            state = ocp.args.PyTreeRestore(saved, restore_args=restore_args, partial_restore=True)
             restored = self.manager.restore(epoch, args=ocp.args.Composite(state=state, meta=ocp.args.JsonRestore()))
         except Exception as e:  # noqa: BLE001 (orbax's error, in one line)
             fail(f"cannot read {self.path}/{epoch} as this run's checkpoint: {reason(e)}", status=1)
-        return restored.state, restored.meta
+        read = iter(jax.tree.leaves(restored.state))
+        empty = lambda x: jax.device_put(np.zeros(x.shape, x.dtype), where(x))
+        return jax.tree.map(lambda x: next(read) if x.size else empty(x), like), restored.meta
 
-    def restore(self, rs):
-        """(rs, epoch, best score) of the last checkpoint, on rs's devices (any number, in any processes), or None;
+    def restore(self, like):
+        """(rs, epoch, best score) of the last checkpoint, on like's devices (any number, in any processes), or None;
         metrics.jsonl is cut back to its epoch (and given its line), so the epochs after it are run and logged again."""
         epoch, metrics_path = self.manager.latest_step(), os.path.join(self.run_dir, "metrics.jsonl")
         if epoch is None:
@@ -1075,7 +1096,7 @@ class Checkpoints:
             if jax.process_index() == 0:
                 write_atomic(metrics_path, b"")
             return None
-        rs, meta = self.read(epoch, rs)
+        rs, meta = self.read(epoch, like)
         kept = [json.dumps(m) for m in logged_metrics(self.run_dir) if m["epoch"] < epoch]  # as append() wrote them
         if jax.process_index() == 0:
             write_atomic(metrics_path, "".join(line + "\n" for line in [*kept, meta["metrics"]]).encode())
@@ -1138,13 +1159,6 @@ class RunLog:
             stopped = f"stopped by {self.stop.received} after {self.label} {self.epoch}"
             print(f"{stopped}: continue with --resume {self.run_dir}")
             sys.exit(0)
-
-
-def save_params(path, params):
-    """The networks in one flax msgpack file, gathered from every process: one process reads it anywhere (a laptop)."""
-    params = host_copy(params)
-    if jax.process_index() == 0:
-        write_atomic(path, flax.serialization.to_bytes(params))
 
 
 # ==== ENVIRONMENTS ====

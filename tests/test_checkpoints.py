@@ -349,3 +349,28 @@ def test_a_checkpoint_written_over_two_devices_is_read_on_one(tmp_path):
     state, meta = crl.Checkpoints(str(run_dir)).read(2, shapes)
     assert json.loads(meta["metrics"])["epoch"] == 2
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(crl.checkpoint_params(state)), final_params(run_dir))
+
+
+def test_evaluating_the_last_checkpoint_of_a_run_still_training_leaves_its_writes_alone(tmp_path):
+    """--evaluate --checkpoint last reads the newest whole checkpoint without touching the one orbax is writing (a
+    reader that cleaned orbax's temporary folders would fail the training run's next write)."""
+    _, rs, run_dir, log, checkpoints = tiny_run(tmp_path)
+    end_epoch(log, checkpoints, 1, metrics(1, 5.0), rs)
+    checkpoints.wait()
+    writing = run_dir / "checkpoints" / "2.orbax-checkpoint-tmp"  # what a write under way looks like
+    shutil.copytree(run_dir / "checkpoints" / "1", writing)
+    actor, epoch = crl.load_saved_actor(str(run_dir), "last", jax.eval_shape(lambda: rs.actor_params))
+    assert epoch == 1 and writing.exists()
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(actor), jax.device_get(rs.actor_params))
+
+
+def test_arrays_without_elements_come_back_empty_of_their_shape(tmp_path):
+    """MJX's physics state holds arrays with no elements (the arm's activations, say), which orbax does not write:
+    a checkpoint leaves them out and reading puts them back, so an arm run checkpoints and resumes."""
+    rs = {"act": jax.numpy.zeros((2, 0)), "qpos": jax.numpy.arange(6.0).reshape(2, 3), "n": jax.numpy.int32(3)}
+    checkpoints = crl.Checkpoints(str(tmp_path))
+    checkpoints.save(1, rs, improved=False, best_score=0.0, metrics={"epoch": 1, "training/env_steps": 1})
+    checkpoints.wait()
+    state, meta = crl.Checkpoints(str(tmp_path), write=False).read(1, jax.eval_shape(lambda: rs))
+    assert state["act"].shape == (2, 0) and meta["best_score"] == 0.0
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(state), jax.device_get(rs))

@@ -53,19 +53,19 @@ def test_every_script_has_the_sections_in_order_and_ends_by_calling_main():
 
 
 def test_a_reader_meets_the_method_and_the_experiment_before_the_plumbing():
-    """Goals, with headroom: the first network class within 290 lines (258-278 today: ARGS holds every flag with its
-    help, the presets, and each flag's check); main(), the experiment, ends within 1000 lines in the training
-    scripts (851-982 today); RUN PLUMBING, the part every script copies, under 300 lines (298 today)."""
+    """Goals, with headroom: the first network class within 300 lines (265-285 today: ARGS holds every flag with its
+    help, the presets, and each flag's check); main(), the experiment, ends within 1025 lines in the training
+    scripts (868-999 today); RUN PLUMBING, the part every script copies, under 300 lines (296 today)."""
     for script in present():
         first_class = next(
             i
             for i, line in enumerate(lines(script), 1)
             if i > start_line(script, "NETWORKS") and line.startswith("class ")
         )
-        assert first_class <= 290, (script, first_class)
+        assert first_class <= 300, (script, first_class)
         assert "def main():" in sections(script)["MAIN"], script
     for script in [*TRAINERS, OFFLINE]:
-        assert start_line(script, "RUN PLUMBING") <= 1000, script
+        assert start_line(script, "RUN PLUMBING") <= 1025, script
     assert sections("crl_resnet.py")["RUN PLUMBING"].count("\n") < 300
 
 
@@ -130,7 +130,9 @@ def test_training_scripts_share_evaluation_and_run_plumbing():
         assert sections(script)["EVALUATION"] == reference["EVALUATION"], script
     one_process = without(reference["RUN PLUMBING"], "start_processes", "parse_args")
     one_process = re.sub(r"\nLAUNCH_FLAGS = .*", "", one_process).replace("def start_processes(args): ...\n\n\n", "")
-    assert without(sections("eval_stitching.py")["RUN PLUMBING"], "parse_args") == one_process
+    below_the_header_comment = lambda text: text[text.index("\n\n\n") :]
+    stitching = without(sections("eval_stitching.py")["RUN PLUMBING"], "parse_args")
+    assert below_the_header_comment(stitching) == below_the_header_comment(one_process)
     assert not any("check_args" in sections(s)["RUN PLUMBING"] for s in present()), "flag checks live in ARGS"
 
 
