@@ -1343,6 +1343,8 @@ class Checkpoints:
         """(rs, epoch, best score) of the last checkpoint, on like's devices (any number, in any processes), or None;
         metrics.jsonl is cut back to its epoch (and given its line), so the epochs after it are run and logged again."""
         epoch, metrics_path = self.manager.latest_step(), os.path.join(self.run_dir, "metrics.jsonl")
+        if epoch is None and list(pathlib.Path(self.run_dir).glob("checkpoint_last*.npz")):  # its metrics stay
+            fail(f"{self.run_dir} was checkpointed before these scripts used orbax: finish it with that version", 1)
         if epoch is None:
             print(f"{self.run_dir} has no checkpoint yet: starting it afresh with its saved flags")
             if jax.process_index() == 0:

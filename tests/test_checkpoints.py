@@ -374,3 +374,14 @@ def test_arrays_without_elements_come_back_empty_of_their_shape(tmp_path):
     state, meta = crl.Checkpoints(str(tmp_path), write=False).read(1, jax.eval_shape(lambda: rs))
     assert state["act"].shape == (2, 0) and meta["best_score"] == 0.0
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(state), jax.device_get(rs))
+
+
+def test_a_run_checkpointed_before_orbax_is_a_one_line_error_that_keeps_its_metrics(tmp_path, capsys):
+    """A run made by the scripts before orbax (checkpoint_last.npz) is not started afresh over its metrics: one line
+    says to finish it with the version that made it."""
+    (tmp_path / "checkpoint_last.npz").write_bytes(b"an older version's checkpoint")
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    with pytest.raises(SystemExit) as stop:
+        crl.Checkpoints(str(tmp_path)).restore(None)
+    assert stop.value.code == 1 and (tmp_path / "metrics.jsonl").read_text() == '{"epoch": 1}\n'
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path} was checkpointed before these scripts used orbax")
