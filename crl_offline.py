@@ -99,8 +99,8 @@ class Args:
     """gradient steps in all, over every epoch (OGBench: 1M)"""
     num_epochs: int = 10
     """epochs, each followed by an evaluation (OGBench evaluates every 100k of its 1M steps)"""
-    gamma: float = 0.99
-    """discount of the future-state distribution: critic goals are geometric(1 - gamma) steps ahead"""
+    gamma: Optional[float] = None
+    """discount of the future-state (critic goal) distribution; None: OGBench's for the dataset (OGBENCH_CRL)"""
     value_p_curgoal: float = 0.0
     """probability that a critic goal is the current state (OGBench's value_p_curgoal)"""
     value_p_randomgoal: float = 0.0
@@ -108,13 +108,13 @@ class Args:
     actor_p_curgoal: float = 0.0
     """probability that an actor goal is the current state"""
     actor_p_randomgoal: Optional[float] = None
-    """probability that an actor goal is a random dataset state; None: 0.5 on stitch datasets, else 0 (OGBench's)"""
+    """probability that an actor goal is a random dataset state; None: OGBench's for the dataset (OGBENCH_CRL)"""
     actor_lr: float = 3e-4
     """actor learning rate (Adam)"""
     critic_lr: float = 3e-4
     """critic learning rate (Adam)"""
     bc_coef: Optional[float] = None
-    """weight of DDPG+BC's behaviour cloning term (OGBench's alpha); None: 0.03 on point mazes, else 0.1 (OGBench's)"""
+    """weight of DDPG+BC's behaviour cloning term (OGBench's alpha); None: OGBench's for the dataset (OGBENCH_CRL)"""
     num_critics: int = 2
     """critics in the ensemble (OGBench: 2); the actor maximises their minimum"""
     num_seeds: int = 1
@@ -250,19 +250,33 @@ def check_args(args):
         fail(f"--batch-size must be <= the {data.obs.shape[0]} transitions of the dataset, got {args.batch_size}")
 
 
+# OGBench's CRL settings (its impls/hyperparameters.sh), read off a dataset's name, family-size-type-v0: the discount
+# (0.995 where episodes are long: giant and humanoid mazes), the BC weight alpha by data type, else by family, else 0.1,
+# and the share of actor goals drawn from anywhere in the dataset (stitch data: half, its episodes are short; explore:
+# all). What a flag gives wins.
+OGBENCH_ALPHA = {"play": 3.0, "explore": 0.003, "pointmaze": 0.03, "antsoccer": 0.3}
+OGBENCH_CRL = {
+    "gamma": lambda family, size, kind: 0.995 if size == "giant" or family == "humanoidmaze" else 0.99,
+    "bc_coef": lambda family, size, kind: OGBENCH_ALPHA.get(kind, OGBENCH_ALPHA.get(family, 0.1)),
+    "actor_p_randomgoal": lambda family, size, kind: {"stitch": 0.5, "explore": 1.0}.get(kind, 0.0),
+}
+
+
 def resolve_args(args):
     """The flags with what their None stands for, fixed once: args.json records them, and --resume and --evaluate
     read them back."""
     env_id = args.env_id or env_id_of(args.dataset_path)
-    stitch = "-stitch-" in os.path.basename(args.dataset_path)  # short episodes: actor goals from other episodes too
+    name = os.path.basename(args.dataset_path).removesuffix(".npz").removesuffix("-val").removeprefix("visual-")
+    parts = name.split("-")  # e.g. antmaze-giant-stitch-v0, cube-double-play-v0, scene-play-v0
+    family, size, kind = parts[0], parts[1] if len(parts) > 3 else "", parts[-2] if len(parts) > 2 else ""
+    derived = {k: rule(family, size, kind) for k, rule in OGBENCH_CRL.items() if getattr(args, k) is None}
     return dataclasses.replace(
         args,
         env_id=env_id,
         episode_length=args.episode_length or OGBenchTask(env_id).episode_length,
         actor_num_blocks=args.actor_num_blocks or args.num_blocks,
         critic_num_blocks=args.critic_num_blocks or args.num_blocks,
-        actor_p_randomgoal=(0.5 if stitch else 0.0) if args.actor_p_randomgoal is None else args.actor_p_randomgoal,
-        bc_coef=(0.03 if env_id.startswith("pointmaze") else 0.1) if args.bc_coef is None else args.bc_coef,
+        **derived,
     )
 
 
@@ -774,7 +788,8 @@ def main():
         f"trunk){', cold-initialised' if args.cold_init else ''}, width {args.width}, {args.num_critics} critics, "
         f"{args.num_seeds} seed(s), {jax.device_count()} {jax.devices()[0].platform} device(s) in "
         f"{jax.process_count()} process(es), split by {args.devices_split}\n"
-        f"{args.num_epochs} epochs x {steps_per_epoch} gradient steps of {args.batch_size} = {total_steps}"
+        f"{args.num_epochs} epochs x {steps_per_epoch} gradient steps of {args.batch_size} = {total_steps}; gamma "
+        f"{args.gamma}, bc_coef {args.bc_coef}, actor goals random {args.actor_p_randomgoal} (OGBench's for the data)"
     )
 
     # BUILD one runner state per seed, on the devices, the dataset on every device, and COMPILE an epoch once

@@ -315,6 +315,30 @@ def test_stitch_datasets_get_random_actor_goals_and_ant_mazes_a_larger_bc_weight
     assert crl_offline.env_id_of("/x/antmaze-large-navigate-v0.npz") == "antmaze-large-v0"
 
 
+@pytest.mark.parametrize(
+    "dataset, gamma, bc_coef, actor_p_randomgoal",
+    [  # OGBench's impls/hyperparameters.sh for CRL
+        ("pointmaze-giant-navigate-v0", 0.995, 0.03, 0.0),
+        ("antmaze-giant-stitch-v0", 0.995, 0.1, 0.5),
+        ("antmaze-large-explore-v0", 0.99, 0.003, 1.0),
+        ("humanoidmaze-medium-navigate-v0", 0.995, 0.1, 0.0),
+        ("antsoccer-arena-stitch-v0", 0.99, 0.3, 0.5),
+        ("cube-double-play-v0", 0.99, 3.0, 0.0),
+        ("cube-double-noisy-v0", 0.99, 0.1, 0.0),
+        ("scene-play-v0", 0.99, 3.0, 0.0),
+        ("puzzle-4x4-noisy-v0", 0.99, 0.1, 0.0),
+    ],
+)
+def test_ogbench_crl_settings_follow_the_dataset_name_and_flags_override_them(
+    dataset, gamma, bc_coef, actor_p_randomgoal
+):
+    args = crl_offline.Args(dataset_path=f"/data/{dataset}.npz", episode_length=1000)
+    resolved = crl_offline.resolve_args(args)
+    assert (resolved.gamma, resolved.bc_coef, resolved.actor_p_randomgoal) == (gamma, bc_coef, actor_p_randomgoal)
+    given = crl_offline.resolve_args(crl_offline.dataclasses.replace(args, gamma=0.9, bc_coef=1.0))
+    assert (given.gamma, given.bc_coef) == (0.9, 1.0)
+
+
 def test_the_laptop_preset_is_its_flags_and_flags_given_override_it(monkeypatch):
     import dataclasses
     import sys
