@@ -11,8 +11,9 @@ and MAIN (main(), the experiment). Skip on a first read: RUN PLUMBING (resume, p
 checkpoints, logging) and ENVIRONMENTS (the goal-conditioned tasks), which come after main().
 
 Siblings: crl_mlp.py differs only in NETWORKS; sac_her.py in NETWORKS, LOSSES and TRAINING (twin Q, TD target,
-HER); gcbc.py in NETWORKS, LOSSES and TRAINING (no critic). REPLAY BUFFER and ENVIRONMENTS are byte-identical in
-every script, EVALUATION in every training script and RUN PLUMBING in all but eval_stitching.py.
+HER); gcbc.py in NETWORKS, LOSSES and TRAINING (no critic); crl_offline.py learns from an OGBench dataset (a
+DATASET in place of the REPLAY BUFFER, OGBench's ENVIRONMENTS). REPLAY BUFFER and ENVIRONMENTS are byte-identical
+in every online script, EVALUATION in every training script and RUN PLUMBING in all but eval_stitching.py.
 
 Run:  python crl_mlp.py --depth 4                   (paper scale baseline, one GPU)
 CPU:  python crl_mlp.py --preset laptop                   (depth 8 on point_u_maze)
