@@ -57,3 +57,43 @@ def test_the_laptop_preset_is_the_command_its_page_shows():
     page = pathlib.Path(ROOT, "docs", "crl_resnet.md").read_text()
     long_command = next(line for line in page.splitlines() if line.startswith("python crl_resnet.py --env-id point_u"))
     assert long_command.split()[2:] == crl_resnet.PRESETS["laptop"].split()
+
+
+def known_flags(relative):
+    """The flags a program of this repository takes: its Args fields (root scripts, booleans also as --no-...) or
+    its argparse arguments (tools/, benchmarks/)."""
+    import ast
+
+    text = pathlib.Path(ROOT, relative).read_text()
+    if "/" in relative:
+        return set(re.findall(r"add_argument\(\s*\"(--[\w-]+)\"", text)) | {"--help"}
+    [args] = [n for n in ast.parse(text).body if isinstance(n, ast.ClassDef) and n.name == "Args"]
+    fields = [n for n in args.body if isinstance(n, ast.AnnAssign)]
+    flags = {"--" + n.target.id.replace("_", "-") for n in fields} | {"--help"}
+    return flags | {"--no-" + n.target.id.replace("_", "-") for n in fields if ast.unparse(n.annotation) == "bool"}
+
+
+OTHER_PROGRAMS_FLAGS = {"--no-deps"}  # pip's, pytest's and SLURM's, which the docs quote too
+
+
+def test_every_flag_the_docs_quote_is_a_flag_of_the_program_they_quote_it_for():
+    """A command quoted in README.md or docs/ (`python SCRIPT ...`, continuation lines joined) passes only flags
+    SCRIPT has; a flag quoted alone, `--flag`, is one that some program of the repository has."""
+    programs = [
+        *SCRIPTS,
+        *(f"{d}/{p.name}" for d in ["tools", "benchmarks"] for p in pathlib.Path(ROOT, d).glob("*.py")),
+    ]
+    flags = {program: known_flags(program) for program in programs}
+    every = set().union(*flags.values()) | OTHER_PROGRAMS_FLAGS
+    checked, wrong = 0, []
+    for page in PAGES:
+        text = page.read_text().replace("\\\n", " ")
+        for program, rest in re.findall(r"python (\S+\.py)([^`\n]*)", text):
+            if program in flags:
+                quoted = set(re.findall(r"(?<![\w-])(--[a-z][\w-]*)", rest.split("#")[0]))
+                wrong += [(page.name, program, flag) for flag in sorted(quoted - flags[program])]
+                checked += len(quoted)
+        for flag in re.findall(r"`(--[a-z][\w-]*)", text):
+            wrong += [(page.name, "any program", flag)] if flag not in every else []
+            checked += 1
+    assert checked > 100 and not wrong, wrong
