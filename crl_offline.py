@@ -785,7 +785,7 @@ def main():
         f"{f', {val_data.obs.shape[0]} for validation' if val_data else ', no validation file'}), evaluated on "
         f"{args.env_id}'s {env.num_tasks} tasks x {args.num_eval_episodes} episodes\nactor depth "
         f"{4 * args.actor_num_blocks}, critic depth {4 * args.critic_num_blocks} (Dense layers in the residual "
-        f"trunk){', cold-initialised' if args.cold_init else ''}, width {args.width}, {args.num_critics} critics, "
+        f"blocks){', cold-initialised' if args.cold_init else ''}, width {args.width}, {args.num_critics} critics, "
         f"{args.num_seeds} seed(s), {jax.device_count()} {jax.devices()[0].platform} device(s) in "
         f"{jax.process_count()} process(es), split by {args.devices_split}\n"
         f"{args.num_epochs} epochs x {steps_per_epoch} gradient steps of {args.batch_size} = {total_steps}; gamma "

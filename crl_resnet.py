@@ -4,8 +4,9 @@
 Implements "1000 Layer Networks for Self-Supervised RL: Scaling Depth Can Enable New Goal-Reaching
 Capabilities" (Wang et al.): the CRL actor-critic of Sec. 3 (InfoNCE critic with L2 energy and a
 logsumexp penalty, entropy-regularised actor, no target networks, no reward) whose sa_encoder,
-g_encoder and actor are residual networks (Fig. 2). Depth = 4 * num_blocks Dense layers in the
-residual trunk. Defaults are the paper's Table 2.
+g_encoder and actor are residual networks (Fig. 2). Depth = 4 * num_blocks, the Dense layers inside
+the residual blocks (the paper's count; an input layer and the output heads come on top). Defaults are
+the paper's Table 2.
 
 Reading map. Study: ARGS, NETWORKS, REPLAY BUFFER (goal relabelling), LOSSES, TRAINING (make_train), EVALUATION
 and MAIN (main(), the experiment). Skip on a first read: RUN PLUMBING (resume, processes, stop signals, orbax
@@ -843,7 +844,7 @@ def main():
     wandb = start_wandb(args, run_dir) if args.track else None
     print(
         f"{run_dir}: {args.env_id}, actor depth {4 * args.actor_num_blocks}, critic depth {4 * args.critic_num_blocks}"
-        f" (Dense layers in the residual trunk), width {args.width}, {args.num_seeds} seed(s), "
+        f" (Dense layers in the residual blocks), width {args.width}, {args.num_seeds} seed(s), "
         f"{jax.device_count()} {jax.devices()[0].platform} device(s) in {jax.process_count()} process(es), split by "
         f"{args.devices_split}; evaluated on {args.eval_env_id} (fresh goals)\n"
         f"epoch = {plan.training_steps_per_epoch} training steps x {args.num_envs} envs x {args.unroll_length} steps "

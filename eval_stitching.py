@@ -95,7 +95,7 @@ class Args:
     episode_length: Optional[int] = None
     """steps per episode; None uses the environment's own (1000 for the paper's environments)"""
     depths: tuple[int, ...] = (4, 16, 64)
-    """network depths to train, one agent each (Dense layers in the residual trunk of actor and critic: 4 x blocks)"""
+    """network depths to train, one agent each (Dense layers in the residual blocks of actor and critic: 4 x blocks)"""
     max_train_gap: int = 3
     """training (start, goal) pairs are corridor cells 1 to this many cells apart along the U (paper: 3)"""
     width: int = 256

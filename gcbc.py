@@ -5,7 +5,7 @@ The behavioural-cloning baseline of "1000 Layer Networks for Self-Supervised RL"
 Fig. 4). No critic and no reward: the policy pi(a | s, g) collects data, every stored step is relabelled
 with a future state of its own trajectory as the goal (the same sampler as CRL), and the policy maximises
 the likelihood of the action it took, log pi(a_t | s_t, g). The policy has the same residual trunk as
-crl_resnet.py (depth = 4 * num_blocks Dense layers), so `--num-blocks` scales it.
+crl_resnet.py (depth = 4 * num_blocks Dense layers in its blocks), so `--num-blocks` scales it.
 
 Reading map. Study: ARGS, NETWORKS, REPLAY BUFFER (goal relabelling), LOSSES, TRAINING (make_train), EVALUATION
 and MAIN (main(), the experiment). Skip on a first read: RUN PLUMBING (resume, processes, stop signals, orbax
@@ -738,7 +738,7 @@ def main():
     stop = StopSignals(run_dir)  # SIGTERM, Ctrl-C, a dead process: the run ends with its files whole
     wandb = start_wandb(args, run_dir) if args.track else None
     print(
-        f"{run_dir}: {args.env_id}, policy depth {4 * args.num_blocks} (Dense layers in the residual trunk), no "
+        f"{run_dir}: {args.env_id}, policy depth {4 * args.num_blocks} (Dense layers in the residual blocks), no "
         f"critic, width {args.width}, {args.num_seeds} seed(s), "
         f"{jax.device_count()} {jax.devices()[0].platform} device(s) in {jax.process_count()} process(es), split by "
         f"{args.devices_split}; evaluated on {args.eval_env_id} (fresh goals)\n"

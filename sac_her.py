@@ -6,7 +6,7 @@ Fig. 4: depth helps CRL but not SAC). Twin Q-networks Q(s, a, g) with Polyak-ave
 reward r = 1[||achieved(s_{t+1}) - g|| < success radius], and HER "future" relabelling: a relabel_ratio of
 each batch takes a future state of the same trajectory as its goal, the rest keep the commanded goal.
 The actor and both Q-networks have the same residual trunk as crl_resnet.py (depth = 4 * num_blocks Dense
-layers), so `--num-blocks` lets you check the paper's claim.
+layers in its blocks), so `--num-blocks` lets you check the paper's claim.
 
 Reading map. Study: ARGS, NETWORKS, REPLAY BUFFER (goal relabelling), LOSSES, TRAINING (make_train), EVALUATION
 and MAIN (main(), the experiment). Skip on a first read: RUN PLUMBING (resume, processes, stop signals, orbax
@@ -870,7 +870,7 @@ def main():
     wandb = start_wandb(args, run_dir) if args.track else None
     print(
         f"{run_dir}: {args.env_id}, actor depth {4 * args.actor_num_blocks}, critic depth {4 * args.critic_num_blocks}"
-        f" (Dense layers in the residual trunk of each twin Q), width {args.width}, {args.num_seeds} seed(s), "
+        f" (Dense layers in the residual blocks of each twin Q), width {args.width}, {args.num_seeds} seed(s), "
         f"{jax.device_count()} {jax.devices()[0].platform} device(s) in {jax.process_count()} process(es), split by "
         f"{args.devices_split}; evaluated on {args.eval_env_id} (fresh goals)\n"
         f"epoch = {plan.training_steps_per_epoch} training steps x {args.num_envs} envs x {args.unroll_length} steps "
