@@ -1,8 +1,10 @@
 # docs: docs/crl_mlp.md -- contrastive RL with plain MLP actor and critic encoders (the paper's baseline)
 """Contrastive RL (CRL) with plain MLP encoders: the paper's baseline and its no-residual ablation (Fig. 9).
 
-Identical to crl_resnet.py except the networks: sa_encoder, g_encoder and actor are `depth` layers of
-Dense -> LayerNorm (--layer-norm, on by default) -> swish with no skip connections. The paper's baseline
+Identical to crl_resnet.py except the networks: sa_encoder, g_encoder and actor are an input layer and then
+`depth` layers of Dense -> LayerNorm (--layer-norm, on by default) -> swish, with no skip connections. Depth is
+counted as in crl_resnet.py (the paper's count: the layers after the input's), so depth 8 here and there both
+have 9 Dense layers before the output. The paper's baseline
 is depth 4 (JaxGCRL); deeper plain MLPs are the ablation showing that residual connections are what let
 depth scale. Everything else (Sec. 3 CRL, Table 2 defaults) is crl_resnet.py's.
 
@@ -88,11 +90,11 @@ class Args:
     episode_length: Optional[int] = None
     """steps per episode; None uses the environment's own (1000 for the paper's environments)"""
     depth: int = 4
-    """Dense layers per network, no skip connections (the paper's MLP baseline: 4)"""
+    """Dense layers per network after the input's, no skip connections (the paper's MLP baseline: 4)"""
     actor_depth: Optional[int] = None
-    """Dense layers of the actor; None uses --depth"""
+    """the actor's depth; None uses --depth"""
     critic_depth: Optional[int] = None
-    """Dense layers of sa_encoder and g_encoder; None uses --depth"""
+    """the depth of sa_encoder and g_encoder; None uses --depth"""
     layer_norm: bool = True
     """LayerNorm after every Dense (as in the paper's networks); off for a bare Dense -> swish stack"""
     width: int = 256
@@ -290,7 +292,7 @@ class Layer(nn.Module):
 
 
 class MLPTrunk(nn.Module):
-    """depth layers: the first maps the input to width, the other depth - 1 are scanned (compile flat in depth)."""
+    """An input layer to width, then depth layers, scanned (compile flat in depth): crl_resnet.py's count."""
 
     width: int
     depth: int
@@ -302,18 +304,17 @@ class MLPTrunk(nn.Module):
     @nn.compact
     def __call__(self, x):
         x, _ = Layer(self.width, self.layer_norm, self.dtype)(x, None)
-        if self.depth > 1:
-            # as in crl_resnet.py: the backward pass keeps only each Dense output (or, with --remat, nothing)
-            saved = jax.checkpoint_policies.nothing_saveable if self.remat else jax.checkpoint_policies.dots_saveable
-            layer = nn.remat(Layer, prevent_cse=False, policy=saved)
-            layers = nn.scan(
-                layer,
-                variable_axes={"params": 0},
-                split_rngs={"params": True},
-                length=self.depth - 1,
-                unroll=min(self.scan_unroll, self.depth - 1),
-            )
-            x, _ = layers(self.width, self.layer_norm, self.dtype, name="layers")(x, None)
+        # as in crl_resnet.py: the backward pass keeps only each Dense output (or, with --remat, nothing)
+        saved = jax.checkpoint_policies.nothing_saveable if self.remat else jax.checkpoint_policies.dots_saveable
+        layer = nn.remat(Layer, prevent_cse=False, policy=saved)
+        layers = nn.scan(
+            layer,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            length=self.depth,
+            unroll=min(self.scan_unroll, self.depth),
+        )
+        x, _ = layers(self.width, self.layer_norm, self.dtype, name="layers")(x, None)
         return x
 
 
@@ -840,7 +841,7 @@ def main():
     wandb = start_wandb(args, run_dir) if args.track else None
     print(
         f"{run_dir}: {args.env_id}, actor depth {args.actor_depth}, critic depth {args.critic_depth}"
-        f" (Dense layers, no skip connections), width {args.width}, {args.num_seeds} seed(s), "
+        f" (Dense layers after the input's, no skip connections), width {args.width}, {args.num_seeds} seed(s), "
         f"{jax.device_count()} {jax.devices()[0].platform} device(s) in {jax.process_count()} process(es), split by "
         f"{args.devices_split}; evaluated on {args.eval_env_id} (fresh goals)\n"
         f"epoch = {plan.training_steps_per_epoch} training steps x {args.num_envs} envs x {args.unroll_length} steps "

@@ -10,23 +10,30 @@ from conftest import run_script
 from test_cli import check_in_process
 
 import crl_mlp
+import crl_resnet
 
 
 def dense_layers(params):
-    count = 0
-    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        names = [str(getattr(p, "key", p)) for p in path]
-        if names[-1] == "kernel":
-            count += leaf.shape[0] if "layers" in names else 1
-    return count
+    """Dense kernels, a scanned one (stacked on a leading axis) counted once per layer it holds."""
+    kernels = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0] if path[-1].key == "kernel"]
+    return sum(int(np.prod(k.shape[:-2])) for k in kernels)
 
 
 @pytest.mark.parametrize("depth", [1, 2, 4, 9])
-def test_encoder_has_depth_dense_layers_plus_the_output(depth):
+def test_encoder_has_the_input_layer_depth_dense_layers_and_the_output(depth):
     params = crl_mlp.Encoder(8, 16, depth).init(jax.random.PRNGKey(0), jnp.zeros((1, 5)))
-    assert dense_layers(params) == depth + 1
+    assert dense_layers(params) == 1 + depth + 1
     actor = crl_mlp.Actor(3, 16, depth).init(jax.random.PRNGKey(0), jnp.zeros((1, 5)))
-    assert dense_layers(actor) == depth + 2  # mean and log-std heads
+    assert dense_layers(actor) == 1 + depth + 2  # mean and log-std heads
+
+
+@pytest.mark.parametrize("num_blocks", [1, 2, 4])
+def test_depth_is_counted_as_in_crl_resnet(num_blocks):
+    """crl_mlp.py --depth 4n has as many Dense layers as crl_resnet.py --num-blocks n: the no-residual ablation
+    compares networks of one size."""
+    resnet = crl_resnet.Encoder(8, 16, num_blocks).init(jax.random.PRNGKey(0), jnp.zeros((1, 5)))
+    mlp = crl_mlp.Encoder(8, 16, 4 * num_blocks).init(jax.random.PRNGKey(0), jnp.zeros((1, 5)))
+    assert dense_layers(mlp) == dense_layers(resnet)
 
 
 def test_layers_compose_without_skip_connections_and_layer_norm_is_a_flag():
@@ -44,7 +51,7 @@ def test_layers_compose_without_skip_connections_and_layer_norm_is_a_flag():
             return jax.nn.swish(h)
 
         h = layer(params["Layer_0"], x)
-        for i in range(2):
+        for i in range(3):
             h = layer(jax.tree.map(lambda leaf, i=i: leaf[i], params["layers"]), h)
         np.testing.assert_allclose(trunk.apply({"params": params}, x), h, rtol=1e-5, atol=1e-5)
 

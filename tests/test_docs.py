@@ -2,6 +2,7 @@
 heading or an <a id> there), every script's first line names its page, and --preset laptop is the command
 docs/crl_resnet.md shows."""
 
+import json
 import pathlib
 import re
 
@@ -97,3 +98,26 @@ def test_every_flag_the_docs_quote_is_a_flag_of_the_program_they_quote_it_for():
             wrong += [(page.name, "any program", flag)] if flag not in every else []
             checked += 1
     assert checked > 100 and not wrong, wrong
+
+
+def test_every_results_table_is_what_plot_runs_makes_of_the_committed_runs(tmp_path, monkeypatch):
+    """A results table in README.md or docs/ sits between `<!-- results: python tools/plot_runs.py ARGS -->` and
+    `<!-- end results -->`: that command, run on the committed runs into a scratch folder, makes the table to the
+    character, and the scores.md and scores.json committed in its --out folder (tools/results_tables.py)."""
+    import plot_runs
+    import results_tables
+
+    monkeypatch.chdir(ROOT)
+    found = results_tables.tables(ROOT)
+    for i, (page, command, table) in enumerate(found):
+        argv = results_tables.argv_of(command)
+        out = pathlib.Path(argv[argv.index("--out") + 1])
+        argv[argv.index("--out") + 1] = str(tmp_path / str(i))
+        plot_runs.main(argv)
+        fresh = (tmp_path / str(i) / "scores.md").read_text()
+        assert table == fresh, f"{page.name}: the table of `{command}` is not what it makes:\n{fresh}"
+        assert (out / "scores.md").read_text() == fresh, f"{out}/scores.md is stale: python tools/results_tables.py"
+        fresh = json.loads((tmp_path / str(i) / "scores.json").read_text())
+        assert json.loads((out / "scores.json").read_text()) == fresh, f"{out}/scores.json is stale"
+        assert (out / "curves.png").is_file()
+    assert len(found) >= 14, f"{len(found)} results tables found"

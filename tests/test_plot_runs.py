@@ -44,7 +44,8 @@ def test_groups_seeds_and_the_last_five_evaluations(tmp_path):
     np.testing.assert_allclose(shallow["success_per_seed"], [0.3, 0.2, 0.4])
     assert (deep["score"], deep["score_std_over_seeds"], deep["success"], deep["env_steps"]) == (50, 0, 1, 7000)
     markdown = (out / "scores.md").read_text()
-    assert "| depth 4 | 3 | 30.0 ± 8.2 | 0.30 ± 0.08 | 0.007M |" in markdown
+    row = "| depth 4 | 3 | 30.0 ± 8.2 [20.0, 40.0] | 30.0, 20.0, 40.0 | 0.30 ± 0.08 | 0.30, 0.20, 0.40 | 0.007M |"
+    assert row + " not logged |" in markdown  # the interval: a mean of three draws of the seeds, 2.5% to 97.5%
 
     groups = plot_runs.group_runs(plot_runs.find_runs([str(tmp_path / x) for x in "abc"]), ["depth"])
     np.testing.assert_allclose(groups["depth 4"]["eval/time_near_goal"][-1], [50, 20, 40])  # (T, seeds): last step
@@ -172,7 +173,44 @@ def test_crl_offline_runs_are_scored_by_success_against_gradient_steps(tmp_path)
     np.testing.assert_allclose(table["cold_init False"]["score_per_seed"], [0.4, 0.6])
     assert table["cold_init True"]["score"] == table["cold_init True"]["success"] == 0.1
     assert table["cold_init False"]["gradient_steps"] == 700
-    assert "| cold_init False | 2 | 0.50 ± 0.10 | 0.50 ± 0.10 | 0.0007M |" in (out / "scores.md").read_text()
+    assert (
+        "| cold_init False | 2 | 0.50 ± 0.10 [0.40, 0.60] | 0.40, 0.60 | 0.0007M |" in (out / "scores.md").read_text()
+    )
     make_run(tmp_path / "online", {"num_blocks": 1}, [10] * 5)  # online runs after it: scored as before
     plot_runs.main([str(tmp_path / "online"), "--out", str(out)])
     assert json.loads((out / "scores.json").read_text())["all runs"]["env_steps"] == 5000
+
+
+def test_the_table_has_the_random_policy_wall_times_and_evaluations(tmp_path):
+    """scores.md is the results table a page shows: a row for --random, each run's training wall time, and the
+    `--evaluate` results every run of a group has (evaluation__ENV__CHECKPOINT.json), per seed in scores.json."""
+    make_run(tmp_path / "a", {"num_blocks": 1}, [10] * 5)
+    make_run(tmp_path / "b", {"num_blocks": 2, "num_seeds": 2}, [[20, 30]] * 5)
+    for run, walltime in [("a", 61.4), ("b", 3599.6)]:
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        lines[-1] = json.dumps(json.loads(lines[-1]) | {"training/walltime": walltime})
+        (tmp_path / run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    evaluation = {"eval_env_id": "point_u_maze", "checkpoint": "final", "episodes_per_seed": 1024}
+    metrics = {"eval/success": 0.5, "eval/success_per_seed": [0.4, 0.6], "eval/time_near_goal": 50.0}
+    metrics |= {"eval/time_near_goal_per_seed": [40.0, 60.0]}
+    (tmp_path / "b" / "evaluation__point_u_maze__final.json").write_text(json.dumps(evaluation | {"metrics": metrics}))
+    random = {"eval/time_near_goal": 1.0, "eval/success": 0.25, "eval/time_near_goal_per_seed": [0.5, 1.5]}
+    random |= {"eval/success_per_seed": [0.0, 0.5], "env_id": "point_u_maze_eval", "episode_length": 100}
+    (tmp_path / "random.json").write_text(json.dumps(random | {"episodes_per_seed": 256}))
+    out = tmp_path / "out"
+    plot_runs.main(
+        [str(tmp_path / "a"), str(tmp_path / "b"), "--random", str(tmp_path / "random.json")] + ["--out", str(out)]
+    )
+    lines = (out / "scores.md").read_text().splitlines()
+    assert lines[0].endswith(
+        "| wall time per run | `--evaluate on point_u_maze (final)`: success, time near goal (episodes per seed) |"
+    )
+    assert lines[2].endswith("| 1 min 01 s | — |"), "run a has no --evaluate"
+    assert lines[3].endswith("| 60 min 00 s | 0.50, 50.0 (1024) |"), "seconds rounded before minutes"
+    assert (
+        lines[4]
+        == "| random policy | 2 | 1.0 ± 0.5 | 0.5, 1.5 | 0.25 ± 0.25 | 0.00, 0.50 | 256 episodes per seed |  |  |"
+    )
+    table = json.loads((out / "scores.json").read_text())
+    assert table["depth 8"]["--evaluate on point_u_maze (final)"]["success"] == [0.4, 0.6]
+    assert table["random policy"]["score_per_seed"] == [0.5, 1.5]

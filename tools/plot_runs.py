@@ -199,45 +199,149 @@ def plot_curves(groups, title, extra=(), random=None):
     return fig
 
 
+def wall_time(run):
+    """Seconds from a run's start to its last evaluation (training/walltime of its last line; None if not logged)."""
+    last = json.loads((pathlib.Path(run) / "metrics.jsonl").read_text().splitlines()[-1])
+    return last.get("training/walltime")
+
+
+def evaluations(run):
+    """{"ENV (CHECKPOINT)": {metric: per-seed values}} of each `--evaluate` of a run (evaluation__ENV__CKPT.json)."""
+    found = {}
+    for path in sorted(pathlib.Path(run).glob("evaluation__*__*.json")):
+        e = json.loads(path.read_text())
+        m = e["metrics"]
+        per_seed = {key: np.atleast_1d(m.get(f"eval/{key}_per_seed", m[f"eval/{key}"])) for key in EVALUATED}
+        found[f"{e['eval_env_id']} ({e['checkpoint']})"] = per_seed | {"episodes_per_seed": e["episodes_per_seed"]}
+    return found
+
+
+EVALUATED = ["success", "time_near_goal"]  # the columns of an --evaluate
+
+
 def scores(groups, extra=()):
     """{label: the paper's score and success of the group}: per seed the mean of its last five evaluations (and
-    of each extra metric)."""
+    of each extra metric), with a 95% bootstrap interval of the mean over seeds; the runs' wall time; and each
+    `--evaluate` every run of the group has, per seed."""
     table = {}
+    rng = np.random.default_rng(0)
     for label, group in groups.items():
         keys = [key for key, _ in METRICS] + list(extra)
         last = {key: np.concatenate([c[key][-5:] for _, c in group["curves"]], axis=1).mean(0) for key in keys}
         score, success = last[METRICS[0][0]], last["eval/success"]
+        low, high = bootstrap_band(score[None], rng)
+        times = [wall_time(run) for run in group["runs"]]
         table[label] = {
             "flags": group["flags"],
             "seeds": len(score),
             "score": float(score.mean()),
             "score_std_over_seeds": float(score.std()),
+            "score_95_interval": [float(low[0]), float(high[0])],
             "score_per_seed": score.tolist(),
             "success": float(success.mean()),
             "success_std_over_seeds": float(success.std()),
             "success_per_seed": success.tolist(),
             STEPS.split("/")[1]: float(np.mean([s[-1] for s, _ in group["curves"]])),
+            "wall_time_s_per_run": None if None in times else times,
             "runs": group["runs"],
         }
         for key in extra:
             table[label][f"{key} (last 5)"] = {"mean": float(last[key].mean()), "per_seed": last[key].tolist()}
+        found = [evaluations(run) for run in group["runs"]]
+        for where in sorted(set.intersection(*(set(f) for f in found))):
+            per_seed = {key: np.concatenate([f[where][key] for f in found]).tolist() for key in EVALUATED}
+            table[label][f"--evaluate on {where}"] = per_seed | {
+                "episodes_per_seed": found[0][where]["episodes_per_seed"]
+            }
     return table
 
 
-def scores_markdown(table):
+def minutes(seconds):
+    seconds = round(seconds)
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def random_row(random, seeds):
+    """The random policy's scores as a group of scores(), from tools/random_policy.py's JSON."""
+    score = np.atleast_1d(random.get(f"{METRICS[0][0]}_per_seed", random[METRICS[0][0]]))
+    success = np.atleast_1d(random.get("eval/success_per_seed", random["eval/success"]))
+    return {
+        "seeds": len(score),
+        "score": float(score.mean()),
+        "score_std_over_seeds": float(score.std()),
+        "score_per_seed": score.tolist(),
+        "success": float(success.mean()),
+        "success_std_over_seeds": float(success.std()),
+        "success_per_seed": success.tolist(),
+        "episodes_per_seed": random.get("episodes_per_seed"),
+    }
+
+
+def scores_markdown(table, extra=(), random=None):
+    """The table of scores.md, the one a results page shows: a row per group (and the random policy's)."""
     digits = 2 if METRICS[0][0] == "eval/success" else 1  # a rate, or steps near the goal
-    lines = [
-        f"| group | seeds | score: {METRICS[0][1]}, last 5 evaluations | success | {STEPS[9:].replace('_', ' ')} |",
-        "|---|---|---|---|---|",
+    f = lambda values, d=digits: ", ".join(f"{v:.{d}f}" for v in values)
+    by_rate = METRICS[0][0] == "eval/success"  # the score is the success rate: one column says both
+    where = sorted({key for row in table.values() for key in row if key.startswith("--evaluate on ")})
+    header = [
+        "group",
+        "seeds",
+        f"score: {METRICS[0][1]}, mean ± std [95% interval]",
+        "per seed",
+        *([] if by_rate else ["success", "per seed"]),
+        STEPS[9:].replace("_", " "),
+        "wall time per run",
+        *[f"{key}, last 5" for key in extra],
+        *[f"`{key}`: success, time near goal (episodes per seed)" for key in where],
     ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, row in table.items():
-        lines.append(
-            f"| {label} | {row['seeds']} | {row['score']:.{digits}f} ± {row['score_std_over_seeds']:.{digits}f} | "
-            f"{row['success']:.2f} ± {row['success_std_over_seeds']:.2f} | {row[STEPS[9:]] / 1e6:.3g}M |"
-        )
+        low, high = row["score_95_interval"]
+        times = row["wall_time_s_per_run"]
+        cells = [
+            label,
+            str(row["seeds"]),
+            f"{row['score']:.{digits}f} ± {row['score_std_over_seeds']:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]",
+            f(row["score_per_seed"]),
+            *(
+                []
+                if by_rate
+                else [f"{row['success']:.2f} ± {row['success_std_over_seeds']:.2f}", f(row["success_per_seed"], 2)]
+            ),
+            f"{row[STEPS[9:]] / 1e6:.3g}M",
+            ", ".join(minutes(t) for t in times) if times else "not logged",
+            *[f"{row[f'{key} (last 5)']['mean']:.3g}" for key in extra],
+        ]
+        for key in where:
+            e = row.get(key)
+            cells.append(
+                f"{np.mean(e['success']):.2f}, {np.mean(e['time_near_goal']):.1f} ({e['episodes_per_seed']})"
+                if e
+                else "—"
+            )
+        lines.append("| " + " | ".join(cells) + " |")
+    if random:
+        r = random_row(random, None)
+        cells = [
+            "random policy",
+            str(r["seeds"]),
+            f"{r['score']:.{digits}f} ± {r['score_std_over_seeds']:.{digits}f}",
+            f(r["score_per_seed"]),
+            *(
+                []
+                if by_rate
+                else [f"{r['success']:.2f} ± {r['success_std_over_seeds']:.2f}", f(r["success_per_seed"], 2)]
+            ),
+            f"{r['episodes_per_seed']} episodes per seed" if r["episodes_per_seed"] else "",
+            "",
+            *[f"{random[key]:.3g}" if isinstance(random.get(key), (int, float)) else "" for key in extra],
+            *[""] * len(where),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return (
         "\n".join(lines)
-        + "\n\nmean ± standard deviation over seeds; each seed's value is the mean of its last five evaluations (paper Sec. 4.1)\n"
+        + "\n\nmean ± standard deviation over seeds, and a 95% bootstrap interval of the mean; each seed's value is the"
+        " mean of its last five evaluations (paper Sec. 4.1)\n"
     )
 
 
@@ -289,9 +393,12 @@ def main(argv=None):
     fig.savefig(os.path.join(cli.out, "curves.png"), dpi=100)
     plt.close(fig)
     table = scores(groups, cli.metrics)
-    pathlib.Path(cli.out, "scores.json").write_text(json.dumps(table, indent=2))
-    pathlib.Path(cli.out, "scores.md").write_text(scores_markdown(table))
-    print(scores_markdown(table), end="")
+    if random:
+        table["random policy"] = random_row(random, None) | {"from": cli.random}
+    markdown = scores_markdown({k: v for k, v in table.items() if k != "random policy"}, cli.metrics, random)
+    pathlib.Path(cli.out, "scores.json").write_text(json.dumps(table, indent=2) + "\n")
+    pathlib.Path(cli.out, "scores.md").write_text(markdown)
+    print(markdown, end="")
     print(f"wrote {cli.out}/curves.png, scores.json, scores.md ({len(groups)} groups)")
 
 
