@@ -617,6 +617,29 @@ def wait_until_ready(tree):
     return tree
 
 
+# a run of more than this many batch x width^2 x SGD-step units (the paper's Table 2 run: about 3e14) is timed on a CPU
+CPU_WARNING_ABOVE = 2.5e13
+
+
+def expected_cpu_hours(args, env):
+    """On a CPU, a run sized for a GPU: its expected hours here, from one training step (collect, relabel and the
+    SGD steps) compiled and timed at the run's sizes, times the run's training steps. None elsewhere."""
+    plan = schedule(args)
+    steps = args.num_seeds * args.num_epochs * plan.training_steps_per_epoch
+    work = steps * args.num_sgd_batches_per_training_step * args.batch_size * args.width**2
+    if jax.default_backend() != "cpu" or work < CPU_WARNING_ABOVE:
+        return None
+    one = dataclasses.replace(
+        args, num_epochs=1, total_env_steps=plan.prefill_steps + args.num_envs * args.unroll_length
+    )
+    init, _, epoch, _ = make_train(one, env)
+    rs = jax.jit(init)(jax.random.PRNGKey(0))
+    training_step = jax.jit(epoch, donate_argnums=0).lower(rs).compile(env.compiler_options)
+    start = time.time()
+    wait_until_ready(training_step(rs))
+    return (time.time() - start) * steps / 3600
+
+
 # ==== EVALUATION ====
 SCORE = "eval/time_near_goal"  # what checkpoint_best and summary.json rank by: the paper's score (Sec. 4.1)
 STEPS = "training/env_steps"  # what metrics.jsonl and wandb count progress in
@@ -746,6 +769,9 @@ def main():
         f"= {plan.env_steps_per_epoch} env steps; {args.num_epochs} epochs + {plan.prefill_steps} prefill = "
         f"{plan.total_steps}; {args.num_sgd_batches_per_training_step} SGD steps of {args.batch_size} per training step"
     )
+
+    if hours := expected_cpu_hours(args, env):  # a run sized for a GPU, on a CPU: say what it costs here, go on
+        print(f"no GPU: about {hours:.0f} h on this CPU (a training step timed); --preset laptop is sized for a CPU")
 
     # BUILD one runner state per seed, on the devices, and COMPILE prefill, epoch and evaluation once
     init, prefill, epoch, actor = make_train(args, env)

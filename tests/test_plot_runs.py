@@ -214,3 +214,25 @@ def test_the_table_has_the_random_policy_wall_times_and_evaluations(tmp_path):
     table = json.loads((out / "scores.json").read_text())
     assert table["depth 8"]["--evaluate on point_u_maze (final)"]["success"] == [0.4, 0.6]
     assert table["random policy"]["score_per_seed"] == [0.5, 1.5]
+
+
+def test_stitching_tables_from_eval_stitchings_json(tmp_path):
+    """--stitching adds eval_stitching.py's results to scores.md: per held-out goal and depth, mean ± std over
+    seeds; then the value per cell, R and the goal named."""
+    make_run(tmp_path / "a", {"num_blocks": 1}, [10] * 5)
+    goals = {"(3, 3)": {"success": [0.5, 1.0], "time_near_goal": [40.0, 60.0]}}
+    results = {
+        "held_out_goals": [{"name": "(3, 3)", "cell": [3, 3], "cells_from_start": 4}],
+        "value_map": {"start": [1, 1], "goal": [3, 3], "cells_from_start": 4},
+        "depths": {
+            "4": {"seeds": [1, 2], "goals": goals, "value_per_cell": {"(1, 1)": -9.0, "(3, 3)": -1.04}},
+            "16": {"seeds": [1, 2], "goals": goals, "value_per_cell": {"(1, 1)": -8.0, "(3, 3)": -2.0}},
+        },
+    }
+    (tmp_path / "stitching.json").write_text(json.dumps(results))
+    out = tmp_path / "out"
+    plot_runs.main([str(tmp_path / "a"), "--stitching", str(tmp_path / "stitching.json"), "--out", str(out)])
+    lines = (out / "scores.md").read_text().splitlines()
+    assert "| (3, 3) (4) | 0.75 ± 0.25 | 50.0 ± 10.0 | 0.75 ± 0.25 | 50.0 ± 10.0 |" in lines
+    assert "| critic | R (1, 1) | goal (3, 3) |" in lines
+    assert "| depth 4 | -9.0 | -1.0 |" in lines and "| depth 16 | -8.0 | -2.0 |" in lines

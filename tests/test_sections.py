@@ -107,7 +107,7 @@ def test_shared_functions_are_byte_identical_wherever_a_script_has_them():
     own[OFFLINE] = {"device_shardings", "make_render", "make_evaluate", "SCORE", "STEPS", "SUMMARY_FLAGS"}
     shared = {"ARGS": ["fail", "flag"], "MAIN": ["load_saved_actor"]}
     shared["TRAINING"] = ["over_seeds", "use_all_devices", "device_shardings", "split_over_devices", "host_copy"]
-    shared["TRAINING"] += ["wait_until_ready"]
+    shared["TRAINING"] += ["wait_until_ready", "CPU_WARNING_ABOVE", "expected_cpu_hours"]
     shared["EVALUATION"] = ["SCORE", "STEPS", "SUMMARY_FLAGS", "deterministic_rollout", "make_evaluate", "log_line"]
     shared["EVALUATION"] += ["over_seeds_summary", "logged_metrics", "write_summary", "make_render"]
     reference = {name: top_level(sections("crl_resnet.py")[name]) for name in shared}

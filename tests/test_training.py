@@ -461,3 +461,29 @@ def test_evaluate_a_saved_agent_on_any_split_with_each_checkpoint(two_seed_run, 
     assert stop.value.code == 2 and err == (
         f"error: --evaluate {run_dir} has no final.msgpack (--checkpoint final); it has: --checkpoint best or last"
     )
+
+
+def test_a_run_sized_for_a_gpu_says_its_hours_on_a_cpu_from_a_timed_training_step(monkeypatch):
+    """`python crl_resnet.py` with the paper's sizes on a CPU prints its expected hours first (one training step
+    compiled and timed); the estimate is what the run's epochs then take, within a factor of 3, and small runs
+    (every preset) are never timed."""
+    args = crl.Args(env_id="point_u_maze", num_envs=64, num_eval_envs=8, unroll_length=50, batch_size=128)
+    args = crl.dataclasses.replace(args, num_sgd_batches_per_training_step=20, max_replay_size=200, min_replay_size=100)
+    args = crl.dataclasses.replace(args, total_env_steps=6400 + 2 * 3 * 3200, num_epochs=2, width=64)
+    args = crl.resolve_args(args)
+    env = crl.GoalEnv(args.env_id)
+    assert crl.expected_cpu_hours(args, env) is None, "a small run is not timed"
+    for preset in crl.PRESETS:
+        monkeypatch.setattr(sys, "argv", ["crl_resnet.py", "--preset", preset])
+        laptop = crl.resolve_args(crl.parse_args())
+        assert crl.expected_cpu_hours(laptop, crl.GoalEnv(laptop.env_id, laptop.episode_length)) is None, preset
+    monkeypatch.setattr(crl, "CPU_WARNING_ABOVE", 0)
+    predicted = crl.expected_cpu_hours(args, env) * 3600
+    init, _, epoch, _ = crl.make_train(args, env)
+    epoch = jax.jit(epoch, donate_argnums=0).lower(jax.eval_shape(init, jax.random.PRNGKey(0))).compile()
+    rs = jax.jit(init)(jax.random.PRNGKey(0))
+    start_time = time.time()
+    for _ in range(args.num_epochs):
+        rs, _ = jax.block_until_ready(epoch(rs))
+    measured = time.time() - start_time
+    assert measured / 3 < predicted < 3 * measured, (predicted, measured)

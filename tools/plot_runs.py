@@ -345,6 +345,43 @@ def scores_markdown(table, extra=(), random=None):
     )
 
 
+def stitching_markdown(results):
+    """eval_stitching.py's stitching.json as tables: per held-out goal and depth, success and time near goal (mean ±
+    std over seeds); then each depth's critic value per free cell, in order of distance from the start R."""
+    depths = results["depths"]
+    mean_std = lambda v, d: f"{np.mean(v):.{d}f} ± {np.std(v):.{d}f}"
+    lines = []
+    goals = results["held_out_goals"]
+    if goals:
+        header = ["held-out goal (cells from R)"]
+        header += [f"depth {d}: {what}" for d in depths for what in ("success", "time near goal")]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for goal in goals:
+            cells = [f"{goal['name']} ({goal['cells_from_start']})"]
+            for entry in depths.values():
+                v = entry["goals"][goal["name"]]
+                cells += [mean_std(v["success"], 2), mean_std(v["time_near_goal"], 1)]
+            lines.append("| " + " | ".join(cells) + " |")
+        seeds = ", ".join(f"depth {d}: {len(e['seeds'])}" for d, e in depths.items())
+        lines += ["", f"mean ± standard deviation over seeds ({seeds}), the final networks; stitching.json", ""]
+    values = [d for d, e in depths.items() if "value_per_cell" in e]
+    if values:
+        cells = list(depths[values[0]]["value_per_cell"])
+        start, goal = results["value_map"]["start"], results["value_map"]["goal"]
+        name = lambda c: (
+            "R " + c if c == f"({start[0]}, {start[1]})" else "goal " + c if c == f"({goal[0]}, {goal[1]})" else c
+        )
+        lines += ["| critic | " + " | ".join(map(name, cells)) + " |", "|" + "---|" * (len(cells) + 1)]
+        for d in values:
+            lines.append(f"| depth {d} | " + " | ".join(f"{depths[d]['value_per_cell'][c]:.1f}" for c in cells) + " |")
+        lines += [
+            "",
+            "the critic's mean value f(s, π(s, g), g) per cell for the goal above, cells in order of distance from R",
+            "",
+        ]
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories, or directories holding runs")
@@ -354,6 +391,7 @@ def main(argv=None):
         "--metrics", nargs="+", default=[], metavar="KEY", help="more panels, e.g. gradients/critic_norm"
     )
     parser.add_argument("--random", default=None, metavar="JSON", help="a random policy's metrics, drawn dashed")
+    parser.add_argument("--stitching", default=None, metavar="JSON", help="eval_stitching.py's tables, in scores.md")
     parser.add_argument("--max-env-steps", type=float, default=None, metavar="N", help="score at N env steps per seed")
     cli = parser.parse_args(argv)
     runs = find_runs(cli.runs)
@@ -397,6 +435,11 @@ def main(argv=None):
         table["random policy"] = random_row(random, None) | {"from": cli.random}
     markdown = scores_markdown({k: v for k, v in table.items() if k != "random policy"}, cli.metrics, random)
     pathlib.Path(cli.out, "scores.json").write_text(json.dumps(table, indent=2) + "\n")
+    if cli.stitching:
+        try:
+            markdown += "\n" + stitching_markdown(json.loads(pathlib.Path(cli.stitching).read_text()))
+        except (OSError, ValueError, KeyError) as e:
+            fail(f"--stitching {cli.stitching} is not a stitching.json written by eval_stitching.py ({e!r})")
     pathlib.Path(cli.out, "scores.md").write_text(markdown)
     print(markdown, end="")
     print(f"wrote {cli.out}/curves.png, scores.json, scores.md ({len(groups)} groups)")
