@@ -727,6 +727,10 @@ def write_summary(args, run_dir):
     summary |= {"success_per_seed": success.tolist(), "epochs": [m["epoch"] for m in logged]}
     summary |= {STEPS.split("/")[1]: logged[-1][STEPS], **{k: getattr(args, k) for k in SUMMARY_FLAGS}}
     write_atomic(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=2).encode())
+    said = {SCORE.split("/")[1]: score, "success": success}  # the score first (crl_offline's is success)
+    each = lambda v: f" (per seed {', '.join(f'{x:.3g}' for x in v)})" if len(v) > 1 else ""
+    parts = [f"{k} {np.mean(v):.3g}{each(v)}" for k, v in said.items()]
+    print(f"{run_dir}/summary.json, the mean of the last {len(logged)} evaluations: {', '.join(parts)}")
 
 
 def make_render(env, actor, seed, every=5):

@@ -617,25 +617,20 @@ def wait_until_ready(tree):
     return tree
 
 
-# a run of more than this many batch x width^2 x SGD-step units (the paper's Table 2 run: about 3e14) is timed on a CPU
-CPU_WARNING_ABOVE = 2.5e13
+CPU_WARNING_ABOVE = 2.5e13  # batch x width^2 x SGD steps above which a CPU run is timed (Table 2's: 3e14)
 
 
 def expected_cpu_hours(args, env):
-    """On a CPU, a run sized for a GPU: its expected hours here, from one training step (collect, relabel and the
-    SGD steps) compiled and timed at the run's sizes, times the run's training steps. None elsewhere."""
-    plan = schedule(args)
-    steps = args.num_seeds * args.num_epochs * plan.training_steps_per_epoch
+    """On a CPU, a run sized for a GPU: its hours here, from one training step compiled and timed at its sizes."""
+    steps = args.num_seeds * args.num_epochs * schedule(args).training_steps_per_epoch
     work = steps * args.num_sgd_batches_per_training_step * args.batch_size * args.width**2
     if jax.default_backend() != "cpu" or work < CPU_WARNING_ABOVE:
         return None
-    one = dataclasses.replace(
-        args, num_epochs=1, total_env_steps=plan.prefill_steps + args.num_envs * args.unroll_length
-    )
-    init, _, epoch, _ = make_train(one, env)
+    one_step = args.min_replay_size * args.num_envs + args.num_envs * args.unroll_length  # prefill + one step
+    init, _, epoch, _ = make_train(dataclasses.replace(args, num_epochs=1, total_env_steps=one_step), env)
     rs = jax.jit(init)(jax.random.PRNGKey(0))
     training_step = jax.jit(epoch, donate_argnums=0).lower(rs).compile(env.compiler_options)
-    start = time.time()
+    start = time.time()  # after compiling
     wait_until_ready(training_step(rs))
     return (time.time() - start) * steps / 3600
 
@@ -718,6 +713,10 @@ def write_summary(args, run_dir):
     summary |= {"success_per_seed": success.tolist(), "epochs": [m["epoch"] for m in logged]}
     summary |= {STEPS.split("/")[1]: logged[-1][STEPS], **{k: getattr(args, k) for k in SUMMARY_FLAGS}}
     write_atomic(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=2).encode())
+    said = {SCORE.split("/")[1]: score, "success": success}  # the score first (crl_offline's is success)
+    each = lambda v: f" (per seed {', '.join(f'{x:.3g}' for x in v)})" if len(v) > 1 else ""
+    parts = [f"{k} {np.mean(v):.3g}{each(v)}" for k, v in said.items()]
+    print(f"{run_dir}/summary.json, the mean of the last {len(logged)} evaluations: {', '.join(parts)}")
 
 
 def make_render(env, actor, seed, num_episodes=3):
