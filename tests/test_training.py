@@ -351,16 +351,16 @@ def test_crl_ant_walks_towards_its_goals(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 2])
-def test_laptop_preset_reaches_90_percent_in_10_minutes(tmp_path, seed):
-    """The CPU quick-start, `python crl_resnet.py --preset laptop`, for two seeds (about 8 minutes each on 2 cores)."""
-    flags = ["--preset", "laptop", "--seed", str(seed)]
+def test_laptop_preset_reaches_90_percent_for_every_one_of_five_seeds(tmp_path):
+    """The CPU quick-start, `python crl_resnet.py --preset laptop`, for seeds 1 to 5 in one program (35 minutes on
+    2 cores): every seed's best evaluation on the far cells reaches success 0.9, within 10 minutes a seed."""
     start_time = time.time()
-    result, _, metrics = run_to_end(*flags, cwd=tmp_path)
+    result, _, metrics = run_to_end("--preset", "laptop", "--num-seeds", "5", cwd=tmp_path, timeout=3600)
     assert result.returncode == 0, result.stderr
-    assert time.time() - start_time < 600
-    print(f"\nseed {seed}: " + ", ".join(f"{m['training/walltime']:.0f}s {m['eval/success']:.2f}" for m in metrics))
-    assert max(m["eval/success"] for m in metrics) >= 0.9
+    best = np.max([m["eval/success_per_seed"] for m in metrics], axis=0)
+    print(f"\nbest success per seed {best.round(2).tolist()} after {time.time() - start_time:.0f} s")
+    assert time.time() - start_time < 5 * 600
+    assert np.all(best >= 0.9), best
 
 
 def test_environment_is_traced_once_per_compiled_epoch(monkeypatch):

@@ -241,6 +241,7 @@ def scores(groups, extra=()):
             "success": float(success.mean()),
             "success_std_over_seeds": float(success.std()),
             "success_per_seed": success.tolist(),
+            "success_best_per_seed": np.concatenate([c["eval/success"] for _, c in group["curves"]], 1).max(0).tolist(),
             STEPS.split("/")[1]: float(np.mean([s[-1] for s, _ in group["curves"]])),
             "wall_time_s_per_run": None if None in times else times,
             "runs": group["runs"],
@@ -289,6 +290,7 @@ def scores_markdown(table, extra=(), random=None):
         f"score: {METRICS[0][1]}, mean ± std [95% interval]",
         "per seed",
         *([] if by_rate else ["success", "per seed"]),
+        "best evaluation's success, per seed",
         STEPS[9:].replace("_", " "),
         "wall time per run",
         *[f"{key}, last 5" for key in extra],
@@ -308,6 +310,7 @@ def scores_markdown(table, extra=(), random=None):
                 if by_rate
                 else [f"{row['success']:.2f} ± {row['success_std_over_seeds']:.2f}", f(row["success_per_seed"], 2)]
             ),
+            f(row["success_best_per_seed"], 2),
             f"{row[STEPS[9:]] / 1e6:.3g}M",
             ", ".join(minutes(t) for t in times) if times else "not logged",
             *[f"{row[f'{key} (last 5)']['mean']:.3g}" for key in extra],
@@ -332,6 +335,7 @@ def scores_markdown(table, extra=(), random=None):
                 if by_rate
                 else [f"{r['success']:.2f} ± {r['success_std_over_seeds']:.2f}", f(r["success_per_seed"], 2)]
             ),
+            "",
             f"{r['episodes_per_seed']} episodes per seed" if r["episodes_per_seed"] else "",
             "",
             *[f"{random[key]:.3g}" if isinstance(random.get(key), (int, float)) else "" for key in extra],
