@@ -26,7 +26,7 @@ MARKER = re.compile(r"(<!-- results: python tools/plot_runs\.py (.+?) -->\n)(.*?
 
 
 def pages(root=ROOT):
-    return [pathlib.Path(root, "README.md"), *sorted(pathlib.Path(root, "docs").glob("*.md"))]
+    return [pathlib.Path(root, "README.md"), *sorted(pathlib.Path(root, "docs").rglob("*.md"))]
 
 
 def argv_of(command):
