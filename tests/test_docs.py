@@ -8,7 +8,7 @@ import re
 
 from conftest import ROOT
 
-PAGES = [pathlib.Path(ROOT, "README.md"), *sorted(pathlib.Path(ROOT, "docs").glob("*.md"))]
+PAGES = [pathlib.Path(ROOT, "README.md"), *sorted(pathlib.Path(ROOT, "docs").rglob("*.md"))]
 SCRIPTS = ["crl_resnet.py", "crl_mlp.py", "sac_her.py", "gcbc.py", "eval_stitching.py", "crl_offline.py"]
 
 
