@@ -216,6 +216,8 @@ def test_the_table_has_the_random_policy_wall_times_and_evaluations(tmp_path):
     table = json.loads((out / "scores.json").read_text())
     assert table["depth 8"]["--evaluate on point_u_maze (final)"]["success"] == [0.4, 0.6]
     assert table["random policy"]["score_per_seed"] == [0.5, 1.5]
+    plot_runs.main([str(tmp_path / "a"), "--max-env-steps", "4000", "--out", str(out)])  # cut before the last line
+    assert (out / "scores.md").read_text().splitlines()[2].endswith("| 0.004M | not logged |"), "wall time at 4000"
 
 
 def test_stitching_tables_from_eval_stitchings_json(tmp_path):

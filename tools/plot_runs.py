@@ -199,10 +199,12 @@ def plot_curves(groups, title, extra=(), random=None):
     return fig
 
 
-def wall_time(run):
-    """Seconds from a run's start to its last evaluation (training/walltime of its last line; None if not logged)."""
-    last = json.loads((pathlib.Path(run) / "metrics.jsonl").read_text().splitlines()[-1])
-    return last.get("training/walltime")
+def wall_time(run, max_env_steps=None):
+    """Seconds from a run's start to its last evaluation within max_env_steps (its training/walltime; None if not
+    logged)."""
+    lines = [json.loads(line) for line in (pathlib.Path(run) / "metrics.jsonl").read_text().splitlines()]
+    kept = [m for m in lines if max_env_steps is None or m[STEPS] <= max_env_steps]
+    return kept[-1].get("training/walltime")
 
 
 def evaluations(run):
@@ -219,7 +221,7 @@ def evaluations(run):
 EVALUATED = ["success", "time_near_goal"]  # the columns of an --evaluate
 
 
-def scores(groups, extra=()):
+def scores(groups, extra=(), max_env_steps=None):
     """{label: the paper's score and success of the group}: per seed the mean of its last five evaluations (and
     of each extra metric), with a 95% bootstrap interval of the mean over seeds; the runs' wall time; and each
     `--evaluate` every run of the group has, per seed."""
@@ -230,7 +232,7 @@ def scores(groups, extra=()):
         last = {key: np.concatenate([c[key][-5:] for _, c in group["curves"]], axis=1).mean(0) for key in keys}
         score, success = last[METRICS[0][0]], last["eval/success"]
         low, high = bootstrap_band(score[None], rng)
-        times = [wall_time(run) for run in group["runs"]]
+        times = [wall_time(run, max_env_steps) for run in group["runs"]]
         table[label] = {
             "flags": group["flags"],
             "seeds": len(score),
@@ -434,7 +436,7 @@ def main(argv=None):
     fig = plot_curves(groups, ", ".join(envs), cli.metrics, random)
     fig.savefig(os.path.join(cli.out, "curves.png"), dpi=100)
     plt.close(fig)
-    table = scores(groups, cli.metrics)
+    table = scores(groups, cli.metrics, cli.max_env_steps)
     if random:
         table["random policy"] = random_row(random, None) | {"from": cli.random}
     markdown = scores_markdown({k: v for k, v in table.items() if k != "random policy"}, cli.metrics, random)
