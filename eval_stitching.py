@@ -1123,6 +1123,8 @@ def train_depth(args, depth_dir, path, train_pairs, held_out, stop):
         eval_metrics = jax.device_get(evaluate_fn(rs.actor_params, eval_epoch_keys))  # {metric: (seeds, goals)}
         metrics = {k: float(np.mean(v)) for k, v in jax.device_get(train_metrics).items()}
         metrics |= {k: float(np.mean(v)) for k, v in eval_metrics.items()}  # over seeds and goals
+        if args.num_seeds > 1:  # each seed's mean over the goals, for tools/plot_runs.py's intervals
+            metrics |= {f"{k}_per_seed": np.mean(v, axis=1).tolist() for k, v in eval_metrics.items()}
         for g, goal in enumerate(held_out):  # one key per held-out goal
             metrics |= {f"{k}_{goal[0]}_{goal[1]}": float(np.mean(v[:, g])) for k, v in eval_metrics.items()}
         metrics |= {"epoch": epoch_index, **log.progress_metrics(int(rs.env_steps[0]))}

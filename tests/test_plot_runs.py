@@ -240,3 +240,14 @@ def test_stitching_tables_from_eval_stitchings_json(tmp_path):
     assert "| (3, 3) (4) | 0.75 ± 0.25 | 50.0 ± 10.0 | 0.75 ± 0.25 | 50.0 ± 10.0 |" in lines
     assert "| critic | R (1, 1) | goal (3, 3) |" in lines
     assert "| depth 4 | -9.0 | -1.0 |" in lines and "| depth 16 | -8.0 | -2.0 |" in lines
+
+
+def test_a_run_that_logged_only_the_mean_of_its_seeds_says_so(tmp_path):
+    """eval_stitching.py runs made before it logged per-seed values: the table says how many seeds the one mean
+    pools, and counts it as one value (its interval is no interval)."""
+    make_run(tmp_path / "a", {"num_blocks": 1, "num_seeds": 3}, [10] * 5)  # means only: no _per_seed keys
+    out = tmp_path / "out"
+    plot_runs.main([str(tmp_path / "a"), "--out", str(out)])
+    assert (
+        (out / "scores.md").read_text().splitlines()[2].startswith("| all runs | 3, logged as their mean | 10.0 ± 0.0")
+    )

@@ -48,6 +48,7 @@ METRICS, STEPS = ONLINE  # the score first, then the other panels; the x axis. m
 BOOKKEEPING = {"seed", "exp_name", "track", "wandb_project_name", "wandb_entity", "wandb_mode", "save_model", "resume"}
 BOOKKEEPING |= {"render", "render_every", "evaluate", "checkpoint", "num_seeds", "from_runs", "depths"}
 BOOKKEEPING |= {"num_blocks", "actor_num_blocks", "critic_num_blocks", "critic_depth", "actor_depth"}  # in `depth`
+BOOKKEEPING |= {"pooled_seeds"}  # set by load_run
 
 
 def fail(message):
@@ -100,6 +101,8 @@ def load_run(run, metrics, max_env_steps=None):
         if missing:
             fail(f"--metrics {missing[0]} is not logged by {run}; metrics.jsonl has e.g. {', '.join(sorted(m)[:4])}")
         values = {key: np.atleast_1d(m.get(f"{key}_per_seed", m[key])).astype(float) for key in metrics}
+        if flags.get("num_seeds", 1) > 1 and f"{metrics[0]}_per_seed" not in m:  # older eval_stitching.py runs
+            flags["pooled_seeds"] = flags["num_seeds"]
         if max_env_steps is None or m[STEPS] <= max_env_steps:
             evaluations.append((m[STEPS], values))
     if not evaluations:
@@ -125,6 +128,7 @@ def group_runs(runs, group_by, metrics=tuple(key for key, _ in METRICS), max_env
         label = ", ".join(f"{k} {v}" for k, v in key.items()) or "all runs"
         group = groups.setdefault(label, {"flags": key, "runs": [], "curves": []})
         group["runs"].append(str(run))
+        group.setdefault("run_flags", []).append(flags)
         steps = np.array([s for s, _ in evaluations], dtype=float)
         group["curves"].append((steps, {k: np.stack([v[k] for _, v in evaluations]) for k in metrics}))
     for group in groups.values():
@@ -236,6 +240,7 @@ def scores(groups, extra=(), max_env_steps=None):
         table[label] = {
             "flags": group["flags"],
             "seeds": len(score),
+            "pooled_seeds": max((f.get("pooled_seeds", 0) for f in group["run_flags"]), default=0),
             "score": float(score.mean()),
             "score_std_over_seeds": float(score.std()),
             "score_95_interval": [float(low[0]), float(high[0])],
@@ -304,7 +309,7 @@ def scores_markdown(table, extra=(), random=None):
         times = row["wall_time_s_per_run"]
         cells = [
             label,
-            str(row["seeds"]),
+            f"{row['pooled_seeds']}, logged as their mean" if row.get("pooled_seeds") else str(row["seeds"]),
             f"{row['score']:.{digits}f} ± {row['score_std_over_seeds']:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]",
             f(row["score_per_seed"]),
             *(
