@@ -120,4 +120,4 @@ def test_every_results_table_is_what_plot_runs_makes_of_the_committed_runs(tmp_p
         fresh = json.loads((tmp_path / str(i) / "scores.json").read_text())
         assert json.loads((out / "scores.json").read_text()) == fresh, f"{out}/scores.json is stale"
         assert (out / "curves.png").is_file()
-    assert len(found) >= 19, f"{len(found)} results tables found"
+    assert len(found) >= 20, f"{len(found)} results tables found"
